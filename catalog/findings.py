@@ -1,0 +1,34 @@
+"""Validation findings: a code, the item concerned, and the reason in Chinese and English."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+
+
+class Severity(StrEnum):
+    ERROR = "error"      # the item is rejected (quarantined), the rest of the batch goes on
+    WARNING = "warning"  # the item is accepted and the finding reported
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    item: str
+    severity: Severity
+    message_zh: str
+    message_en: str
+
+    def __str__(self) -> str:
+        return f"[{self.severity}] {self.item}: {self.message_zh} / {self.message_en} ({self.code})"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def error(code: str, item: str, zh: str, en: str) -> Finding:
+    return Finding(code, item, Severity.ERROR, zh, en)
+
+
+def warning(code: str, item: str, zh: str, en: str) -> Finding:
+    return Finding(code, item, Severity.WARNING, zh, en)
