@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 
 from ocr.engine import EngineConfig, PageResult, TesseractEngine
 from ocr.images import load_pages
@@ -52,6 +53,13 @@ class OcrPool:
             self._executor.shutdown(cancel_futures=True)
 
     def map(self, blobs: Iterable[bytes]) -> Iterator[list[PageResult]]:
-        """Results in input order; at most a few files per worker in flight."""
+        """Results in input order, with at most two files per worker in flight, so a large
+        batch never sits in memory whole (Executor.map would read the whole iterable first)."""
         assert self._executor, "use OcrPool as a context manager"
-        return self._executor.map(_ocr_file, blobs, chunksize=1)
+        pending: deque[Future] = deque()
+        for data in blobs:
+            pending.append(self._executor.submit(_ocr_file, data))
+            if len(pending) >= 2 * self.workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()

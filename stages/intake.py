@@ -1,0 +1,93 @@
+"""Intake: validate a submitted batch and register what goes on to OCR.
+
+Reads the batch's files from staging, checks the manifest, every scan file (by content) and
+the catalog-to-image link, and records per file accepted/rejected with bilingual findings.
+Bad items never sink the batch: the good materials go on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from catalog.findings import Finding, Severity, error
+from catalog.manifest import Catalog, parse_manifest
+from intake.linkage import check_linkage
+from intake.scanfile import inspect_scan
+from stages.services import Services
+
+
+@dataclass
+class IntakeResult:
+    batch_id: str
+    accepted: int
+    rejected: int
+    warnings: int
+    files: int            # personnel files with at least one accepted material
+    materials: int
+    findings: list[Finding] = field(default_factory=list)
+
+
+class UnknownBatch(LookupError):
+    pass
+
+
+def intake_batch(batch_id: str, services: Services) -> IntakeResult:
+    with services.db.transaction() as cur:
+        cur.execute("SELECT path, sha256, staging_key, role FROM batch_files WHERE batch_id = %s ORDER BY path",
+                    (batch_id,))
+        rows = cur.fetchall()
+    if not rows:
+        raise UnknownBatch(f"batch {batch_id} was never submitted (no files registered)")
+
+    findings: list[Finding] = []
+    manifests = [r for r in rows if r["role"] == "manifest"]
+    catalog, manifest_path = Catalog(), "manifest.csv"
+    if len(manifests) != 1:
+        findings.append(error("batch.manifest", batch_id,
+                              "批次中应有且仅有一个目录文件 manifest.csv" if not manifests else "批次中有多个目录文件",
+                              "the batch needs exactly one manifest.csv" if not manifests else "several manifests"))
+    else:
+        manifest_path = manifests[0]["path"]
+        data = services.store.get(services.staging_bucket, manifests[0]["staging_key"])
+        catalog, problems = parse_manifest(data, manifest_path)
+        findings += problems
+
+    updates, page_counts = [], {}
+    for r in rows:
+        if r["role"] != "page":
+            continue
+        data = services.store.get(services.staging_bucket, r["staging_key"])
+        info, problems = inspect_scan(data, r["path"])
+        findings += problems
+        rejected = info is None or any(p.severity is Severity.ERROR for p in problems)
+        page_counts[r["path"]] = None if rejected else info.page_count
+        updates.append((
+            "rejected" if rejected else "accepted",
+            info.media_type if info else None, info.page_count if info else None,
+            info.dpi if info else None, info.width if info else None, info.height if info else None,
+            json.dumps([p.to_dict() for p in problems], ensure_ascii=False) if problems else None,
+            batch_id, r["path"]))
+
+    kept, link_findings = check_linkage(catalog, page_counts, manifest_path)
+    findings += link_findings
+    with services.db.transaction() as cur:
+        cur.executemany("UPDATE batch_files SET status = %s, media_type = %s, page_count = %s, dpi = %s, "
+                        "width = %s, height = %s, findings = %s WHERE batch_id = %s AND path = %s", updates)
+        cur.execute("UPDATE batches SET catalog = %s, findings = %s, status = 'validated' WHERE batch_id = %s",
+                    (json.dumps(kept.to_dict(), ensure_ascii=False),
+                     json.dumps([f.to_dict() for f in findings], ensure_ascii=False), batch_id))
+    accepted = sum(1 for u in updates if u[0] == "accepted")
+    return IntakeResult(batch_id, accepted, len(updates) - accepted,
+                        sum(1 for f in findings if f.severity is Severity.WARNING),
+                        len(kept.files), sum(len(f.materials) for f in kept.files), findings)
+
+
+def load_catalog(batch_id: str, services: Services) -> Catalog:
+    """The validated catalog intake left for the later stages."""
+    with services.db.transaction() as cur:
+        cur.execute("SELECT catalog FROM batches WHERE batch_id = %s", (batch_id,))
+        row = cur.fetchone()
+    if not row or row["catalog"] is None:
+        raise UnknownBatch(f"batch {batch_id} has not been through intake")
+    return Catalog.from_dict(row["catalog"])

@@ -1,0 +1,78 @@
+"""OCR stage: every accepted scan file of a batch, once per content and engine version.
+
+Results go to staging as JSON keyed by (engine key, sha256): that key is the cache, so a rerun
+or the same page in another batch is not OCR'd again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ocr import EngineConfig, OcrPool, PageResult
+from stages.services import Services
+from storage.objects import put_if_absent, sha256_hex
+
+
+@dataclass
+class OcrResult:
+    batch_id: str
+    files_ocred: int
+    files_cached: int
+    pages_ocred: int
+    empty_pages: list[str]   # "path#page" of pages with no text at all
+    seconds: float
+
+    @property
+    def pages_per_second(self) -> float:
+        return self.pages_ocred / self.seconds if self.seconds and self.pages_ocred else 0.0
+
+
+def ocr_key(engine_key: str, sha256: str) -> str:
+    return f"ocr/{engine_key}/{sha256[:2]}/{sha256}.json"
+
+
+def accepted_scans(batch_id: str, services: Services) -> list[dict]:
+    with services.db.transaction() as cur:
+        cur.execute("SELECT path, sha256, staging_key FROM batch_files WHERE batch_id = %s AND role = 'page' "
+                    "AND status = 'accepted' ORDER BY path", (batch_id,))
+        return cur.fetchall()
+
+
+def load_ocr(services: Services, engine_key: str, sha256: str) -> tuple[list[PageResult], str]:
+    """The OCR pages of one scan file and the sha256 of the stored result."""
+    data = services.store.get(services.staging_bucket, ocr_key(engine_key, sha256))
+    return [PageResult.from_dict(p) for p in json.loads(data)["pages"]], sha256_hex(data)
+
+
+def ocr_batch(batch_id: str, services: Services, config: EngineConfig | None = None,
+              workers: int | None = None) -> OcrResult:
+    config = config or EngineConfig()
+    scans = accepted_scans(batch_id, services)
+    todo, cached = [], 0
+    seen: set[str] = set()
+    for s in scans:
+        if s["sha256"] in seen or services.store.head(services.staging_bucket, ocr_key(config.key, s["sha256"])):
+            cached += 1
+        else:
+            todo.append(s)
+        seen.add(s["sha256"])
+
+    t0 = time.perf_counter()
+    pages, empty = 0, []
+    if todo:
+        def blobs() -> Iterator[bytes]:
+            for s in todo:
+                yield services.store.get(services.staging_bucket, s["staging_key"])
+
+        with OcrPool(config, workers) as pool:
+            for scan, results in zip(todo, pool.map(blobs()), strict=True):
+                body = json.dumps({"sha256": scan["sha256"], "engine": config.key,
+                                   "pages": [r.to_dict() for r in results]}, ensure_ascii=False).encode()
+                put_if_absent(services.store, services.staging_bucket, ocr_key(config.key, scan["sha256"]),
+                              body, sha256_hex(body), "application/json")
+                pages += len(results)
+                empty += [f"{scan['path']}#{i + 1}" for i, r in enumerate(results) if not r.text.strip()]
+    return OcrResult(batch_id, len(todo), cached, pages, empty, time.perf_counter() - t0)

@@ -1,0 +1,75 @@
+"""Hand-in of a scan batch folder: every file kept verbatim in staging, keyed by its sha256.
+
+This is what every upload channel calls (CLI, inbox sensor). It registers the batch and its
+files; intake then validates what was handed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from stages.services import Services
+from storage.objects import content_key, put_if_absent, sha256_hex
+
+MANIFEST_NAMES = ("manifest.csv", "catalog.csv", "目录.csv")
+
+
+@dataclass(frozen=True)
+class Submission:
+    batch_id: str
+    files: int
+    new: bool  # False when the same content was handed in before
+
+
+def scan_folder(folder: Path) -> list[tuple[str, Path]]:
+    """Relative POSIX paths of the regular files of a batch folder, hidden files excluded."""
+    out = []
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if path.is_file() and not path.is_symlink() and not any(p.startswith(".") for p in rel.split("/")):
+            out.append((rel, path))
+    return out
+
+
+def batch_id_for(name: str, digests: list[tuple[str, str]]) -> tuple[str, str]:
+    """(batch id, content digest): same files and names give the same id."""
+    h = hashlib.sha256()
+    for rel, digest in sorted(digests):
+        h.update(f"{rel}\0{digest}\n".encode())
+    content = h.hexdigest()
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "batch"
+    return f"{slug[:40]}-{content[:12]}", content
+
+
+def submit_folder(folder: Path, services: Services) -> Submission:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"batch folder {folder} does not exist")
+    files = scan_folder(folder)
+    if not files:
+        raise ValueError(f"batch folder {folder} holds no files")
+    digests = [(rel, sha256_hex(path.read_bytes())) for rel, path in files]
+    batch_id, content = batch_id_for(folder.name, digests)
+    with services.db.transaction() as cur:
+        cur.execute("SELECT 1 FROM batches WHERE content_sha256 = %s", (content,))
+        if cur.fetchone():
+            return Submission(batch_id, len(files), new=False)
+    # Objects first, then the rows that point at them: a crash in between leaves only
+    # unreferenced content-keyed objects, which the next hand-in reuses.
+    sizes = {}
+    for (rel, path), (_, digest) in zip(files, digests, strict=True):
+        data = path.read_bytes()
+        sizes[rel] = len(data)
+        put_if_absent(services.store, services.staging_bucket, content_key(digest, "originals"), data, digest)
+    with services.db.transaction() as cur:
+        cur.execute("INSERT INTO batches (batch_id, name, content_sha256, holding_agency) VALUES (%s, %s, %s, %s) "
+                    "ON CONFLICT DO NOTHING", (batch_id, folder.name, content, services.agency))
+        for rel, digest in digests:
+            role = "manifest" if rel.lower() in MANIFEST_NAMES else "page"
+            cur.execute("INSERT INTO batch_files (batch_id, path, sha256, bytes, staging_key, role) "
+                        "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                        (batch_id, rel, digest, sizes[rel], content_key(digest, "originals"), role))
+    return Submission(batch_id, len(files), new=True)

@@ -1,0 +1,194 @@
+"""Object storage behind one interface: S3 (production, and moto in tests) or a local folder.
+
+Every write carries the content's sha256 (as object metadata), and `put_verified` reads the
+object back and compares digests before anyone records it as stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+class ObjectStoreUnavailable(RuntimeError):
+    """The object store cannot be reached or used; the message says which and how to fix it."""
+
+
+class IntegrityError(RuntimeError):
+    """An object read back does not have the digest it was written with."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    bytes: int
+    sha256: str | None
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def content_key(sha256: str, prefix: str = "sha256") -> str:
+    """Content-addressed key: identical content is stored once whatever its name."""
+    return f"{prefix}/{sha256[:2]}/{sha256[2:4]}/{sha256}"
+
+
+class ObjectStore(Protocol):
+    description: str
+
+    def ensure_bucket(self, bucket: str) -> None: ...
+    def put(self, bucket: str, key: str, data: bytes, sha256: str, content_type: str = ...) -> None: ...
+    def get(self, bucket: str, key: str) -> bytes: ...
+    def head(self, bucket: str, key: str) -> ObjectInfo | None: ...
+    def count(self, bucket: str, prefix: str = "") -> int: ...
+
+
+def put_verified(store: ObjectStore, bucket: str, key: str, data: bytes,
+                 content_type: str = "application/octet-stream") -> str:
+    """Writes, reads back, and raises IntegrityError unless the digests match; returns sha256."""
+    digest = sha256_hex(data)
+    store.put(bucket, key, data, digest, content_type)
+    back = sha256_hex(store.get(bucket, key))
+    if back != digest:
+        raise IntegrityError(f"{bucket}/{key}: wrote sha256 {digest}, read back {back}")
+    return digest
+
+
+def put_if_absent(store: ObjectStore, bucket: str, key: str, data: bytes, sha256: str,
+                  content_type: str = "application/octet-stream") -> bool:
+    """Idempotent write of content-keyed data; True if it was written now."""
+    info = store.head(bucket, key)
+    if info is not None and info.sha256 == sha256 and info.bytes == len(data):
+        return False
+    store.put(bucket, key, data, sha256, content_type)
+    return True
+
+
+class S3ObjectStore:
+    """Any S3-compatible endpoint through boto3; credentials from the usual AWS variables."""
+
+    def __init__(self, endpoint_url: str | None, region: str = "us-east-1") -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.endpoint_url = endpoint_url
+        self.description = f"S3 at {endpoint_url or 'AWS default endpoint'}"
+        self.client = boto3.client(
+            "s3", endpoint_url=endpoint_url, region_name=region,
+            config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5,
+                          read_timeout=60, s3={"addressing_style": "path"}))
+
+    def _unavailable(self, exc: Exception) -> ObjectStoreUnavailable:
+        return ObjectStoreUnavailable(
+            f"object store {self.description} is unreachable or refused the request: {exc}. "
+            "Check ARCHIVE_S3_ENDPOINT_URL and AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+            "or unset ARCHIVE_S3_ENDPOINT_URL to use the local directory store")
+
+    def ensure_bucket(self, bucket: str) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.head_bucket(Bucket=bucket)
+            return
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket"):
+                raise self._unavailable(exc) from exc
+        except BotoCoreError as exc:
+            raise self._unavailable(exc) from exc
+        try:
+            self.client.create_bucket(Bucket=bucket)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
+                raise self._unavailable(exc) from exc
+
+    def put(self, bucket: str, key: str, data: bytes, sha256: str,
+            content_type: str = "application/octet-stream") -> None:
+        self.client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type,
+                               Metadata={"sha256": sha256})
+
+    def get(self, bucket: str, key: str) -> bytes:
+        return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    def head(self, bucket: str, key: str) -> ObjectInfo | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            r = self.client.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return ObjectInfo(r["ContentLength"], r.get("Metadata", {}).get("sha256"))
+
+    def count(self, bucket: str, prefix: str = "") -> int:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return sum(page.get("KeyCount", 0) for page in pages)
+
+
+class LocalObjectStore:
+    """A folder laid out as bucket/key, digests in a sidecar; for the embedded demo.
+
+    The demo keeps its PostgreSQL state between runs, so its objects must persist too; an
+    in-memory S3 emulator would lose them on restart.
+    """
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        self.description = f"local directory {self.root}"
+
+    def _path(self, bucket: str, key: str) -> Path:
+        path = (self.root / bucket / key).resolve()
+        if not path.is_relative_to((self.root / bucket).resolve()) or key.endswith(".meta.json"):
+            raise ValueError(f"invalid object key {key!r}")
+        return path
+
+    def ensure_bucket(self, bucket: str) -> None:
+        try:
+            (self.root / bucket).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ObjectStoreUnavailable(f"cannot create {self.root / bucket}: {exc}") from exc
+
+    def put(self, bucket: str, key: str, data: bytes, sha256: str,
+            content_type: str = "application/octet-stream") -> None:
+        path = self._path(bucket, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = json.dumps({"sha256": sha256, "content_type": content_type})
+        for target, payload in ((path, data), (Path(f"{path}.meta.json"), meta.encode())):
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            with os.fdopen(fd, "wb") as fh:  # write then rename: never a half-written object
+                fh.write(payload)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+
+    def get(self, bucket: str, key: str) -> bytes:
+        return self._path(bucket, key).read_bytes()
+
+    def head(self, bucket: str, key: str) -> ObjectInfo | None:
+        path = self._path(bucket, key)
+        if not path.exists():
+            return None
+        meta_path = Path(f"{path}.meta.json")
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        return ObjectInfo(path.stat().st_size, meta.get("sha256"))
+
+    def count(self, bucket: str, prefix: str = "") -> int:
+        base = self.root / bucket
+        if not base.exists():
+            return 0
+        return sum(1 for p in base.rglob("*") if p.is_file() and not p.name.endswith(".meta.json")
+                   and not p.name.startswith(".tmp-") and str(p.relative_to(base)).startswith(prefix))
+
+
+def open_store(endpoint_url: str | None, object_root: str | None, region: str = "us-east-1") -> ObjectStore:
+    if endpoint_url:
+        return S3ObjectStore(endpoint_url, region)
+    if object_root:
+        return LocalObjectStore(object_root)
+    raise ObjectStoreUnavailable("no object store configured: set ARCHIVE_S3_ENDPOINT_URL (S3) "
+                                 "or ARCHIVE_OBJECT_ROOT (local directory)")

@@ -1,0 +1,1 @@
+"""Transfer of a personnel file to a receiving province: the record, its signature."""
