@@ -26,13 +26,40 @@ class IntakeResult:
     files: int            # personnel files with at least one accepted material
     materials: int
     findings: list[Finding] = field(default_factory=list)
+    reused: bool = False  # True when an earlier validation of the same content was reused
+
+
+# Bump when validation rules change: batches validated by older rules are validated again.
+INTAKE_VERSION = 1
 
 
 class UnknownBatch(LookupError):
     pass
 
 
+def _previous(batch_id: str, services: Services) -> IntakeResult | None:
+    """The stored result when this batch (immutable: its id is its content) was validated by these rules."""
+    with services.db.transaction() as cur:
+        cur.execute("SELECT catalog, findings FROM batches WHERE batch_id = %s AND intake_version = %s",
+                    (batch_id, INTAKE_VERSION))
+        row = cur.fetchone()
+        if row is None:
+            return None
+        cur.execute("SELECT count(*) FILTER (WHERE status = 'accepted') AS ok,"
+                    " count(*) FILTER (WHERE status = 'rejected') AS bad FROM batch_files"
+                    " WHERE batch_id = %s AND role = 'page'", (batch_id,))
+        counts = cur.fetchone()
+    findings = [Finding(**{**f, "severity": Severity(f["severity"])}) for f in row["findings"]]
+    catalog = Catalog.from_dict(row["catalog"])
+    return IntakeResult(batch_id, counts["ok"], counts["bad"],
+                        sum(1 for f in findings if f.severity is Severity.WARNING), len(catalog.files),
+                        sum(len(f.materials) for f in catalog.files), findings, reused=True)
+
+
 def intake_batch(batch_id: str, services: Services) -> IntakeResult:
+    previous = _previous(batch_id, services)
+    if previous:
+        return previous
     with services.db.transaction() as cur:
         cur.execute("SELECT path, sha256, staging_key, role FROM batch_files WHERE batch_id = %s ORDER BY path",
                     (batch_id,))
@@ -74,9 +101,10 @@ def intake_batch(batch_id: str, services: Services) -> IntakeResult:
     with services.db.transaction() as cur:
         cur.executemany("UPDATE batch_files SET status = %s, media_type = %s, page_count = %s, dpi = %s, "
                         "width = %s, height = %s, findings = %s WHERE batch_id = %s AND path = %s", updates)
-        cur.execute("UPDATE batches SET catalog = %s, findings = %s, status = 'validated' WHERE batch_id = %s",
+        cur.execute("UPDATE batches SET catalog = %s, findings = %s, status = 'validated',"
+                    " intake_version = %s WHERE batch_id = %s",
                     (json.dumps(kept.to_dict(), ensure_ascii=False),
-                     json.dumps([f.to_dict() for f in findings], ensure_ascii=False), batch_id))
+                     json.dumps([f.to_dict() for f in findings], ensure_ascii=False), INTAKE_VERSION, batch_id))
     accepted = sum(1 for u in updates if u[0] == "accepted")
     return IntakeResult(batch_id, accepted, len(updates) - accepted,
                         sum(1 for f in findings if f.severity is Severity.WARNING),

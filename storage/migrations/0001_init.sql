@@ -8,7 +8,8 @@ CREATE TABLE batches (
     status          text NOT NULL DEFAULT 'submitted',
     submitted_at    timestamptz NOT NULL DEFAULT now(),
     catalog         jsonb,                         -- normalised manifest, written by intake
-    findings        jsonb                          -- intake findings, written by intake
+    findings        jsonb,                         -- intake findings, written by intake
+    intake_version  integer                        -- rules version that produced them
 );
 
 -- Every file handed in, kept verbatim in the staging bucket under its sha256.

@@ -1,0 +1,1 @@
+"""Dagster definitions: a thin shell over the plain stage functions in `stages/`."""

@@ -1,0 +1,86 @@
+"""The five assets, partitioned by scan batch. Each calls one function of `stages/`."""
+
+import dagster as dg
+
+from pipeline.partitions import scan_batches
+from pipeline.resources import ArchiveServicesResource, OcrEngineResource, SignerResource
+from stages.archive import archive_batch
+from stages.index import index_batch
+from stages.intake import intake_batch, load_catalog
+from stages.ocr import ocr_batch
+from stages.transfer import prepare_transfer
+
+DEFAULT_RECEIVER = "广东省人才交流服务中心"
+
+
+@dg.asset(name="intake", partitions_def=scan_batches, group_name="scan_batch", kinds={"postgres", "s3"})
+def intake_asset(context: dg.AssetExecutionContext, services: ArchiveServicesResource) -> dg.MaterializeResult:
+    """Validates the handed-in batch: manifest, scan files by content, catalog-to-image link."""
+    r = intake_batch(context.partition_key, services.services())
+    for finding in r.findings:
+        (context.log.error if finding.severity == "error" else context.log.warning)(str(finding))
+    return dg.MaterializeResult(metadata={
+        "accepted_scans": r.accepted, "rejected_scans": r.rejected, "warnings": r.warnings,
+        "files": r.files, "materials": r.materials, "findings": len(r.findings), "reused": r.reused})
+
+
+@dg.asset(name="ocr", deps=["intake"], partitions_def=scan_batches, group_name="scan_batch", pool="ocr",
+          kinds={"tesseract"}, check_specs=[dg.AssetCheckSpec("no_empty_pages", asset="ocr")])
+def ocr_asset(context: dg.AssetExecutionContext, services: ArchiveServicesResource,
+              ocr_engine: OcrEngineResource):
+    """OCRs every accepted scan not yet OCR'd by this engine version (cache keyed by sha256)."""
+    r = ocr_batch(context.partition_key, services.services(), ocr_engine.engine_config(),
+                  ocr_engine.workers or None)
+    yield dg.MaterializeResult(metadata={
+        "scans_ocred": r.files_ocred, "scans_cached": r.files_cached, "pages_ocred": r.pages_ocred,
+        "pages_per_second": round(r.pages_per_second, 2), "engine": ocr_engine.engine_config().key})
+    # Tesseract can return nothing on a noisy page while reporting high confidence.
+    yield dg.AssetCheckResult(check_name="no_empty_pages", passed=not r.empty_pages,
+                              severity=dg.AssetCheckSeverity.ERROR,
+                              metadata={"empty_pages": ", ".join(r.empty_pages[:50]) or "none"})
+
+
+@dg.asset(name="index", deps=["ocr"], partitions_def=scan_batches, group_name="scan_batch", kinds={"postgres"})
+def index_asset(context: dg.AssetExecutionContext, services: ArchiveServicesResource,
+                ocr_engine: OcrEngineResource) -> dg.MaterializeResult:
+    """Files, materials, pages and OCR text into PostgreSQL."""
+    r = index_batch(context.partition_key, services.services(), ocr_engine.engine_config().key)
+    return dg.MaterializeResult(metadata={"files": r.files, "materials": r.materials, "pages": r.pages,
+                                          "rows_written": r.rows_written})
+
+
+@dg.asset(name="archive", deps=["index"], partitions_def=scan_batches, group_name="scan_batch", kinds={"s3"})
+def archive_asset(context: dg.AssetExecutionContext, services: ArchiveServicesResource,
+                  ocr_engine: OcrEngineResource) -> dg.MaterializeResult:
+    """Originals and OCR results into preservation storage, each read back and verified."""
+    r = archive_batch(context.partition_key, services.services(), ocr_engine.engine_config().key)
+    return dg.MaterializeResult(metadata={"stored": r.stored, "already_stored": r.already_stored,
+                                          "bytes_stored": r.bytes_stored})
+
+
+class TransferConfig(dg.Config):
+    file_number: str = ""  # empty: the batch's first file (the demo's default)
+    receiving_agency: str = DEFAULT_RECEIVER
+    reason: str = "工作调动"
+
+
+@dg.asset(name="transfer", deps=["archive"], partitions_def=scan_batches, group_name="scan_batch",
+          kinds={"json"})
+def transfer_asset(context: dg.AssetExecutionContext, config: TransferConfig, services: ArchiveServicesResource,
+                   signer: SignerResource) -> dg.MaterializeResult:
+    """A signed transfer record for one file of the batch, addressed to a receiving agency."""
+    svc = services.services()
+    number = config.file_number
+    if not number:
+        files = sorted(f.file_number for f in load_catalog(context.partition_key, svc).files)
+        if not files:
+            context.log.warning("no file of this batch passed intake: nothing to transfer")
+            return dg.MaterializeResult(metadata={"transfer_id": "none"})
+        number = files[0]
+    r = prepare_transfer(number, config.receiving_agency, svc, signer.signer(), config.reason)
+    return dg.MaterializeResult(metadata={
+        "transfer_id": r.transfer_id, "file_number": r.file_number, "receiving_agency": r.receiving_agency,
+        "record_key": r.record_key, "record_sha256": r.record_sha256, "created": r.created})
+
+
+ASSETS = [intake_asset, ocr_asset, index_asset, archive_asset, transfer_asset]
