@@ -2,8 +2,9 @@
 
     python -m sample_scans.generate OUT --files 3 --seed 7 --variants clean,skew,jpeg
 
-Writes OUT/batch/ (what staff hand in: manifest.csv and pages/) and OUT/truth/ (one .txt
-per page image, same stem). Deterministic for a given seed and options.
+Writes OUT/<name>/ (what staff hand in: manifest.csv and pages/; name defaults to
+<prefix>-S<seed>) and OUT/truth/ (one .txt per page image, same stem). Deterministic for a
+given seed and options.
 """
 
 from __future__ import annotations
@@ -119,12 +120,12 @@ BUILDERS: list[Builder] = [_registration_form, _autobiography, _appraisal, _grad
 
 
 def generate(out: Path, files: int = 3, seed: int = 7, variants: list[str] | None = None,
-             fmt: str = "jpg", materials_per_file: int = 3, prefix: str = "GZ2026") -> Path:
-    """Writes OUT/batch and OUT/truth; returns the batch folder."""
+             fmt: str = "jpg", materials_per_file: int = 3, prefix: str = "GZ2026", name: str | None = None) -> Path:
+    """Writes OUT/<name> and OUT/truth; returns the batch folder."""
     rng = random.Random(seed)
     fonts = available_fonts()
     variants = variants or ["clean"]
-    batch, truth = out / "batch", out / "truth"
+    batch, truth = out / (name or f"{prefix}-S{seed:03d}"), out / "truth"
     (batch / "pages").mkdir(parents=True, exist_ok=True)
     truth.mkdir(parents=True, exist_ok=True)
     rows, page_counter = [], 0

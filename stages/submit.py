@@ -54,9 +54,10 @@ def submit_folder(folder: Path, services: Services) -> Submission:
     digests = [(rel, sha256_hex(path.read_bytes())) for rel, path in files]
     batch_id, content = batch_id_for(folder.name, digests)
     with services.db.transaction() as cur:
-        cur.execute("SELECT 1 FROM batches WHERE content_sha256 = %s", (content,))
-        if cur.fetchone():
-            return Submission(batch_id, len(files), new=False)
+        cur.execute("SELECT batch_id FROM batches WHERE content_sha256 = %s", (content,))
+        row = cur.fetchone()
+        if row:  # handed in before, perhaps under another folder name: that batch it is
+            return Submission(row["batch_id"], len(files), new=False)
     # Objects first, then the rows that point at them: a crash in between leaves only
     # unreferenced content-keyed objects, which the next hand-in reuses.
     sizes = {}

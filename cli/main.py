@@ -1,0 +1,191 @@
+"""`archive`: demo, services, ui, run, ocr and sample generation.
+
+Known problems (missing packages, unreachable services) print one bilingual sentence and exit
+with status 2; bad input exits 1; a traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from devservices.postgres import SetupError
+from storage.db import DatabaseUnavailable
+from storage.objects import ObjectStoreUnavailable
+
+EXIT_BAD_INPUT, EXIT_SETUP = 1, 2
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from cli.demo import demo
+
+    summary = demo(keep_running=args.keep_running)
+    print("\n".join(summary.lines()))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from cli.demo import run_folder
+    from devservices import preflight
+    from devservices.instance import LocalInstance
+    from storage.config import StorageSettings
+
+    preflight.check_all(StorageSettings.from_env().s3_endpoint_url)
+    instance = LocalInstance.from_env()
+    instance.export()
+    started = instance.start()
+    try:
+        summary = run_folder(Path(args.batch), Path(args.truth) if args.truth else None, args.to)
+    finally:
+        if started:
+            instance.stop()
+    print("\n".join(summary.lines()))
+    return 0
+
+
+def cmd_services(args: argparse.Namespace) -> int:
+    from devservices.instance import LocalInstance
+
+    instance = LocalInstance.from_env()
+    if args.action == "start":
+        instance.start()
+        for k, v in instance.environment().items():
+            print(f"export {k}={v}")
+    elif args.action == "stop":
+        instance.stop()
+        print("PostgreSQL stopped")
+    else:
+        print("PostgreSQL running" if instance.postgres.running() else "PostgreSQL stopped")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from devservices.instance import LocalInstance
+
+    instance = LocalInstance.from_env()
+    instance.export()
+    started = instance.start()
+    cmd = [str(Path(sys.executable).parent / "dagster"), "dev", "-m", "pipeline.definitions",
+           "-h", "127.0.0.1", "-p", str(args.port)]
+    print(f"Dagster UI on http://127.0.0.1:{args.port} (Ctrl-C stops it)")
+
+    def reset_signals() -> None:  # dagster dev ignores SIGINT/SIGTERM when inherited as ignored
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    proc = subprocess.Popen(cmd, env=os.environ.copy(), preexec_fn=reset_signals)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        return 0
+    finally:
+        if started:
+            instance.stop()
+
+
+def cmd_ocr(args: argparse.Namespace) -> int:
+    from devservices import preflight
+    from ocr import EngineConfig, OcrPool
+
+    preflight.check_ocr()
+    paths = [Path(p) for p in args.files]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        print(f"文件不存在 / no such file: {', '.join(missing)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    out = []
+    with OcrPool(EngineConfig(lang=args.lang)) as pool:
+        for path, pages in zip(paths, pool.map(p.read_bytes() for p in paths), strict=True):
+            for i, page in enumerate(pages, start=1):
+                out.append({"file": str(path), "page": i, "text": page.text, "confidence": page.confidence,
+                            "seconds": page.seconds})
+    if args.json:
+        print(json.dumps(out, ensure_ascii=False, indent=2))
+    else:
+        for item in out:
+            print(f"== {item['file']} page {item['page']} (confidence {item['confidence']})\n{item['text']}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from sample_scans.generate import generate
+
+    batch = generate(Path(args.out), args.files, args.seed, args.variants.split(","), args.format, args.materials)
+    print(batch)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="archive", description="Personnel-archive digitization pipeline")
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("demo", help="run the whole pipeline on the sample batch and print a summary")
+    p.add_argument("--keep-running", action="store_true", help="leave PostgreSQL running afterwards")
+    p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("run", help="hand in a batch folder and run the whole pipeline on it")
+    p.add_argument("batch")
+    p.add_argument("--truth", help="folder of ground-truth .txt per page, for a CER figure")
+    p.add_argument("--to", help="receiving agency of the transfer record")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("services", help="start, stop or show the local PostgreSQL")
+    p.add_argument("action", choices=["start", "stop", "status"])
+    p.set_defaults(func=cmd_services)
+    p = sub.add_parser("ui", help="the Dagster UI on 127.0.0.1 over the local instance")
+    p.add_argument("--port", type=int, default=3000)
+    p.set_defaults(func=cmd_ui)
+    p = sub.add_parser("ocr", help="OCR image or PDF files with the pipeline's engine")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--lang", default="chi_sim+eng")
+    p.set_defaults(func=cmd_ocr)
+    p = sub.add_parser("generate-samples", help="render a synthetic scan batch with ground truth")
+    p.add_argument("out")
+    p.add_argument("--files", type=int, default=3)
+    p.add_argument("--materials", type=int, default=3)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--format", default="jpg", choices=["jpg", "png", "tif"])
+    p.add_argument("--variants", default="clean")
+    p.set_defaults(func=cmd_generate)
+    return ap
+
+
+SETUP_ERRORS = (SetupError, DatabaseUnavailable, ObjectStoreUnavailable)
+
+
+def _known_cause(exc: BaseException) -> BaseException | None:
+    """The setup error behind `exc`, looking through Dagster's step-failure wrappers."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, SETUP_ERRORS):
+            return exc
+        exc = getattr(exc, "user_exception", None) or exc.__cause__
+        seen += 1
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except FileNotFoundError as exc:
+        print(f"输入错误 / bad input: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as exc:
+        cause = _known_cause(exc)
+        if cause is None:
+            raise
+        print(f"配置错误 / setup problem: {cause}", file=sys.stderr)
+        return EXIT_SETUP
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""The local instance under dagster_home/: its PostgreSQL cluster, object folder and settings."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from devservices.postgres import LocalPostgres
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_PG_PORT = 54329
+
+
+@dataclass
+class LocalInstance:
+    home: Path
+    port: int
+
+    @classmethod
+    def from_env(cls) -> LocalInstance:
+        home = Path(os.environ.get("DAGSTER_HOME") or REPO / "dagster_home").absolute()
+        return cls(home, int(os.environ.get("ARCHIVE_PG_PORT", DEFAULT_PG_PORT)))
+
+    @property
+    def postgres(self) -> LocalPostgres:
+        return LocalPostgres(self.home / "pgdata", self.port)
+
+    def start(self) -> bool:
+        """Starts PostgreSQL if needed; True if this call started it."""
+        pg = self.postgres
+        was_running = pg.running()
+        pg.start()
+        for db in ("archive", "dagster"):
+            pg.ensure_database(db)
+        return not was_running
+
+    def stop(self) -> None:
+        self.postgres.stop()
+
+    def environment(self) -> dict[str, str]:
+        """Variables the pipeline, the Dagster instance and `dagster dev` read; existing ones win."""
+        pg = self.postgres
+        env = {
+            "DAGSTER_HOME": str(self.home),
+            "ARCHIVE_DATABASE_URL": pg.url("archive"),
+            # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3; we ship psycopg2
+            "ARCHIVE_DAGSTER_DATABASE_URL": pg.url("dagster").replace("postgresql://", "postgresql+psycopg2://"),
+            "ARCHIVE_OBJECT_ROOT": str(self.home / "objects"),
+        }
+        return {k: os.environ.get(k) or v for k, v in env.items()}
+
+    def export(self) -> None:
+        os.environ.update(self.environment())
