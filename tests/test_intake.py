@@ -1,0 +1,95 @@
+"""Intake on real PostgreSQL and S3: bad items are named and held back, the rest goes on,
+and every file handed in is kept verbatim."""
+
+import io
+import shutil
+
+from PIL import Image
+
+from catalog.manifest import TEMPLATE_HEADER
+from stages.intake import intake_batch, load_catalog
+from stages.submit import submit_folder
+from storage.objects import sha256_hex
+from tests.conftest import SAMPLE_BATCH
+
+ID = "11010519491231002X"
+
+
+def _manifest(folder, rows):
+    lines = [",".join(TEMPLATE_HEADER)]
+    for seq, (cls, pages, files) in enumerate(rows, start=1):
+        lines.append(",".join(["GZ-T1", "张三", ID, cls, str(seq), "材料", "2001-05-01", "1", str(pages), "",
+                               ";".join(files)]))
+    (folder / "manifest.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _batch(tmp_path):
+    folder = tmp_path / "batch-under-test"
+    (folder / "pages").mkdir(parents=True)
+    good = sorted(SAMPLE_BATCH.glob("pages/*.jpg"))[:2]
+    for p in good:
+        shutil.copy(p, folder / "pages" / p.name)
+    return folder, [f"pages/{p.name}" for p in good]
+
+
+def test_good_material_goes_on_past_bad_pages(tmp_path, services):
+    folder, good = _batch(tmp_path)
+    (folder / "pages" / "fake.jpg").write_text("not an image at all")             # format by content
+    data = (SAMPLE_BATCH / good[0]).read_bytes()
+    (folder / "pages" / "cut.jpg").write_bytes(data[: len(data) // 3])            # truncated
+    buf = io.BytesIO()
+    Image.new("L", (400, 500), 255).save(buf, "PNG", dpi=(150, 150))
+    (folder / "pages" / "lowres.png").write_bytes(buf.getvalue())                  # < 200 dpi
+    buf = io.BytesIO()
+    Image.new("L", (2480, 3508), 255).save(buf, "PDF", resolution=300)
+    (folder / "pages" / "scan.pdf").write_bytes(buf.getvalue())                    # a PDF page is fine
+    (folder / "pages" / "scan2.pdf").write_bytes(buf.getvalue() + b"\n")          # 1 page, catalog says 2
+    (folder / "pages" / "stray.jpg").write_bytes(data + b"x")                      # not in the catalog
+    _manifest(folder, [("1", 2, good), ("2", 1, ["pages/fake.jpg"]), ("3", 1, ["pages/cut.jpg"]),
+                       ("7", 1, ["pages/lowres.png"]), ("10", 1, ["pages/missing.jpg"]),
+                       ("4-1", 1, ["pages/scan.pdf"]), ("9-1", 1, ["pages/scan.pdf"]),
+                       ("9-2", 2, ["pages/scan2.pdf"])])
+    sub = submit_folder(folder, services)
+    r = intake_batch(sub.batch_id, services)
+
+    codes = {(f.code, f.item) for f in r.findings}
+    assert ("scan.format", "pages/fake.jpg") in codes
+    assert ("scan.corrupt", "pages/cut.jpg") in codes
+    assert ("scan.dpi_low", "pages/lowres.png") in codes
+    assert ("link.extra_file", "pages/stray.jpg") in codes
+    assert any(c == "link.missing_page" and "10-5" in item for c, item in codes)
+    assert any(c == "link.shared_page" and "9-1-7" in item for c, item in codes)  # scan.pdf belongs to 4-1-6
+    assert any(c == "link.page_count" and "9-2-8" in item for c, item in codes)
+    assert all(f.message_zh and f.message_en for f in r.findings)
+    kept = [m.code for m in load_catalog(sub.batch_id, services).files[0].materials]
+    assert kept == ["1-1", "4-1-6"]
+    assert (r.accepted, r.rejected) == (5, 3)  # 2 good, 2 pdf, stray; fake, cut, lowres
+
+    # nothing handed in is lost: every file is in staging, byte for byte
+    with services.db.transaction() as cur:
+        cur.execute("SELECT path, sha256, staging_key FROM batch_files WHERE batch_id = %s", (sub.batch_id,))
+        rows = cur.fetchall()
+    handed_in = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    assert sorted(r["path"] for r in rows) == handed_in
+    for row in rows:
+        assert sha256_hex(services.store.get(services.staging_bucket, row["staging_key"])) == row["sha256"]
+
+
+def test_same_batch_twice_is_recognised(tmp_path, services):
+    folder, good = _batch(tmp_path)
+    _manifest(folder, [("1", 2, good)])
+    first = submit_folder(folder, services)
+    renamed = folder.rename(tmp_path / "another-name")
+    second = submit_folder(renamed, services)
+    assert first.new and not second.new and second.batch_id == first.batch_id
+    assert services.db.count("batches") == 1
+    assert intake_batch(first.batch_id, services).reused is False
+    assert intake_batch(first.batch_id, services).reused is True
+
+
+def test_batch_without_manifest_is_reported_not_crashed(tmp_path, services):
+    folder, _ = _batch(tmp_path)
+    sub = submit_folder(folder, services)
+    r = intake_batch(sub.batch_id, services)
+    assert [f.code for f in r.findings if f.severity == "error"] == ["batch.manifest"]
+    assert r.files == 0

@@ -1,0 +1,137 @@
+"""All five assets materialized for the sample batch through Dagster, on real PostgreSQL,
+a real S3 endpoint over HTTP (moto) and real tesseract."""
+
+import hashlib
+from pathlib import Path
+
+import boto3
+import dagster as dg
+import pytest
+
+from cli.demo import batch_cer
+from pipeline.resources import ArchiveServicesResource, OcrEngineResource, SignerResource
+from pipeline.runner import run_batch
+from stages.services import Services
+from stages.submit import submit_folder
+from storage.objects import content_key
+from tests.conftest import SAMPLE_BATCH, SAMPLE_TRUTH, make_services, new_database
+from transfer.signing import verify
+
+# Plain tesseract, no preprocessing yet (issue 4 brings it to <= 1%); measured 5.1% on this batch.
+CER_BOUND = 0.08
+COUNTED = ("batches", "batch_files", "personnel_files", "materials", "pages", "stored_objects", "transfers",
+           "transfer_events")
+
+
+def materialize(services: Services, batch_id: str, key_file: Path) -> dict:
+    resources = {
+        "services": ArchiveServicesResource(
+            database_url=services.db.url, s3_endpoint_url=services.store.endpoint_url,
+            staging_bucket=services.staging_bucket, archive_bucket=services.archive_bucket),
+        "ocr_engine": OcrEngineResource(),
+        "signer": SignerResource(key_file=str(key_file)),
+    }
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = run_batch(batch_id, resources, instance)
+        assert result.success
+        checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    meta = {ev.materialization.asset_key.to_user_string():
+            {k: v.value for k, v in ev.materialization.metadata.items()}
+            for ev in result.get_asset_materialization_events()}
+    return {"meta": meta, "checks": checks}
+
+
+def snapshot(services: Services) -> dict:
+    counts = {t: services.db.count(t) for t in COUNTED}
+    counts["staging objects"] = services.store.count(services.staging_bucket)
+    counts["archive objects"] = services.store.count(services.archive_bucket)
+    return counts
+
+
+@pytest.fixture(scope="module")
+def run(pg_server, s3_url, tmp_path_factory):
+    services = make_services(new_database(pg_server), s3_url)
+    submission = submit_folder(SAMPLE_BATCH, services)
+    key_file = tmp_path_factory.mktemp("keys") / "signing.pem"
+    first = materialize(services, submission.batch_id, key_file)
+    after_first = snapshot(services)
+    again = submit_folder(SAMPLE_BATCH, services)
+    second = materialize(services, again.batch_id, key_file)
+    return {"services": services, "batch_id": submission.batch_id, "again": again, "first": first,
+            "second": second, "after_first": after_first, "after_second": snapshot(services)}
+
+
+def test_every_page_has_text_and_cer_within_bound(run):
+    services = run["services"]
+    with services.db.transaction() as cur:
+        cur.execute("SELECT source_path, ocr_text, ocr_confidence FROM pages")
+        pages = cur.fetchall()
+    assert len(pages) == 9
+    assert all(p["ocr_text"].strip() for p in pages), [p["source_path"] for p in pages if not p["ocr_text"].strip()]
+    assert run["first"]["checks"] == {"no_empty_pages": True}
+    cer, n = batch_cer(services, run["batch_id"], SAMPLE_TRUTH)
+    assert n == 9
+    assert cer < CER_BOUND, f"CER {cer:.2%}"
+
+
+def test_postgres_rows_for_batch_files_materials_pages(run):
+    counts = run["after_first"]
+    assert counts["batches"] == 1
+    assert counts["batch_files"] == 10  # 9 pages + manifest
+    assert counts["personnel_files"] == 3
+    assert counts["materials"] == 9
+    assert counts["pages"] == 9
+    services = run["services"]
+    with services.db.transaction() as cur:
+        cur.execute("SELECT id_number, id_masked FROM personnel_files")
+        for row in cur.fetchall():
+            assert row["id_masked"] == row["id_number"][:6] + "********" + row["id_number"][-4:]
+
+
+def test_one_verified_object_per_original(run):
+    services = run["services"]
+    s3 = boto3.client("s3", endpoint_url=services.store.endpoint_url)
+    originals = sorted(p for p in SAMPLE_BATCH.rglob("*") if p.is_file())
+    for path in originals:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        body = s3.get_object(Bucket=services.archive_bucket, Key=content_key(digest))["Body"].read()
+        assert hashlib.sha256(body).hexdigest() == digest, path
+    with services.db.transaction() as cur:
+        cur.execute("SELECT role, count(*) AS n FROM stored_objects GROUP BY role")
+        by_role = {r["role"]: r["n"] for r in cur.fetchall()}
+    assert by_role == {"original": len(originals), "ocr": 9, "transfer-record": 1}
+
+
+def test_transfer_record_checksums_match_stored_objects(run):
+    services = run["services"]
+    meta = run["first"]["meta"]["transfer"]
+    s3 = boto3.client("s3", endpoint_url=services.store.endpoint_url)
+    import json
+
+    raw = s3.get_object(Bucket=services.archive_bucket, Key=meta["record_key"])["Body"].read()
+    assert hashlib.sha256(raw).hexdigest() == meta["record_sha256"]
+    record = json.loads(raw)
+    assert verify(record)
+    assert record["notice"]["receiving_agency"] == "广东省人才交流服务中心"
+    assert record["notice"]["id_number_masked"].count("*") == 8
+    listed = {o["sha256"] for o in record["objects"]}
+    paged = {p["original_sha256"] for m in record["materials"] for p in m["pages"]}
+    assert paged <= listed and len(record["objects"]) == 2 * record["notice"]["page_count"]
+    for obj in record["objects"]:
+        body = s3.get_object(Bucket=obj["bucket"], Key=obj["key"])["Body"].read()
+        assert hashlib.sha256(body).hexdigest() == obj["sha256"]
+        assert len(body) == obj["bytes"]
+    record["notice"]["receiving_agency"] = "别处"
+    assert not verify(record)  # tampering breaks the signature
+
+
+def test_rerun_processes_nothing_twice_and_duplicates_nothing(run):
+    assert run["again"].new is False and run["again"].batch_id == run["batch_id"]
+    assert run["after_second"] == run["after_first"]
+    meta = run["second"]["meta"]
+    assert meta["intake"]["reused"] is True
+    assert meta["ocr"]["scans_ocred"] == 0 and meta["ocr"]["scans_cached"] == 9
+    assert meta["index"]["rows_written"] == 0
+    assert meta["archive"]["stored"] == 0
+    assert meta["transfer"]["created"] is False
+    assert meta["transfer"]["transfer_id"] == run["first"]["meta"]["transfer"]["transfer_id"]
