@@ -78,15 +78,20 @@ def cmd_ui(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)  # `kill PID` stops the UI and its children too
     proc = subprocess.Popen(cmd, env=os.environ.copy(), preexec_fn=reset_signals)
     try:
         return proc.wait()
     except KeyboardInterrupt:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)  # dagster dev shuts its webserver, daemon and code server down
         try:
-            proc.wait(30)
+            proc.wait(60)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
         return 0
     finally:
         if started:

@@ -108,3 +108,32 @@ def test_dagster_definitions_validate():
                        cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "Validation successful" in r.stderr + r.stdout
+
+
+def test_ui_serves_the_instance_and_stops_by_pid(demo_env):
+    import json
+    import signal
+    import time
+    import urllib.request
+
+    port = free_port()
+    proc = subprocess.Popen([*ARCHIVE, "ui", "--port", str(port)], env=demo_env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, "UI did not come up"
+                time.sleep(1)
+        query = json.dumps({"query": "{ assetNodes { assetKey { path } } }"}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", query, {"Content-Type": "application/json"})
+        nodes = json.load(urllib.request.urlopen(req, timeout=30))["data"]["assetNodes"]
+        assert sorted(n["assetKey"]["path"][0] for n in nodes) == ["archive", "index", "intake", "ocr", "transfer"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(90) == 0
+    status = subprocess.run([*ARCHIVE, "services", "status"], env=demo_env, cwd=REPO, capture_output=True, text=True)
+    assert "stopped" in status.stdout
