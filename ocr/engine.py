@@ -1,18 +1,18 @@
-"""Tesseract through its C API (tesserocr): the model is loaded once and reused per page."""
+"""What every OCR engine returns, and the settings that identify a result (the cache key)."""
 
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from PIL import Image
 
-from ocr import text as textnorm
+from ocr.layout import Line
 
-# Bump when preprocessing, settings or text clean-up change: it keys the OCR cache.
-ENGINE_VERSION = 1
+# Bump when preprocessing, gates, settings or text clean-up change: it keys the OCR cache.
+ENGINE_VERSION = 2
 TESSDATA_CANDIDATES = (
     "/usr/share/tesseract-ocr/5/tessdata",
     "/usr/share/tesseract-ocr/4.00/tessdata",
@@ -21,7 +21,7 @@ TESSDATA_CANDIDATES = (
 
 
 class OcrSetupError(RuntimeError):
-    """Tesseract or its language data is missing; the message says how to install it."""
+    """An engine or its model data is missing; the message says how to install it."""
 
 
 def find_tessdata(langs: str) -> str:
@@ -39,32 +39,44 @@ def find_tessdata(langs: str) -> str:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    lang: str = "chi_sim+eng"
-    psm: int = 3  # fully automatic page segmentation
+    """Chosen by measurement (README, benchmarks/ocr_bench.py): RapidOCR reads these pages with
+    0.2-0.6% CER where tesseract chi_sim makes 3-8%; tesseract is the fallback and baseline."""
+
+    primary: str = "rapidocr"      # rapidocr | tesseract
+    fallback: str = "tesseract"    # engine for pages that fail the quality gates; "" for none
+    lang: str = "chi_sim+eng"      # tesseract languages
+    psm: int = 3                   # tesseract page segmentation: automatic
+    det_side: int = 1600           # rapidocr: longest side of the page for detection and recognition
 
     @property
     def key(self) -> str:
         """Identifies everything that changes the output; part of the OCR cache key."""
-        return f"tesseract-{self.lang}-psm{self.psm}-v{ENGINE_VERSION}"
+        fb = f"+{self.fallback}" if self.fallback else ""
+        return f"{self.primary}{fb}-{self.lang}-psm{self.psm}-side{self.det_side}-v{ENGINE_VERSION}"
 
 
 @dataclass
 class Word:
     text: str
     confidence: float
-    bbox: tuple[int, int, int, int]  # x0, y0, x1, y1 in page pixels
+    bbox: tuple[int, int, int, int]  # x0, y0, x1, y1 on the upright page at scan resolution
 
 
 @dataclass
 class PageResult:
     text: str
-    confidence: float  # mean word confidence, 0-100
+    confidence: float  # mean line confidence, 0-100
     words: list[Word]
     width: int
     height: int
     dpi: int
     engine: str
     seconds: float
+    rotation: int = 0           # degrees counter-clockwise applied to make the page upright
+    skew: float = 0.0           # degrees of skew corrected
+    ink: float = 0.0            # share of dark pixels: ~0 on a blank page
+    flags: list[str] = field(default_factory=list)  # quality gates that failed
+    review: bool = False        # still failing after the fallback: a person must look
     raw_text: str = field(default="", repr=False)
 
     def to_dict(self) -> dict:
@@ -76,37 +88,17 @@ class PageResult:
         return cls(**{**data, "words": words})
 
 
-class TesseractEngine:
-    """One loaded tesseract model; not thread-safe: one per worker process."""
+@dataclass
+class RawPage:
+    """An engine's reading of an upright page: rows of lines in reading order."""
 
-    def __init__(self, config: EngineConfig | None = None) -> None:
-        config = config or EngineConfig()
-        os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # must precede loading libtesseract
-        import tesserocr
+    rows: list[list[Line]]
+    rotation: int = 0
+    skew: float = 0.0
+    scale: float = 1.0          # line boxes are at this fraction of the scan resolution
 
-        self.config = config
-        self._tesserocr = tesserocr
-        self.api = tesserocr.PyTessBaseAPI(path=find_tessdata(config.lang) + "/", lang=config.lang,
-                                           psm=config.psm)
 
-    def recognise(self, image: Image.Image, dpi: int) -> PageResult:
-        t0 = time.perf_counter()
-        api, RIL = self.api, self._tesserocr.RIL
-        api.SetImage(image)
-        api.SetSourceResolution(dpi)
-        api.Recognize()
-        raw = api.GetUTF8Text()
-        words: list[Word] = []
-        it = api.GetIterator()
-        for w in self._tesserocr.iterate_level(it, RIL.WORD):
-            token = w.GetUTF8Text(RIL.WORD)
-            box = w.BoundingBox(RIL.WORD)
-            if token and box:
-                words.append(Word(token, round(w.Confidence(RIL.WORD), 1), tuple(box)))
-        confidence = round(sum(w.confidence for w in words) / len(words), 1) if words else 0.0
-        api.Clear()
-        return PageResult(textnorm.normalise(raw), confidence, words, image.width, image.height, dpi,
-                          self.config.key, round(time.perf_counter() - t0, 3), raw)
+class Recogniser(Protocol):
+    name: str
 
-    def close(self) -> None:
-        self.api.End()
+    def recognise(self, gray: Image.Image) -> RawPage: ...

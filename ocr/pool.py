@@ -12,21 +12,23 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 
-from ocr.engine import EngineConfig, PageResult, TesseractEngine
+from ocr.engine import EngineConfig, PageResult
 from ocr.images import load_pages
+from ocr.pipeline import PageOcr
 
-_engine: TesseractEngine | None = None
+_engine: PageOcr | None = None
 
 
 def _init_worker(config: EngineConfig) -> None:
     global _engine
     os.environ["OMP_THREAD_LIMIT"] = "1"
-    _engine = TesseractEngine(config)
+    _engine = PageOcr(config)
+    _engine.engine(config.primary)  # load the model now, not inside the first page's timing
 
 
 def _ocr_file(data: bytes) -> list[PageResult]:
     assert _engine is not None, "worker not initialised"
-    return [_engine.recognise(img, dpi) for img, dpi in load_pages(data)]
+    return [_engine.run(img, dpi) for img, dpi in load_pages(data)]
 
 
 def default_workers() -> int:

@@ -15,6 +15,9 @@ _FULLWIDTH = {":": "：", ",": "，", ";": "；", "?": "？", "!": "！", "(": "
 # `1990.07`, `10:30` and English text keep theirs.
 _PUNCT_AFTER_CJK = re.compile(rf"(?<=[{_CJK}])[ \t]*([:,;?!()])")
 _OPEN_PAREN_BEFORE_CJK = re.compile(rf"\((?=[ \t]*[{_CJK}])")
+# A date range 1990.09—1992.07: engines read the dash as 一 ("one"), which never stands
+# between Arabic digits in Chinese text.
+_DASH_BETWEEN_DIGITS = re.compile(r"(?<=\d)[ \t]*[一_~～－][ \t]*(?=\d)")
 
 
 def normalise(text: str) -> str:
@@ -23,6 +26,7 @@ def normalise(text: str) -> str:
     for line in text.splitlines():
         line = _PUNCT_AFTER_CJK.sub(lambda m: _FULLWIDTH[m.group(1)], line)
         line = _OPEN_PAREN_BEFORE_CJK.sub("（", line)
+        line = _DASH_BETWEEN_DIGITS.sub("—", line)
         # a second pass: substitution may have created new CJK neighbours
         line = _SPACE_BETWEEN_CJK.sub("", _SPACE_BETWEEN_CJK.sub("", line))
         line = line.strip()

@@ -25,7 +25,12 @@ def intake_asset(context: dg.AssetExecutionContext, services: ArchiveServicesRes
 
 
 @dg.asset(name="ocr", deps=["intake"], partitions_def=scan_batches, group_name="scan_batch", pool="ocr",
-          kinds={"tesseract"}, check_specs=[dg.AssetCheckSpec("no_empty_pages", asset="ocr")])
+          kinds={"onnx", "tesseract"},
+          check_specs=[dg.AssetCheckSpec("no_empty_pages", asset="ocr",
+                                         description="no non-blank page came out without text"),
+                       dg.AssetCheckSpec("no_pages_for_review", asset="ocr",
+                                         description="every page passed the quality gates, if need be after the "
+                                                     "fallback engine")])
 def ocr_asset(context: dg.AssetExecutionContext, services: ArchiveServicesResource,
               ocr_engine: OcrEngineResource):
     """OCRs every accepted scan not yet OCR'd by this engine version (cache keyed by sha256)."""
@@ -33,11 +38,15 @@ def ocr_asset(context: dg.AssetExecutionContext, services: ArchiveServicesResour
                   ocr_engine.workers or None)
     yield dg.MaterializeResult(metadata={
         "scans_ocred": r.files_ocred, "scans_cached": r.files_cached, "pages_ocred": r.pages_ocred,
+        "fallback_pages": r.fallback_pages, "review_pages": len(r.review_pages),
         "pages_per_second": round(r.pages_per_second, 2), "engine": ocr_engine.engine_config().key})
     # Tesseract can return nothing on a noisy page while reporting high confidence.
     yield dg.AssetCheckResult(check_name="no_empty_pages", passed=not r.empty_pages,
                               severity=dg.AssetCheckSeverity.ERROR,
                               metadata={"empty_pages": ", ".join(r.empty_pages[:50]) or "none"})
+    yield dg.AssetCheckResult(check_name="no_pages_for_review", passed=not r.review_pages,
+                              severity=dg.AssetCheckSeverity.WARN,
+                              metadata={"review_pages": ", ".join(r.review_pages[:50]) or "none"})
 
 
 @dg.asset(name="index", deps=["ocr"], partitions_def=scan_batches, group_name="scan_batch", kinds={"postgres"})

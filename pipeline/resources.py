@@ -37,12 +37,13 @@ class ArchiveServicesResource(dg.ConfigurableResource):
 
 
 class OcrEngineResource(dg.ConfigurableResource):
-    lang: str = "chi_sim+eng"
-    psm: int = 3
+    primary: str = EngineConfig.primary
+    fallback: str = EngineConfig.fallback
+    lang: str = EngineConfig.lang
     workers: int = 0  # 0: one worker process per core
 
     def engine_config(self) -> EngineConfig:
-        return EngineConfig(self.lang, self.psm)
+        return EngineConfig(primary=self.primary, fallback=self.fallback, lang=self.lang)
 
 
 class SignerResource(dg.ConfigurableResource):

@@ -10,6 +10,7 @@ APT_PACKAGES=(
   postgresql-15 postgresql-contrib                        # server binaries for the private cluster
   fonts-wqy-zenhei fonts-arphic-uming fonts-arphic-ukai   # CJK fonts for the sample generator
   util-linux                                              # runuser: postgres refuses to run as root
+  libgl1 libglib2.0-0                                     # opencv (RapidOCR's image ops) loads them
 )
 
 missing=()

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ocr import EngineConfig, OcrPool, PageResult
+from ocr.gates import BLANK_INK
 from stages.services import Services
 from storage.objects import put_if_absent, sha256_hex
 
@@ -22,7 +23,9 @@ class OcrResult:
     files_ocred: int
     files_cached: int
     pages_ocred: int
-    empty_pages: list[str]   # "path#page" of pages with no text at all
+    empty_pages: list[str]   # "path#page" of non-blank pages with no text at all
+    review_pages: list[str]  # "path#page" of pages that failed the quality gates even after the fallback
+    fallback_pages: int      # pages the fallback engine was tried on
     seconds: float
 
     @property
@@ -61,7 +64,7 @@ def ocr_batch(batch_id: str, services: Services, config: EngineConfig | None = N
         seen.add(s["sha256"])
 
     t0 = time.perf_counter()
-    pages, empty = 0, []
+    pages, empty, review, fallback = 0, [], [], 0
     if todo:
         def blobs() -> Iterator[bytes]:
             for s in todo:
@@ -74,5 +77,11 @@ def ocr_batch(batch_id: str, services: Services, config: EngineConfig | None = N
                 put_if_absent(services.store, services.staging_bucket, ocr_key(config.key, scan["sha256"]),
                               body, sha256_hex(body), "application/json")
                 pages += len(results)
-                empty += [f"{scan['path']}#{i + 1}" for i, r in enumerate(results) if not r.text.strip()]
-    return OcrResult(batch_id, len(todo), cached, pages, empty, time.perf_counter() - t0)
+                for i, r in enumerate(results):
+                    where = f"{scan['path']}#{i + 1}"
+                    if not r.text.strip() and r.ink >= BLANK_INK:
+                        empty.append(where)
+                    if r.review:
+                        review.append(where)
+                    fallback += any(f.startswith("fallback:") for f in r.flags) or "fallback" in r.engine
+    return OcrResult(batch_id, len(todo), cached, pages, empty, review, fallback, time.perf_counter() - t0)

@@ -1,0 +1,32 @@
+"""Quality gates on one page's OCR: what a person would notice at a glance.
+
+Tesseract can return nothing on a noisy page while reporting confidence 95, so emptiness is
+judged against the ink on the page, not against the engine's own confidence.
+"""
+
+from __future__ import annotations
+
+from ocr.quality import strip_ws
+
+BLANK_INK = 0.002          # below this share of dark pixels a page is blank (flagged, not failed)
+MIN_CONFIDENCE = 70.0      # mean line confidence, 0-100
+# Dark pixels per character, measured on the generated forms and prose (11-12 pt, 200-300 dpi,
+# ink measured at quarter scale): 0.0045-0.0060% of the page each. Fewer than a fifth of the
+# characters that much ink suggests is implausible.
+INK_PER_CHAR = 0.00005
+MIN_SHARE_OF_EXPECTED = 0.2
+
+
+def check(text: str, confidence: float, ink: float) -> list[str]:
+    """Names of the gates the page fails; empty when it passes."""
+    if ink < BLANK_INK:
+        return []
+    chars = len(strip_ws(text))
+    if chars < 3:
+        return ["empty"]
+    flags = []
+    if chars < MIN_SHARE_OF_EXPECTED * ink / INK_PER_CHAR:
+        flags.append("too_short_for_ink")
+    if confidence < MIN_CONFIDENCE:
+        flags.append("low_confidence")
+    return flags
