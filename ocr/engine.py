@@ -46,20 +46,22 @@ class EngineConfig:
     fallback: str = "tesseract"    # engine for pages that fail the quality gates; "" for none
     lang: str = "chi_sim+eng"      # tesseract languages
     psm: int = 3                   # tesseract page segmentation: automatic
-    det_side: int = 1600           # rapidocr: longest side of the page for detection and recognition
+    det_side: int = 1024           # rapidocr: longest side of the page for text detection
+    rec_side: int = 2048           # rapidocr: longest side of the page the text lines are cut from
 
     @property
     def key(self) -> str:
         """Identifies everything that changes the output; part of the OCR cache key."""
         fb = f"+{self.fallback}" if self.fallback else ""
-        return f"{self.primary}{fb}-{self.lang}-psm{self.psm}-side{self.det_side}-v{ENGINE_VERSION}"
+        return (f"{self.primary}{fb}-{self.lang}-psm{self.psm}-det{self.det_side}-rec{self.rec_side}"
+                f"-v{ENGINE_VERSION}")
 
 
 @dataclass
 class Word:
     text: str
     confidence: float
-    bbox: tuple[int, int, int, int]  # x0, y0, x1, y1 on the upright page at scan resolution
+    bbox: tuple[int, int, int, int]  # x0, y0, x1, y1 at scan resolution, page turned by PageResult.rotation
 
 
 @dataclass
@@ -73,7 +75,7 @@ class PageResult:
     engine: str
     seconds: float
     rotation: int = 0           # degrees counter-clockwise applied to make the page upright
-    skew: float = 0.0           # degrees of skew corrected
+    skew: float = 0.0           # degrees of skew found (reading order corrects for it)
     ink: float = 0.0            # share of dark pixels: ~0 on a blank page
     flags: list[str] = field(default_factory=list)  # quality gates that failed
     review: bool = False        # still failing after the fallback: a person must look

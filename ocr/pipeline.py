@@ -20,7 +20,7 @@ def make_engine(name: str, config: EngineConfig) -> Recogniser:
     if name == "rapidocr":
         from ocr.rapid import RapidEngine
 
-        return RapidEngine(config.det_side)
+        return RapidEngine(config.det_side, config.rec_side)
     if name == "tesseract":
         from ocr.tesseract import TesseractEngine
 
@@ -31,7 +31,8 @@ def make_engine(name: str, config: EngineConfig) -> Recogniser:
 def assemble(raw: RawPage) -> tuple[str, float, list[Word]]:
     rows = [" ".join(line.text for line in row) for row in raw.rows]
     lines = [line for row in raw.rows for line in row]
-    words = [Word(line.text, round(line.score * 100, 1), line.bbox) for line in lines]
+    words = [Word(textnorm.normalise(line.text) or line.text, round(line.score * 100, 1), line.bbox)
+             for line in lines]
     confidence = round(sum(w.confidence for w in words) / len(words), 1) if words else 0.0
     return textnorm.normalise("\n".join(rows)), confidence, words
 
@@ -62,7 +63,7 @@ class PageOcr:
         text, confidence, words = assemble(raw)
         used, flags, review = self.config.primary, gates.check(text, confidence, ink), False
         if flags and self.config.fallback:
-            upright = rotate(rotate(gray, raw.rotation), raw.skew)
+            upright = rotate(rotate(gray, raw.rotation), raw.skew)  # tesseract wants it level
             alt_raw = self._read(self.config.fallback, upright, dpi)
             alt = assemble(alt_raw)
             alt_flags = gates.check(alt[0], alt[1], ink)

@@ -61,10 +61,10 @@ def index_asset(context: dg.AssetExecutionContext, services: ArchiveServicesReso
 @dg.asset(name="archive", deps=["index"], partitions_def=scan_batches, group_name="scan_batch", kinds={"s3"})
 def archive_asset(context: dg.AssetExecutionContext, services: ArchiveServicesResource,
                   ocr_engine: OcrEngineResource) -> dg.MaterializeResult:
-    """Originals and OCR results into preservation storage, each read back and verified."""
+    """Originals, OCR results and one searchable PDF per material into preservation storage, verified."""
     r = archive_batch(context.partition_key, services.services(), ocr_engine.engine_config().key)
     return dg.MaterializeResult(metadata={"stored": r.stored, "already_stored": r.already_stored,
-                                          "bytes_stored": r.bytes_stored})
+                                          "bytes_stored": r.bytes_stored, "searchable_pdfs_made": r.pdfs_made})
 
 
 class TransferConfig(dg.Config):

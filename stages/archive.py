@@ -1,8 +1,9 @@
-"""Archive stage: originals and OCR results into preservation storage, verified.
+"""Archive stage: originals, OCR results and searchable PDFs into preservation storage, verified.
 
-Each object is copied from staging to a content-addressed key in the archive bucket, read
-back and compared with its sha256 before a row in `stored_objects` records it. Objects
-already recorded are skipped, so a rerun copies nothing.
+Each object is copied from staging (or, for a material's PDF, made from its pages) to a
+content-addressed key in the archive bucket, read back and compared with its sha256 before a
+row in `stored_objects` records it. Objects already recorded are skipped, so a rerun copies
+and renders nothing.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from stages.ocr import ocr_key
+from ocr.images import load_pages
+from ocr.pdf import searchable_pdf
+from stages.ocr import load_ocr, ocr_key
 from stages.services import Services
 from storage.objects import IntegrityError, content_key, put_verified, sha256_hex
 
@@ -21,6 +24,7 @@ class ArchiveResult:
     stored: int
     already_stored: int
     bytes_stored: int
+    pdfs_made: int = 0
 
 
 def objects_to_preserve(batch_id: str, services: Services, engine_key: str) -> list[tuple[str, str, str, str]]:
@@ -41,6 +45,46 @@ def objects_to_preserve(batch_id: str, services: Services, engine_key: str) -> l
     return out
 
 
+def _record(services: Services, key: str, sha: str, size: int, role: str, media_type: str) -> None:
+    with services.db.transaction() as cur:
+        cur.execute("INSERT INTO stored_objects (bucket, key, sha256, bytes, role, media_type, verified_at)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    (services.archive_bucket, key, sha, size, role, media_type, dt.datetime.now(dt.UTC)))
+
+
+def material_pdfs(batch_id: str, services: Services, engine_key: str) -> tuple[int, int]:
+    """Makes and stores the searchable PDF of every material of the batch that lacks a current one."""
+    with services.db.transaction() as cur:
+        cur.execute("SELECT m.material_id, m.file_number, m.class_code, m.seq, m.title, p.page_no, p.source_sha256,"
+                    " p.source_page, f.staging_key FROM materials m JOIN pages p USING (material_id)"
+                    " JOIN LATERAL (SELECT staging_key FROM batch_files WHERE sha256 = p.source_sha256 LIMIT 1) f"
+                    " ON true WHERE m.batch_id = %s AND m.pdf_sha256 IS NULL ORDER BY m.material_id, p.page_no",
+                    (batch_id,))
+        rows = cur.fetchall()
+    by_material: dict[int, list[dict]] = {}
+    for r in rows:
+        by_material.setdefault(r["material_id"], []).append(r)
+    made = size = 0
+    for material_id, pages in by_material.items():
+        rendered = []
+        for p in pages:  # one material at a time: a few pages in memory, never the batch
+            image, _ = load_pages(services.store.get(services.staging_bucket, p["staging_key"]))[p["source_page"]]
+            results, _ = load_ocr(services, engine_key, p["source_sha256"])
+            rendered.append((image, results[p["source_page"]]))
+        first = pages[0]
+        title = f"{first['file_number']} {first['class_code']}-{first['seq']} {first['title']}"
+        pdf = searchable_pdf(rendered, title)
+        sha = sha256_hex(pdf)
+        key = content_key(sha)
+        put_verified(services.store, services.archive_bucket, key, pdf, "application/pdf")
+        _record(services, key, sha, len(pdf), "searchable-pdf", "application/pdf")
+        with services.db.transaction() as cur:
+            cur.execute("UPDATE materials SET pdf_sha256 = %s WHERE material_id = %s", (sha, material_id))
+        made += 1
+        size += len(pdf)
+    return made, size
+
+
 def archive_batch(batch_id: str, services: Services, engine_key: str) -> ArchiveResult:
     bucket = services.archive_bucket
     stored = already = size = 0
@@ -59,12 +103,10 @@ def archive_batch(batch_id: str, services: Services, engine_key: str) -> Archive
         if sha256_hex(data) != sha:
             raise IntegrityError(f"staging object {staging_key} does not match its sha256 {sha}")
         put_verified(services.store, bucket, key, data, media_type)
-        with services.db.transaction() as cur:
-            cur.execute("INSERT INTO stored_objects (bucket, key, sha256, bytes, role, media_type, verified_at)"
-                        " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                        (bucket, key, sha, len(data), role, media_type, dt.datetime.now(dt.UTC)))
+        _record(services, key, sha, len(data), role, media_type)
         stored += 1
         size += len(data)
+    pdfs, pdf_bytes = material_pdfs(batch_id, services, engine_key)
     with services.db.transaction() as cur:
         cur.execute("UPDATE batches SET status = 'archived' WHERE batch_id = %s", (batch_id,))
-    return ArchiveResult(batch_id, stored, already, size)
+    return ArchiveResult(batch_id, stored + pdfs, already, size + pdf_bytes, pdfs)

@@ -87,7 +87,7 @@ class _Indexer:
             self.cur.execute("SELECT material_id FROM materials WHERE file_number = %s AND class_code = %s"
                              " AND seq = %s", (file_number, m.class_code, m.seq))
             row = self.cur.fetchone()
-        page_no = 0
+        page_no, changed = 0, False
         for path in m.page_files:
             sha = self.sha_by_path[path]
             if sha not in self.ocr:
@@ -99,6 +99,9 @@ class _Indexer:
                 self.cur.execute(UPSERT_PAGE, (row["material_id"], page_no, sha, source_page, path, r.dpi, r.width,
                                                r.height, r.text, r.confidence, r.engine, ocr_sha))
                 self.written += self.cur.rowcount
+                changed |= self.cur.rowcount > 0
+        if changed:  # its searchable PDF is out of date: the archive stage makes a new one
+            self.cur.execute("UPDATE materials SET pdf_sha256 = NULL WHERE material_id = %s", (row["material_id"],))
 
 
 def index_batch(batch_id: str, services: Services, engine_key: str) -> IndexResult:

@@ -33,19 +33,22 @@ class TransferResult:
 
 
 def _materials_and_objects(cur, file_number: str, bucket: str) -> tuple[list[dict], list[StoredObject]]:
-    cur.execute("SELECT m.material_id, m.class_code, m.seq, m.title, m.formed, p.page_no, p.source_sha256,"
-                " p.source_page, p.ocr_sha256 FROM materials m JOIN pages p USING (material_id)"
+    cur.execute("SELECT m.material_id, m.class_code, m.seq, m.title, m.formed, m.pdf_sha256, p.page_no,"
+                " p.source_sha256, p.source_page, p.ocr_sha256 FROM materials m JOIN pages p USING (material_id)"
                 " WHERE m.file_number = %s ORDER BY m.class_code, m.seq, p.page_no", (file_number,))
     materials: dict[int, dict] = {}
     digests: dict[str, str] = {}
     for r in cur.fetchall():
         m = materials.setdefault(r["material_id"], {
             "code": f"{r['class_code']}-{r['seq']}", "class_code": r["class_code"], "seq": r["seq"],
-            "title": r["title"], "formed": r["formed"], "pages": []})
+            "title": r["title"], "formed": r["formed"], "searchable_pdf_sha256": r["pdf_sha256"], "pages": []})
         m["pages"].append({"page_no": r["page_no"], "original_sha256": r["source_sha256"],
                            "source_page": r["source_page"], "ocr_sha256": r["ocr_sha256"]})
         digests[r["source_sha256"]] = "original"
         digests[r["ocr_sha256"]] = "ocr"
+        if r["pdf_sha256"] is None:
+            raise TransferNotReady(f"file {file_number}: material {m['code']} has no searchable PDF yet")
+        digests[r["pdf_sha256"]] = "searchable-pdf"
     objects = []
     for sha, role in sorted(digests.items()):
         cur.execute("SELECT sha256, bytes, bucket, key, media_type FROM stored_objects WHERE bucket = %s AND key = %s",

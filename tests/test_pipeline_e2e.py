@@ -99,7 +99,27 @@ def test_one_verified_object_per_original(run):
     with services.db.transaction() as cur:
         cur.execute("SELECT role, count(*) AS n FROM stored_objects GROUP BY role")
         by_role = {r["role"]: r["n"] for r in cur.fetchall()}
-    assert by_role == {"original": len(originals), "ocr": 9, "transfer-record": 1}
+    assert by_role == {"original": len(originals), "ocr": 9, "searchable-pdf": 9, "transfer-record": 1}
+
+
+def test_each_material_has_a_searchable_pdf(run, tmp_path):
+    import subprocess
+
+    services = run["services"]
+    with services.db.transaction() as cur:
+        cur.execute("SELECT m.pdf_sha256, string_agg(p.ocr_text, '' ORDER BY p.page_no) AS text FROM materials m"
+                    " JOIN pages p USING (material_id) GROUP BY m.material_id")
+        rows = cur.fetchall()
+    assert len(rows) == 9 and all(r["pdf_sha256"] for r in rows)
+    s3 = boto3.client("s3", endpoint_url=services.store.endpoint_url)
+    for r in rows:
+        body = s3.get_object(Bucket=services.archive_bucket, Key=content_key(r["pdf_sha256"]))["Body"].read()
+        assert hashlib.sha256(body).hexdigest() == r["pdf_sha256"] and body.startswith(b"%PDF")
+        path = tmp_path / "m.pdf"
+        path.write_bytes(body)
+        extracted = subprocess.run(["pdftotext", str(path), "-"], capture_output=True, text=True).stdout
+        phrase = max(r["text"].split(), key=len)  # the longest phrase of the material is searchable
+        assert len(phrase) >= 6 and phrase in "".join(extracted.split())
 
 
 def test_transfer_record_checksums_match_stored_objects(run):
@@ -116,7 +136,9 @@ def test_transfer_record_checksums_match_stored_objects(run):
     assert record["notice"]["id_number_masked"].count("*") == 8
     listed = {o["sha256"] for o in record["objects"]}
     paged = {p["original_sha256"] for m in record["materials"] for p in m["pages"]}
-    assert paged <= listed and len(record["objects"]) == 2 * record["notice"]["page_count"]
+    pdfs = {m["searchable_pdf_sha256"] for m in record["materials"]}
+    assert paged <= listed and pdfs <= listed
+    assert len(record["objects"]) == 2 * record["notice"]["page_count"] + record["notice"]["material_count"]
     for obj in record["objects"]:
         body = s3.get_object(Bucket=obj["bucket"], Key=obj["key"])["Body"].read()
         assert hashlib.sha256(body).hexdigest() == obj["sha256"]
