@@ -12,7 +12,7 @@ from PIL import Image
 from ocr.layout import Line
 
 # Bump when preprocessing, gates, settings or text clean-up change: it keys the OCR cache.
-ENGINE_VERSION = 2
+ENGINE_VERSION = 3
 TESSDATA_CANDIDATES = (
     "/usr/share/tesseract-ocr/5/tessdata",
     "/usr/share/tesseract-ocr/4.00/tessdata",
@@ -77,8 +77,9 @@ class PageResult:
     rotation: int = 0           # degrees counter-clockwise applied to make the page upright
     skew: float = 0.0           # degrees of skew found (reading order corrects for it)
     ink: float = 0.0            # share of dark pixels: ~0 on a blank page
-    flags: list[str] = field(default_factory=list)  # quality gates that failed
-    review: bool = False        # still failing after the fallback: a person must look
+    flags: list[str] = field(default_factory=list)  # every gate that failed, fallback's prefixed "fallback:"
+    failed_gates: list[str] = field(default_factory=list)  # gates the text returned here fails
+    review: bool = False        # failed_gates not empty: a person must look
     raw_text: str = field(default="", repr=False)
 
     def to_dict(self) -> dict:

@@ -17,6 +17,9 @@ INK_PER_CHAR = 0.00005
 MIN_SHARE_OF_EXPECTED = 0.2
 
 
+GATES = ("empty", "too_short_for_ink", "low_confidence")
+
+
 def check(text: str, confidence: float, ink: float) -> list[str]:
     """Names of the gates the page fails; empty when it passes."""
     if ink < BLANK_INK:

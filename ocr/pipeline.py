@@ -61,21 +61,19 @@ class PageOcr:
         ink = ink_ratio(gray)
         raw = self._read(self.config.primary, gray, dpi)
         text, confidence, words = assemble(raw)
-        used, flags, review = self.config.primary, gates.check(text, confidence, ink), False
-        if flags and self.config.fallback:
+        used, failed = self.config.primary, gates.check(text, confidence, ink)
+        history = list(failed)  # every gate that failed, in order, the fallback's prefixed
+        if failed and self.config.fallback:
             upright = rotate(rotate(gray, raw.rotation), raw.skew)  # tesseract wants it level
-            alt_raw = self._read(self.config.fallback, upright, dpi)
-            alt = assemble(alt_raw)
-            alt_flags = gates.check(alt[0], alt[1], ink)
-            if not alt_flags or len(alt[0]) > len(text):
-                text, confidence, words = alt
-                used = f"{self.config.fallback} (fallback: {', '.join(flags)})"
-            review = bool(alt_flags)
-            flags = flags + [f"fallback:{f}" for f in alt_flags]
-        else:
-            review = bool(flags)
+            alt_text, alt_conf, alt_words = assemble(self._read(self.config.fallback, upright, dpi))
+            alt_failed = gates.check(alt_text, alt_conf, ink)
+            history += [f"fallback:{f}" for f in alt_failed] or ["fallback:passed"]
+            if not alt_failed or len(alt_text) > len(text):
+                used = f"{self.config.fallback} (fallback after {', '.join(failed)})"
+                text, confidence, words, failed = alt_text, alt_conf, alt_words, alt_failed
         return PageResult(text, confidence, words, image.width, image.height, dpi, used,
-                          round(time.perf_counter() - t0, 3), raw.rotation, raw.skew, round(ink, 5), flags, review,
+                          round(time.perf_counter() - t0, 3), raw.rotation, raw.skew, round(ink, 5), history, failed,
+                          bool(failed),
                           raw_text="\n".join(" ".join(line.text for line in row) for row in raw.rows))
 
     def close(self) -> None:

@@ -24,29 +24,33 @@ def intake_asset(context: dg.AssetExecutionContext, services: ArchiveServicesRes
         "files": r.files, "materials": r.materials, "findings": len(r.findings), "reused": r.reused})
 
 
+GATE_CHECKS = {
+    "empty": ("no_empty_pages", "no non-blank page came out without text"),
+    "too_short_for_ink": ("text_length_plausible", "no page's text is far shorter than its ink suggests"),
+    "low_confidence": ("confidence_ok", "no page's mean line confidence is below the gate"),
+}
+
+
 @dg.asset(name="ocr", deps=["intake"], partitions_def=scan_batches, group_name="scan_batch", pool="ocr",
           kinds={"onnx", "tesseract"},
-          check_specs=[dg.AssetCheckSpec("no_empty_pages", asset="ocr",
-                                         description="no non-blank page came out without text"),
-                       dg.AssetCheckSpec("no_pages_for_review", asset="ocr",
-                                         description="every page passed the quality gates, if need be after the "
-                                                     "fallback engine")])
+          check_specs=[dg.AssetCheckSpec(name, asset="ocr", description=f"{text}, after the fallback engine")
+                       for name, text in GATE_CHECKS.values()])
 def ocr_asset(context: dg.AssetExecutionContext, services: ArchiveServicesResource,
               ocr_engine: OcrEngineResource):
-    """OCRs every accepted scan not yet OCR'd by this engine version (cache keyed by sha256)."""
+    """OCRs every accepted scan not yet OCR'd by this engine version (cache keyed by sha256).
+
+    Pages failing a quality gate were re-run with the fallback engine; those still failing are
+    listed here for human review, never passed silently."""
     r = ocr_batch(context.partition_key, services.services(), ocr_engine.engine_config(),
                   ocr_engine.workers or None)
     yield dg.MaterializeResult(metadata={
         "scans_ocred": r.files_ocred, "scans_cached": r.files_cached, "pages_ocred": r.pages_ocred,
-        "fallback_pages": r.fallback_pages, "review_pages": len(r.review_pages),
+        "fallback_pages": r.fallback_pages, "review_pages": ", ".join(r.review_pages[:50]) or "none",
         "pages_per_second": round(r.pages_per_second, 2), "engine": ocr_engine.engine_config().key})
-    # Tesseract can return nothing on a noisy page while reporting high confidence.
-    yield dg.AssetCheckResult(check_name="no_empty_pages", passed=not r.empty_pages,
-                              severity=dg.AssetCheckSeverity.ERROR,
-                              metadata={"empty_pages": ", ".join(r.empty_pages[:50]) or "none"})
-    yield dg.AssetCheckResult(check_name="no_pages_for_review", passed=not r.review_pages,
-                              severity=dg.AssetCheckSeverity.WARN,
-                              metadata={"review_pages": ", ".join(r.review_pages[:50]) or "none"})
+    for gate, (name, _) in GATE_CHECKS.items():
+        failing = r.gate_failures.get(gate, [])
+        yield dg.AssetCheckResult(check_name=name, passed=not failing, severity=dg.AssetCheckSeverity.ERROR,
+                                  metadata={"pages": ", ".join(failing[:50]) or "none", "count": len(failing)})
 
 
 @dg.asset(name="index", deps=["ocr"], partitions_def=scan_batches, group_name="scan_batch", kinds={"postgres"})

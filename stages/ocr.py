@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ocr import EngineConfig, OcrPool, PageResult
-from ocr.gates import BLANK_INK
+from ocr.gates import GATES
 from stages.services import Services
 from storage.objects import put_if_absent, sha256_hex
 
@@ -23,10 +23,14 @@ class OcrResult:
     files_ocred: int
     files_cached: int
     pages_ocred: int
-    empty_pages: list[str]   # "path#page" of non-blank pages with no text at all
-    review_pages: list[str]  # "path#page" of pages that failed the quality gates even after the fallback
+    gate_failures: dict[str, list[str]]  # gate -> "path#page" of pages failing it even after the fallback
     fallback_pages: int      # pages the fallback engine was tried on
     seconds: float
+
+    @property
+    def review_pages(self) -> list[str]:
+        """Pages a person must look at: some gate still fails."""
+        return sorted({p for pages in self.gate_failures.values() for p in pages})
 
     @property
     def pages_per_second(self) -> float:
@@ -64,7 +68,8 @@ def ocr_batch(batch_id: str, services: Services, config: EngineConfig | None = N
         seen.add(s["sha256"])
 
     t0 = time.perf_counter()
-    pages, empty, review, fallback = 0, [], [], 0
+    pages, fallback = 0, 0
+    failures: dict[str, list[str]] = {gate: [] for gate in GATES}
     if todo:
         def blobs() -> Iterator[bytes]:
             for s in todo:
@@ -78,10 +83,7 @@ def ocr_batch(batch_id: str, services: Services, config: EngineConfig | None = N
                               body, sha256_hex(body), "application/json")
                 pages += len(results)
                 for i, r in enumerate(results):
-                    where = f"{scan['path']}#{i + 1}"
-                    if not r.text.strip() and r.ink >= BLANK_INK:
-                        empty.append(where)
-                    if r.review:
-                        review.append(where)
-                    fallback += any(f.startswith("fallback:") for f in r.flags) or "fallback" in r.engine
-    return OcrResult(batch_id, len(todo), cached, pages, empty, review, fallback, time.perf_counter() - t0)
+                    for gate in r.failed_gates:
+                        failures[gate].append(f"{scan['path']}#{i + 1}")
+                    fallback += any(f.startswith("fallback:") for f in r.flags)
+    return OcrResult(batch_id, len(todo), cached, pages, failures, fallback, time.perf_counter() - t0)

@@ -68,7 +68,7 @@ def test_every_page_has_text_and_cer_within_bound(run):
         pages = cur.fetchall()
     assert len(pages) == 9
     assert all(p["ocr_text"].strip() for p in pages), [p["source_path"] for p in pages if not p["ocr_text"].strip()]
-    assert run["first"]["checks"] == {"no_empty_pages": True, "no_pages_for_review": True}
+    assert run["first"]["checks"] == {"no_empty_pages": True, "text_length_plausible": True, "confidence_ok": True}
     cer, n = batch_cer(services, run["batch_id"], SAMPLE_TRUTH)
     assert n == 9
     assert cer < CER_BOUND, f"CER {cer:.2%}"
