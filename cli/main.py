@@ -122,6 +122,41 @@ def cmd_ocr(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    import getpass
+
+    from devservices.instance import LocalInstance
+    from search.query import Filters, search
+    from stages.services import Services
+
+    instance, started = None, False
+    if not os.environ.get("ARCHIVE_DATABASE_URL"):  # the demo's database, started if need be
+        instance = LocalInstance.from_env()
+        instance.export()
+        started = instance.start()
+    try:
+        services = Services.from_env()
+        services.db.migrate()
+        hits = search(services.db, args.query, Filters(args.class_code, args.formed_from, args.formed_to,
+                                                        args.agency, args.batch),
+                      limit=args.limit, offset=args.offset, actor=os.environ.get("ARCHIVE_ACTOR", getpass.getuser()),
+                      id_hash_key=services.id_hash_key)
+    finally:
+        if started and instance:
+            instance.stop()
+    if args.json:
+        print(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2))
+    else:
+        for h in hits:
+            where = f" {h.material} {h.title} p.{h.page_no}" if h.material else ""
+            print(f"[{h.kind}] {h.file_number} {h.name} ({h.id_masked}){where}")
+            if h.snippet:
+                print(f"    {h.snippet}")
+        if not hits:
+            print("没有找到 / nothing found")
+    return 0
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from sample_scans.generate import generate
 
@@ -152,6 +187,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--lang", default="chi_sim+eng")
     p.set_defaults(func=cmd_ocr)
+    p = sub.add_parser("search", help="find people, materials and phrases (names, text, ID or file number)")
+    p.add_argument("query")
+    p.add_argument("--class", dest="class_code", help="class code, e.g. 4 or 4-1")
+    p.add_argument("--from", dest="formed_from", help="formation date from (YYYY-MM-DD)")
+    p.add_argument("--to", dest="formed_to", help="formation date to (YYYY-MM-DD)")
+    p.add_argument("--agency", help="holding agency")
+    p.add_argument("--batch", help="scan batch id")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--offset", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_search)
     p = sub.add_parser("generate-samples", help="render a synthetic scan batch with ground truth")
     p.add_argument("out")
     p.add_argument("--files", type=int, default=3)

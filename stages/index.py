@@ -10,17 +10,19 @@ from dataclasses import dataclass
 
 from catalog import idnumber
 from catalog.manifest import Material, PersonnelFile
+from search.terms import terms
 from stages.intake import load_catalog
 from stages.ocr import load_ocr
 from stages.services import Services
 
 UPSERT_FILE = """
-INSERT INTO personnel_files (file_number, name, id_hash, id_number, id_masked, holding_agency, batch_id)
-VALUES (%s, %s, %s, %s, %s, %s, %s)
+INSERT INTO personnel_files (file_number, name, id_hash, id_number, id_masked, holding_agency, batch_id, name_terms)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (file_number) DO UPDATE SET name = EXCLUDED.name, id_hash = EXCLUDED.id_hash,
     id_number = EXCLUDED.id_number, id_masked = EXCLUDED.id_masked, batch_id = EXCLUDED.batch_id,
-    indexed_at = now()
-WHERE (personnel_files.name, personnel_files.id_hash) IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.id_hash)
+    name_terms = EXCLUDED.name_terms, indexed_at = now()
+WHERE (personnel_files.name, personnel_files.id_hash, personnel_files.name_terms)
+    IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.id_hash, EXCLUDED.name_terms)
 """
 UPSERT_MATERIAL = """
 INSERT INTO materials (file_number, class_code, seq, title, formed, formed_on, copies, page_count, remarks, batch_id)
@@ -34,14 +36,15 @@ RETURNING material_id
 """
 UPSERT_PAGE = """
 INSERT INTO pages (material_id, page_no, source_sha256, source_page, source_path, dpi, width, height,
-                   ocr_text, ocr_confidence, ocr_engine, ocr_sha256)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                   ocr_text, ocr_confidence, ocr_engine, ocr_sha256, search_terms)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (material_id, page_no) DO UPDATE SET source_sha256 = EXCLUDED.source_sha256,
     source_page = EXCLUDED.source_page, source_path = EXCLUDED.source_path, dpi = EXCLUDED.dpi,
     width = EXCLUDED.width, height = EXCLUDED.height, ocr_text = EXCLUDED.ocr_text,
-    ocr_confidence = EXCLUDED.ocr_confidence, ocr_engine = EXCLUDED.ocr_engine, ocr_sha256 = EXCLUDED.ocr_sha256
-WHERE (pages.source_sha256, pages.source_page, pages.ocr_sha256)
-    IS DISTINCT FROM (EXCLUDED.source_sha256, EXCLUDED.source_page, EXCLUDED.ocr_sha256)
+    ocr_confidence = EXCLUDED.ocr_confidence, ocr_engine = EXCLUDED.ocr_engine, ocr_sha256 = EXCLUDED.ocr_sha256,
+    search_terms = EXCLUDED.search_terms
+WHERE (pages.source_sha256, pages.source_page, pages.ocr_sha256, pages.search_terms)
+    IS DISTINCT FROM (EXCLUDED.source_sha256, EXCLUDED.source_page, EXCLUDED.ocr_sha256, EXCLUDED.search_terms)
 """
 
 
@@ -71,7 +74,7 @@ class _Indexer:
         key = self.services.id_hash_key
         self.cur.execute(UPSERT_FILE, (pf.file_number, pf.name, idnumber.lookup_hash(pf.id_number, key),
                                        pf.id_number, idnumber.mask(pf.id_number), self.services.agency,
-                                       self.batch_id))
+                                       self.batch_id, terms(pf.name)))
         self.written += self.cur.rowcount
         for m in pf.materials:
             self.material(pf.file_number, m)
@@ -97,7 +100,7 @@ class _Indexer:
                 page_no += 1
                 self.pages += 1
                 self.cur.execute(UPSERT_PAGE, (row["material_id"], page_no, sha, source_page, path, r.dpi, r.width,
-                                               r.height, r.text, r.confidence, r.engine, ocr_sha))
+                                               r.height, r.text, r.confidence, r.engine, ocr_sha, terms(r.text)))
                 self.written += self.cur.rowcount
                 changed |= self.cur.rowcount > 0
         if changed:  # its searchable PDF is out of date: the archive stage makes a new one

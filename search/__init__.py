@@ -1,0 +1,1 @@
+"""Chinese search over personnel files and OCR text in PostgreSQL."""

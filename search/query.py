@@ -1,0 +1,131 @@
+"""Search: exact lookups (ID number through its hash, file number), names, phrases in OCR text.
+
+Ranking: an ID or file-number match first, then names (exact, then starting with the query,
+then containing it), then pages by how often the phrase occurs. ID numbers are only ever
+shown masked, and every search is written to `access_log` with the files it showed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+from catalog import idnumber
+from search.terms import query_terms
+from storage.db import Database
+
+_ID_LIKE = re.compile(r"^\d{17}[\dXx]$")
+SNIPPET_CONTEXT = 15
+
+
+@dataclass
+class Filters:
+    class_code: str | None = None     # `4` covers 4-1 ... 4-4
+    formed_from: str | None = None    # ISO date, inclusive
+    formed_to: str | None = None
+    agency: str | None = None
+    batch_id: str | None = None
+
+    @property
+    def on_materials(self) -> bool:
+        return any((self.class_code, self.formed_from, self.formed_to, self.batch_id))
+
+
+@dataclass
+class Hit:
+    kind: str                   # id | file_number | name | text
+    file_number: str
+    name: str
+    id_masked: str
+    score: float
+    material: str | None = None  # class-sequence, e.g. 4-1-2
+    title: str | None = None
+    formed: str | None = None
+    page_no: int | None = None
+    page_id: int | None = None
+    snippet: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def snippet(text: str, query: str) -> str:
+    flat = " ".join(text.split())
+    at = flat.find(query)
+    if at < 0:
+        return flat[: 2 * SNIPPET_CONTEXT]
+    start, end = max(0, at - SNIPPET_CONTEXT), at + len(query) + SNIPPET_CONTEXT
+    return (("…" if start else "") + flat[start:at] + f"【{query}】" + flat[at + len(query):end]
+            + ("…" if end < len(flat) else ""))
+
+
+MATERIAL_FILTER = """
+    (%(class)s::text IS NULL OR m.class_code = %(class)s OR m.class_code LIKE %(class)s || '-%%')
+    AND (%(from)s::date IS NULL OR m.formed_on >= %(from)s::date)
+    AND (%(to)s::date IS NULL OR m.formed_on <= %(to)s::date)
+    AND (%(batch)s::text IS NULL OR m.batch_id = %(batch)s)"""
+
+SEARCH_SQL = f"""
+SELECT * FROM (
+    SELECT 'name' AS kind, f.file_number, f.name, f.id_masked,
+           CASE WHEN f.name = %(q)s THEN 1000 WHEN f.name LIKE %(prefix)s THEN 500 ELSE 300 END AS score,
+           NULL::text AS class_code, NULL::int AS seq, NULL::text AS title, NULL::text AS formed,
+           NULL::int AS page_no, NULL::bigint AS page_id, NULL::text AS text
+    FROM personnel_files f
+    WHERE f.name_terms @> %(terms)s AND f.name LIKE %(like)s
+      AND (%(agency)s::text IS NULL OR f.holding_agency = %(agency)s)
+      AND (NOT %(on_materials)s OR EXISTS (SELECT 1 FROM materials m WHERE m.file_number = f.file_number
+                                           AND {MATERIAL_FILTER}))
+    UNION ALL
+    SELECT 'text', f.file_number, f.name, f.id_masked,
+           (length(p.ocr_text) - length(replace(p.ocr_text, %(q)s, ''))) / length(%(q)s) AS score,
+           m.class_code, m.seq, m.title, m.formed, p.page_no, p.page_id, p.ocr_text
+    FROM pages p JOIN materials m USING (material_id) JOIN personnel_files f USING (file_number)
+    WHERE p.search_terms @> %(terms)s AND p.ocr_text LIKE %(like)s
+      AND (%(agency)s::text IS NULL OR f.holding_agency = %(agency)s) AND {MATERIAL_FILTER}
+) hits
+ORDER BY score DESC, file_number, page_id NULLS FIRST
+LIMIT %(limit)s OFFSET %(offset)s
+"""
+
+
+def search(db: Database, query: str, filters: Filters | None = None, limit: int = 20, offset: int = 0,
+           actor: str = "unknown", id_hash_key: bytes | None = None) -> list[Hit]:
+    """One page of hits for `query` (ID number, file number, name or phrase), best first."""
+    q = query.strip()
+    if not q:
+        return []
+    filters = filters or Filters()
+    hits: list[Hit] = []
+    with db.transaction() as cur:
+        if offset == 0 and _ID_LIKE.match(q) and id_hash_key is not None:
+            cur.execute("SELECT file_number, name, id_masked FROM personnel_files WHERE id_hash = %s",
+                        (idnumber.lookup_hash(q, id_hash_key),))
+            hits += [Hit("id", r["file_number"], r["name"], r["id_masked"], 10_000) for r in cur.fetchall()]
+        if offset == 0:
+            cur.execute("SELECT file_number, name, id_masked FROM personnel_files WHERE file_number = %s", (q,))
+            hits += [Hit("file_number", r["file_number"], r["name"], r["id_masked"], 5_000) for r in cur.fetchall()]
+        if not _ID_LIKE.match(q):  # an ID number is looked up by its hash only, never as text
+            cur.execute(SEARCH_SQL, {
+                "q": q, "like": f"%{escape_like(q)}%", "prefix": f"{escape_like(q)}%", "terms": query_terms(q),
+                "agency": filters.agency, "class": filters.class_code, "from": filters.formed_from,
+                "to": filters.formed_to, "batch": filters.batch_id, "on_materials": filters.on_materials,
+                "limit": limit, "offset": offset})
+            for r in cur.fetchall():
+                hits.append(Hit(r["kind"], r["file_number"], r["name"], r["id_masked"], float(r["score"]),
+                                f"{r['class_code']}-{r['seq']}" if r["class_code"] else None, r["title"],
+                                r["formed"], r["page_no"], r["page_id"],
+                                snippet(r["text"], q) if r["text"] else None))
+        hits = hits[:limit]
+        cur.execute("INSERT INTO access_log (actor, action, query, file_numbers) VALUES (%s, 'search', %s, %s)",
+                    (actor, mask_query(q), sorted({h.file_number for h in hits})))
+    return hits
+
+
+def mask_query(query: str) -> str:
+    """A query as it may be logged: anything shaped like an ID number is masked."""
+    return re.sub(r"\d{17}[\dXx]", lambda m: idnumber.mask(m.group()), query)

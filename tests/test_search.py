@@ -1,0 +1,108 @@
+"""Chinese search on a real PostgreSQL: names and phrases of every length, filters, ranking,
+lookups by ID number (through its hash) and file number, results identical to LIKE, masking."""
+
+import json
+import random
+
+import pytest
+
+from catalog import idnumber
+from search.query import Filters, search
+from search.terms import terms
+from storage.db import Database
+
+KEY = b"test-key"
+PEOPLE = [("GZ-1", "张三", "1", "2001-05-01", "姓名 张三 性别 男 在贵州大学法学专业学习"),
+          ("GZ-2", "张三丰", "2", "2003-07-01", "我叫张三丰，出生于湖南省长沙市。毕业后到贵阳市某建筑工程有限公司工作"),
+          ("GZ-3", "李四", "4-1", "2010-01-15", "普通高等学校毕业生登记表 李四 英语 CET4 通过 2009年"),
+          ("GZ-4", "王五", "9-1", "2015-03-01", "职工工资标准审批表 王五 原工资标准3750元 同意张三同志的意见")]
+
+
+def _id(n: int) -> str:
+    first17 = f"52010219900101{n:03d}"
+    return first17 + idnumber.check_digit(first17)
+
+
+@pytest.fixture
+def db(database_url):
+    db = Database(database_url)
+    db.migrate()
+    rng = random.Random(4)
+    filler = "在校期间刻苦钻研专业知识积极参加社会实践活动工作中服从安排认真负责多次受到单位表扬"
+    rows = list(PEOPLE) + [(f"GZ-F{i}", rng.choice("赵钱孙周吴郑") + rng.choice("伟芳娜敏静强磊军"), "3",
+                            f"20{rng.randint(10, 20)}-01-01", filler[rng.randrange(8):]) for i in range(40)]
+    with db.transaction() as cur:
+        for n, (number, name, cls, formed, text) in enumerate(rows):
+            cur.execute("INSERT INTO personnel_files (file_number, name, id_hash, id_number, id_masked, holding_agency,"
+                        " name_terms) VALUES (%s, %s, %s, %s, %s, '贵州省人才交流服务中心', %s)",
+                        (number, name, idnumber.lookup_hash(_id(n), KEY), _id(n), idnumber.mask(_id(n)), terms(name)))
+            cur.execute("INSERT INTO materials (file_number, class_code, seq, title, formed, formed_on, page_count)"
+                        " VALUES (%s, %s, 1, '材料', %s, %s, 1) RETURNING material_id", (number, cls, formed, formed))
+            mid = cur.fetchone()["material_id"]
+            cur.execute("INSERT INTO pages (material_id, page_no, source_sha256, source_path, ocr_text, search_terms)"
+                        " VALUES (%s, 1, %s, 'p.jpg', %s, %s)", (mid, f"{n:064d}", text, terms(text)))
+    return db
+
+
+def _keys(hits):
+    return [(h.kind, h.file_number) for h in hits]
+
+
+def test_two_character_name_found_and_exact_name_ranked_first(db):
+    hits = search(db, "张三", actor="t")
+    assert _keys(hits)[:2] == [("name", "GZ-1"), ("name", "GZ-2")]  # 张三 above 张三丰
+    assert ("text", "GZ-4") in _keys(hits)  # mentioned in another person's material
+    text_hit = next(h for h in hits if h.file_number == "GZ-4")
+    assert "【张三】" in text_hit.snippet and text_hit.material == "9-1-1"
+
+
+def test_one_three_and_long_queries_and_mixed_scripts(db):
+    assert ("name", "GZ-3") in _keys(search(db, "李", actor="t"))
+    assert _keys(search(db, "张三丰", actor="t"))[0] == ("name", "GZ-2")
+    assert _keys(search(db, "贵阳市某建筑工程", actor="t")) == [("text", "GZ-2")]
+    assert _keys(search(db, "CET4", actor="t")) == [("text", "GZ-3")]
+    assert _keys(search(db, "标准3750元", actor="t")) == [("text", "GZ-4")]
+    assert search(db, "不存在的词语", actor="t") == []
+
+
+def test_filters(db):
+    assert {h.file_number for h in search(db, "张三", Filters(class_code="9"), actor="t")} == {"GZ-4"}
+    assert _keys(search(db, "李四", Filters(class_code="4"), actor="t"))[0] == ("name", "GZ-3")  # 4 covers 4-1
+    assert search(db, "李四", Filters(class_code="7"), actor="t") == []
+    dated = search(db, "张三", Filters(formed_from="2002-01-01", formed_to="2012-12-31"), actor="t")
+    assert {h.file_number for h in dated} == {"GZ-2"}
+
+
+def test_lookup_by_id_number_and_file_number_masked(db):
+    hits = search(db, _id(2), actor="t", id_hash_key=KEY)
+    assert _keys(hits) == [("id", "GZ-3")]
+    assert _keys(search(db, "GZ-4", actor="t"))[0] == ("file_number", "GZ-4")
+    out = json.dumps([h.to_dict() for h in hits + search(db, "张三", actor="t")], ensure_ascii=False)
+    assert idnumber.mask(_id(2)) in out
+    assert not any(_id(n) in out for n in range(44))  # never unmasked in search output
+    with db.transaction() as cur:
+        cur.execute("SELECT query, file_numbers FROM access_log ORDER BY access_id")
+        log = cur.fetchall()
+    assert log[0]["query"] == idnumber.mask(_id(2)) and log[0]["file_numbers"] == ["GZ-3"]
+    assert not any(_id(n) in json.dumps(log, default=str) for n in range(44))  # nor in the access log
+
+
+def test_paging_is_consistent(db):
+    everything = search(db, "专业", limit=100, actor="t")
+    assert len(everything) > 10
+    pages = search(db, "专业", limit=5, actor="t") + search(db, "专业", limit=5, offset=5, actor="t")
+    assert _keys(pages) == _keys(everything[:10])
+
+
+def test_results_identical_to_like_baseline(db):
+    rng = random.Random(9)
+    with db.transaction() as cur:
+        cur.execute("SELECT ocr_text FROM pages")
+        texts = [r["ocr_text"].replace(" ", "") for r in cur.fetchall()]
+    queries = {t[i:i + n] for t in rng.sample(texts, 10) for n in (1, 2, 3, 5) for i in [rng.randrange(len(t) - n)]}
+    for q in queries:
+        with db.transaction() as cur:
+            cur.execute("SELECT p.page_id FROM pages p WHERE p.ocr_text LIKE %s", (f"%{q}%",))
+            baseline = {r["page_id"] for r in cur.fetchall()}
+        found = {h.page_id for h in search(db, q, limit=10_000, actor="t") if h.kind == "text"}
+        assert found == baseline, q
