@@ -157,6 +157,26 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from devservices.instance import LocalInstance
+    from web.app import create_app
+
+    instance, started = None, False
+    if not os.environ.get("ARCHIVE_DATABASE_URL"):
+        instance = LocalInstance.from_env()
+        instance.export()
+        started = instance.start()
+    try:
+        print(f"API on http://{args.host}:{args.port}/api/search?q=... (docs at /docs)")
+        uvicorn.run(create_app(), host=args.host, port=args.port, log_level="warning")
+    finally:
+        if started and instance:
+            instance.stop()
+    return 0
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from sample_scans.generate import generate
 
@@ -198,6 +218,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--offset", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_search)
+    p = sub.add_parser("serve", help="the HTTP API (search) on 127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=cmd_serve)
     p = sub.add_parser("generate-samples", help="render a synthetic scan batch with ground truth")
     p.add_argument("out")
     p.add_argument("--files", type=int, default=3)

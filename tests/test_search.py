@@ -106,3 +106,27 @@ def test_results_identical_to_like_baseline(db):
             baseline = {r["page_id"] for r in cur.fetchall()}
         found = {h.page_id for h in search(db, q, limit=10_000, actor="t") if h.kind == "text"}
         assert found == baseline, q
+
+
+def test_http_endpoint_paged_and_masked(db):
+    from fastapi.testclient import TestClient
+
+    from stages.services import Services
+    from storage.objects import LocalObjectStore
+    from web.app import create_app
+
+    services = Services(db, LocalObjectStore("/nonexistent"), "s", "a", id_hash_key=KEY)
+    client = TestClient(create_app(services))
+    r = client.get("/api/search", params={"q": "专业", "limit": 5}, headers={"X-Archive-Actor": "staff-01"})
+    assert r.status_code == 200
+    body = r.json()
+    assert len(body["hits"]) == 5 and body["next_offset"] == 5
+    more = client.get("/api/search", params={"q": "专业", "limit": 5, "offset": 5}).json()
+    assert {h["page_id"] for h in more["hits"]}.isdisjoint({h["page_id"] for h in body["hits"]})
+    by_id = client.get("/api/search", params={"q": _id(0)}).json()
+    assert by_id["hits"][0]["file_number"] == "GZ-1" and _id(0) not in r.text + json.dumps(by_id)
+    assert client.get("/api/search", params={"q": "张三", "class": "4-x"}).status_code == 422
+    assert client.get("/api/search", params={"q": ""}).status_code == 422
+    with db.transaction() as cur:
+        cur.execute("SELECT actor FROM access_log ORDER BY access_id LIMIT 1")
+        assert cur.fetchone()["actor"] == "staff-01"

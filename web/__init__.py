@@ -1,0 +1,1 @@
+"""HTTP API for staff pages and, later, receiving provinces."""
