@@ -5,7 +5,7 @@ import dagster as dg
 from pipeline.partitions import scan_batches
 from pipeline.resources import ArchiveServicesResource, OcrEngineResource, SignerResource
 from stages.archive import archive_batch
-from stages.index import index_batch
+from stages.index import index_batch, link_problems
 from stages.intake import intake_batch, load_catalog
 from stages.ocr import ocr_batch
 from stages.transfer import prepare_transfer
@@ -53,13 +53,21 @@ def ocr_asset(context: dg.AssetExecutionContext, services: ArchiveServicesResour
                                   metadata={"pages": ", ".join(failing[:50]) or "none", "count": len(failing)})
 
 
-@dg.asset(name="index", deps=["ocr"], partitions_def=scan_batches, group_name="scan_batch", kinds={"postgres"})
+@dg.asset(name="index", deps=["ocr"], partitions_def=scan_batches, group_name="scan_batch", kinds={"postgres"},
+          check_specs=[dg.AssetCheckSpec("catalog_image_link", asset="index",
+                                         description="数据挂接: every material has its catalogued pages, numbered "
+                                                     "1..n, and every listed page file is under one material")])
 def index_asset(context: dg.AssetExecutionContext, services: ArchiveServicesResource,
-                ocr_engine: OcrEngineResource) -> dg.MaterializeResult:
-    """Files, materials, pages and OCR text into PostgreSQL."""
-    r = index_batch(context.partition_key, services.services(), ocr_engine.engine_config().key)
-    return dg.MaterializeResult(metadata={"files": r.files, "materials": r.materials, "pages": r.pages,
-                                          "rows_written": r.rows_written})
+                ocr_engine: OcrEngineResource):
+    """Files, materials, pages and OCR text into PostgreSQL, searchable in Chinese."""
+    svc = services.services()
+    r = index_batch(context.partition_key, svc, ocr_engine.engine_config().key)
+    yield dg.MaterializeResult(metadata={"files": r.files, "materials": r.materials, "pages": r.pages,
+                                         "rows_written": r.rows_written})
+    problems = link_problems(context.partition_key, svc)
+    yield dg.AssetCheckResult(check_name="catalog_image_link", passed=not problems,
+                              severity=dg.AssetCheckSeverity.ERROR,
+                              metadata={"problems": "; ".join(problems[:50]) or "none", "count": len(problems)})
 
 
 @dg.asset(name="archive", deps=["index"], partitions_def=scan_batches, group_name="scan_batch", kinds={"s3"})

@@ -115,3 +115,34 @@ def index_batch(batch_id: str, services: Services, engine_key: str) -> IndexResu
             indexer.file(pf)
         cur.execute("UPDATE batches SET status = 'indexed' WHERE batch_id = %s", (batch_id,))
     return IndexResult(batch_id, len(catalog.files), indexer.materials, indexer.pages, indexer.written)
+
+
+LINK_CHECK = """
+SELECT m.file_number, m.class_code, m.seq, m.page_count, count(p.page_id) AS pages,
+       coalesce(max(p.page_no), 0) AS last_page
+FROM materials m LEFT JOIN pages p USING (material_id)
+WHERE m.batch_id = %s
+GROUP BY m.material_id
+HAVING count(p.page_id) <> m.page_count OR coalesce(max(p.page_no), 0) <> count(p.page_id)
+"""
+
+
+def link_problems(batch_id: str, services: Services) -> list[str]:
+    """The catalog-to-image link (数据挂接), as indexed: every material has exactly its catalogued
+    pages numbered 1..n, and every page file the catalog lists is indexed under one material."""
+    problems = []
+    with services.db.transaction() as cur:
+        cur.execute(LINK_CHECK, (batch_id,))
+        for r in cur.fetchall():
+            problems.append(f"{r['file_number']} {r['class_code']}-{r['seq']}: catalog says {r['page_count']} pages, "
+                            f"{r['pages']} indexed (last page number {r['last_page']})")
+        cur.execute("SELECT catalog FROM batches WHERE batch_id = %s", (batch_id,))
+        row = cur.fetchone()
+        listed = {p for f in (row["catalog"] or {}).get("files", []) for m in f["materials"] for p in m["page_files"]} \
+            if row else set()
+        cur.execute("SELECT p.source_path, count(DISTINCT p.material_id) AS n FROM pages p JOIN materials m"
+                    " USING (material_id) WHERE m.batch_id = %s GROUP BY p.source_path", (batch_id,))
+        indexed = {r["source_path"]: r["n"] for r in cur.fetchall()}
+    problems += [f"{path}: listed in the catalog but not indexed" for path in sorted(listed - set(indexed))]
+    problems += [f"{path}: indexed under {n} materials" for path, n in sorted(indexed.items()) if n > 1]
+    return problems

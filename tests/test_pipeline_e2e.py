@@ -68,7 +68,8 @@ def test_every_page_has_text_and_cer_within_bound(run):
         pages = cur.fetchall()
     assert len(pages) == 9
     assert all(p["ocr_text"].strip() for p in pages), [p["source_path"] for p in pages if not p["ocr_text"].strip()]
-    assert run["first"]["checks"] == {"no_empty_pages": True, "text_length_plausible": True, "confidence_ok": True}
+    assert run["first"]["checks"] == {"no_empty_pages": True, "text_length_plausible": True, "confidence_ok": True,
+                                      "catalog_image_link": True}
     cer, n = batch_cer(services, run["batch_id"], SAMPLE_TRUTH)
     assert n == 9
     assert cer < CER_BOUND, f"CER {cer:.2%}"
@@ -86,6 +87,26 @@ def test_postgres_rows_for_batch_files_materials_pages(run):
         cur.execute("SELECT id_number, id_masked FROM personnel_files")
         for row in cur.fetchall():
             assert row["id_masked"] == row["id_number"][:6] + "********" + row["id_number"][-4:]
+
+
+def test_link_check_catches_a_lost_page(run):
+    from stages.index import link_problems
+
+    services = run["services"]
+    assert link_problems(run["batch_id"], services) == []
+    with services.db.transaction() as cur:  # a page row lost: the check must name the material
+        cur.execute("SELECT * FROM pages ORDER BY page_id LIMIT 1")
+        page = dict(cur.fetchone())
+        cur.execute("DELETE FROM pages WHERE page_id = %s", (page["page_id"],))
+    try:
+        problems = link_problems(run["batch_id"], services)
+        assert any("catalog says 1 pages, 0 indexed" in p for p in problems)
+        assert any(page["source_path"] in p and "not indexed" in p for p in problems)
+    finally:  # put it back as it was, for the other tests of this module
+        with services.db.transaction() as cur:
+            cur.execute(f"INSERT INTO pages ({', '.join(page)}) VALUES ({', '.join(['%s'] * len(page))})",
+                        list(page.values()))
+    assert link_problems(run["batch_id"], services) == []
 
 
 def test_one_verified_object_per_original(run):
