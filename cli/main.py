@@ -137,16 +137,20 @@ def cmd_search(args: argparse.Namespace) -> int:
     try:
         services = Services.from_env()
         services.db.migrate()
-        hits = search(services.db, args.query, Filters(args.class_code, args.formed_from, args.formed_to,
+        result = search(services.db, args.query, Filters(args.class_code, args.formed_from, args.formed_to,
                                                         args.agency, args.batch),
                       limit=args.limit, offset=args.offset, actor=os.environ.get("ARCHIVE_ACTOR", getpass.getuser()),
                       id_hash_key=services.id_hash_key)
     finally:
         if started and instance:
             instance.stop()
+    hits = result.hits
     if args.json:
         print(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2))
     else:
+        if result.truncated:
+            print("匹配的页面太多，仅排序了前 2000 页，请用 --class、--from、--to 缩小范围 / "
+                  "too many pages match: only the first 2000 were ranked; narrow with --class, --from, --to")
         for h in hits:
             where = f" {h.material} {h.title} p.{h.page_no}" if h.material else ""
             print(f"[{h.kind}] {h.file_number} {h.name} ({h.id_masked}){where}")

@@ -1,8 +1,11 @@
 """Search: exact lookups (ID number through its hash, file number), names, phrases in OCR text.
 
 Ranking: an ID or file-number match first, then names (exact, then starting with the query,
-then containing it), then pages by how often the phrase occurs. ID numbers are only ever
-shown masked, and every search is written to `access_log` with the files it showed.
+then containing it), then pages by how often the phrase occurs. Pages are ranked within the
+first RANK_WINDOW matching pages: a phrase on more pages than that (工作单位 is on every form)
+comes back marked `truncated`, for the user to narrow with filters, instead of ranking a
+province's worth of pages per keystroke. Below the window the hits are exactly LIKE's.
+ID numbers are only ever shown masked, and every search is written to `access_log`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from storage.db import Database
 
 _ID_LIKE = re.compile(r"^\d{17}[\dXx]$")
 SNIPPET_CONTEXT = 15
+RANK_WINDOW = 2000
 
 
 @dataclass
@@ -74,31 +78,41 @@ SELECT * FROM (
     SELECT 'name' AS kind, f.file_number, f.name, f.id_masked,
            CASE WHEN f.name = %(q)s THEN 1000 WHEN f.name LIKE %(prefix)s THEN 500 ELSE 300 END AS score,
            NULL::text AS class_code, NULL::int AS seq, NULL::text AS title, NULL::text AS formed,
-           NULL::int AS page_no, NULL::bigint AS page_id, NULL::text AS text
+           NULL::int AS page_no, NULL::bigint AS page_id, NULL::text AS text, NULL::bigint AS candidates
     FROM personnel_files f
-    WHERE f.name_terms @> %(terms)s AND f.name LIKE %(like)s
+    WHERE string_to_array(f.name_terms, ' ') @> %(terms)s::text[] AND f.name LIKE %(like)s
       AND (%(agency)s::text IS NULL OR f.holding_agency = %(agency)s)
       AND (NOT %(on_materials)s OR EXISTS (SELECT 1 FROM materials m WHERE m.file_number = f.file_number
                                            AND {MATERIAL_FILTER}))
     UNION ALL
-    SELECT 'text', f.file_number, f.name, f.id_masked,
-           (length(p.ocr_text) - length(replace(p.ocr_text, %(q)s, ''))) / length(%(q)s) AS score,
-           m.class_code, m.seq, m.title, m.formed, p.page_no, p.page_id, p.ocr_text
-    FROM pages p JOIN materials m USING (material_id) JOIN personnel_files f USING (file_number)
-    WHERE p.search_terms @> %(terms)s AND p.ocr_text LIKE %(like)s
-      AND (%(agency)s::text IS NULL OR f.holding_agency = %(agency)s) AND {MATERIAL_FILTER}
+    SELECT 'text', file_number, name, id_masked,
+           (length(ocr_text) - length(replace(ocr_text, %(q)s, ''))) / length(%(q)s) AS score,
+           class_code, seq, title, formed, page_no, page_id, ocr_text, count(*) OVER () AS candidates
+    FROM (SELECT f.file_number, f.name, f.id_masked, m.class_code, m.seq, m.title, m.formed, p.page_no, p.page_id,
+                 p.ocr_text
+          FROM pages p JOIN materials m USING (material_id) JOIN personnel_files f USING (file_number)
+          WHERE string_to_array(p.search_terms, ' ') @> %(terms)s::text[] AND p.ocr_text LIKE %(like)s
+            AND (%(agency)s::text IS NULL OR f.holding_agency = %(agency)s) AND {MATERIAL_FILTER}
+          LIMIT %(window)s + 1) window_  -- one over the window tells that more match
 ) hits
 ORDER BY score DESC, file_number, page_id NULLS FIRST
 LIMIT %(limit)s OFFSET %(offset)s
 """
 
 
+@dataclass
+class SearchResult:
+    hits: list[Hit]
+    truncated: bool  # more pages match than were ranked (RANK_WINDOW): narrow the search
+
+
 def search(db: Database, query: str, filters: Filters | None = None, limit: int = 20, offset: int = 0,
-           actor: str = "unknown", id_hash_key: bytes | None = None) -> list[Hit]:
+           actor: str = "unknown", id_hash_key: bytes | None = None, window: int = RANK_WINDOW) -> SearchResult:
     """One page of hits for `query` (ID number, file number, name or phrase), best first."""
     q = query.strip()
     if not q:
-        return []
+        return SearchResult([], False)
+    truncated = False
     filters = filters or Filters()
     hits: list[Hit] = []
     with db.transaction() as cur:
@@ -114,8 +128,10 @@ def search(db: Database, query: str, filters: Filters | None = None, limit: int 
                 "q": q, "like": f"%{escape_like(q)}%", "prefix": f"{escape_like(q)}%", "terms": query_terms(q),
                 "agency": filters.agency, "class": filters.class_code, "from": filters.formed_from,
                 "to": filters.formed_to, "batch": filters.batch_id, "on_materials": filters.on_materials,
-                "limit": limit, "offset": offset})
-            for r in cur.fetchall():
+                "limit": limit, "offset": offset, "window": window})
+            rows = cur.fetchall()
+            truncated = any((r["candidates"] or 0) > window for r in rows)
+            for r in rows:
                 hits.append(Hit(r["kind"], r["file_number"], r["name"], r["id_masked"], float(r["score"]),
                                 f"{r['class_code']}-{r['seq']}" if r["class_code"] else None, r["title"],
                                 r["formed"], r["page_no"], r["page_id"],
@@ -123,7 +139,7 @@ def search(db: Database, query: str, filters: Filters | None = None, limit: int 
         hits = hits[:limit]
         cur.execute("INSERT INTO access_log (actor, action, query, file_numbers) VALUES (%s, 'search', %s, %s)",
                     (actor, mask_query(q), sorted({h.file_number for h in hits})))
-    return hits
+    return SearchResult(hits, truncated)
 
 
 def mask_query(query: str) -> str:

@@ -27,6 +27,11 @@ def terms(text: str) -> list[str]:
     return sorted(out)
 
 
+def terms_text(text: str) -> str:
+    """The terms space-joined, as stored (no term contains a space)."""
+    return " ".join(terms(text))
+
+
 def query_terms(query: str) -> list[str]:
     """The fewest terms every text containing `query` must have: its bigrams (or the lone
     character) per CJK run, and the Latin/digit words, whole words only when the query

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from catalog import idnumber
 from catalog.manifest import Material, PersonnelFile
-from search.terms import terms
+from search.terms import terms_text
 from stages.intake import load_catalog
 from stages.ocr import load_ocr
 from stages.services import Services
@@ -74,7 +74,7 @@ class _Indexer:
         key = self.services.id_hash_key
         self.cur.execute(UPSERT_FILE, (pf.file_number, pf.name, idnumber.lookup_hash(pf.id_number, key),
                                        pf.id_number, idnumber.mask(pf.id_number), self.services.agency,
-                                       self.batch_id, terms(pf.name)))
+                                       self.batch_id, terms_text(pf.name)))
         self.written += self.cur.rowcount
         for m in pf.materials:
             self.material(pf.file_number, m)
@@ -100,7 +100,7 @@ class _Indexer:
                 page_no += 1
                 self.pages += 1
                 self.cur.execute(UPSERT_PAGE, (row["material_id"], page_no, sha, source_page, path, r.dpi, r.width,
-                                               r.height, r.text, r.confidence, r.engine, ocr_sha, terms(r.text)))
+                                               r.height, r.text, r.confidence, r.engine, ocr_sha, terms_text(r.text)))
                 self.written += self.cur.rowcount
                 changed |= self.cur.rowcount > 0
         if changed:  # its searchable PDF is out of date: the archive stage makes a new one

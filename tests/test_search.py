@@ -8,7 +8,7 @@ import pytest
 
 from catalog import idnumber
 from search.query import Filters, search
-from search.terms import terms
+from search.terms import terms_text
 from storage.db import Database
 
 KEY = b"test-key"
@@ -35,12 +35,13 @@ def db(database_url):
         for n, (number, name, cls, formed, text) in enumerate(rows):
             cur.execute("INSERT INTO personnel_files (file_number, name, id_hash, id_number, id_masked, holding_agency,"
                         " name_terms) VALUES (%s, %s, %s, %s, %s, '贵州省人才交流服务中心', %s)",
-                        (number, name, idnumber.lookup_hash(_id(n), KEY), _id(n), idnumber.mask(_id(n)), terms(name)))
+                        (number, name, idnumber.lookup_hash(_id(n), KEY), _id(n), idnumber.mask(_id(n)),
+                         terms_text(name)))
             cur.execute("INSERT INTO materials (file_number, class_code, seq, title, formed, formed_on, page_count)"
                         " VALUES (%s, %s, 1, '材料', %s, %s, 1) RETURNING material_id", (number, cls, formed, formed))
             mid = cur.fetchone()["material_id"]
             cur.execute("INSERT INTO pages (material_id, page_no, source_sha256, source_path, ocr_text, search_terms)"
-                        " VALUES (%s, 1, %s, 'p.jpg', %s, %s)", (mid, f"{n:064d}", text, terms(text)))
+                        " VALUES (%s, 1, %s, 'p.jpg', %s, %s)", (mid, f"{n:064d}", text, terms_text(text)))
     return db
 
 
@@ -49,7 +50,7 @@ def _keys(hits):
 
 
 def test_two_character_name_found_and_exact_name_ranked_first(db):
-    hits = search(db, "张三", actor="t")
+    hits = search(db, "张三", actor="t").hits
     assert _keys(hits)[:2] == [("name", "GZ-1"), ("name", "GZ-2")]  # 张三 above 张三丰
     assert ("text", "GZ-4") in _keys(hits)  # mentioned in another person's material
     text_hit = next(h for h in hits if h.file_number == "GZ-4")
@@ -57,27 +58,27 @@ def test_two_character_name_found_and_exact_name_ranked_first(db):
 
 
 def test_one_three_and_long_queries_and_mixed_scripts(db):
-    assert ("name", "GZ-3") in _keys(search(db, "李", actor="t"))
-    assert _keys(search(db, "张三丰", actor="t"))[0] == ("name", "GZ-2")
-    assert _keys(search(db, "贵阳市某建筑工程", actor="t")) == [("text", "GZ-2")]
-    assert _keys(search(db, "CET4", actor="t")) == [("text", "GZ-3")]
-    assert _keys(search(db, "标准3750元", actor="t")) == [("text", "GZ-4")]
-    assert search(db, "不存在的词语", actor="t") == []
+    assert ("name", "GZ-3") in _keys(search(db, "李", actor="t").hits)
+    assert _keys(search(db, "张三丰", actor="t").hits)[0] == ("name", "GZ-2")
+    assert _keys(search(db, "贵阳市某建筑工程", actor="t").hits) == [("text", "GZ-2")]
+    assert _keys(search(db, "CET4", actor="t").hits) == [("text", "GZ-3")]
+    assert _keys(search(db, "标准3750元", actor="t").hits) == [("text", "GZ-4")]
+    assert search(db, "不存在的词语", actor="t").hits == []
 
 
 def test_filters(db):
-    assert {h.file_number for h in search(db, "张三", Filters(class_code="9"), actor="t")} == {"GZ-4"}
-    assert _keys(search(db, "李四", Filters(class_code="4"), actor="t"))[0] == ("name", "GZ-3")  # 4 covers 4-1
-    assert search(db, "李四", Filters(class_code="7"), actor="t") == []
-    dated = search(db, "张三", Filters(formed_from="2002-01-01", formed_to="2012-12-31"), actor="t")
+    assert {h.file_number for h in search(db, "张三", Filters(class_code="9"), actor="t").hits} == {"GZ-4"}
+    assert _keys(search(db, "李四", Filters(class_code="4"), actor="t").hits)[0] == ("name", "GZ-3")  # 4 covers 4-1
+    assert search(db, "李四", Filters(class_code="7"), actor="t").hits == []
+    dated = search(db, "张三", Filters(formed_from="2002-01-01", formed_to="2012-12-31"), actor="t").hits
     assert {h.file_number for h in dated} == {"GZ-2"}
 
 
 def test_lookup_by_id_number_and_file_number_masked(db):
-    hits = search(db, _id(2), actor="t", id_hash_key=KEY)
+    hits = search(db, _id(2), actor="t", id_hash_key=KEY).hits
     assert _keys(hits) == [("id", "GZ-3")]
-    assert _keys(search(db, "GZ-4", actor="t"))[0] == ("file_number", "GZ-4")
-    out = json.dumps([h.to_dict() for h in hits + search(db, "张三", actor="t")], ensure_ascii=False)
+    assert _keys(search(db, "GZ-4", actor="t").hits)[0] == ("file_number", "GZ-4")
+    out = json.dumps([h.to_dict() for h in hits + search(db, "张三", actor="t").hits], ensure_ascii=False)
     assert idnumber.mask(_id(2)) in out
     assert not any(_id(n) in out for n in range(44))  # never unmasked in search output
     with db.transaction() as cur:
@@ -88,10 +89,25 @@ def test_lookup_by_id_number_and_file_number_masked(db):
 
 
 def test_paging_is_consistent(db):
-    everything = search(db, "专业", limit=100, actor="t")
+    everything = search(db, "专业", limit=100, actor="t").hits
     assert len(everything) > 10
-    pages = search(db, "专业", limit=5, actor="t") + search(db, "专业", limit=5, offset=5, actor="t")
+    pages = search(db, "专业", limit=5, actor="t").hits + search(db, "专业", limit=5, offset=5, actor="t").hits
     assert _keys(pages) == _keys(everything[:10])
+
+
+def test_common_phrase_is_ranked_within_a_window_and_says_so(db):
+    wide = search(db, "专业", limit=100, actor="t", window=10)
+    assert wide.truncated and len(wide.hits) == 11  # 10 + the one over the window
+    assert not search(db, "专业", limit=100, actor="t").truncated
+
+
+def test_phrase_search_uses_the_bigram_index(db):
+    with db.transaction() as cur:
+        cur.execute("SET LOCAL enable_seqscan = off")
+        cur.execute("EXPLAIN SELECT 1 FROM pages p WHERE string_to_array(p.search_terms, ' ') @> %s::text[]",
+                    (["张三"],))
+        plan = " ".join(r["QUERY PLAN"] for r in cur.fetchall())
+    assert "pages_search_terms" in plan
 
 
 def test_results_identical_to_like_baseline(db):
@@ -104,7 +120,7 @@ def test_results_identical_to_like_baseline(db):
         with db.transaction() as cur:
             cur.execute("SELECT p.page_id FROM pages p WHERE p.ocr_text LIKE %s", (f"%{q}%",))
             baseline = {r["page_id"] for r in cur.fetchall()}
-        found = {h.page_id for h in search(db, q, limit=10_000, actor="t") if h.kind == "text"}
+        found = {h.page_id for h in search(db, q, limit=10_000, actor="t").hits if h.kind == "text"}
         assert found == baseline, q
 
 

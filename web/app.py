@@ -38,8 +38,9 @@ def create_app(services: Services | None = None) -> FastAPI:
         filters = Filters(class_code, formed_from.isoformat() if formed_from else None,
                           formed_to.isoformat() if formed_to else None, agency, batch)
         s = svc()
-        hits = search(s.db, q, filters, limit=limit, offset=offset, actor=actor, id_hash_key=s.id_hash_key)
+        result = search(s.db, q, filters, limit=limit, offset=offset, actor=actor, id_hash_key=s.id_hash_key)
+        hits = result.hits
         return {"query": mask_query(q), "limit": limit, "offset": offset, "hits": [h.to_dict() for h in hits],
-                "next_offset": offset + limit if len(hits) == limit else None}
+                "truncated": result.truncated, "next_offset": offset + limit if len(hits) == limit else None}
 
     return app
