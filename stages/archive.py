@@ -15,6 +15,8 @@ from ocr.images import load_pages
 from ocr.pdf import searchable_pdf
 from stages.ocr import load_ocr, ocr_key
 from stages.services import Services
+from storage import events
+from storage.events import Event
 from storage.objects import IntegrityError, content_key, put_verified, sha256_hex
 
 
@@ -45,11 +47,16 @@ def objects_to_preserve(batch_id: str, services: Services, engine_key: str) -> l
     return out
 
 
-def _record(services: Services, key: str, sha: str, size: int, role: str, media_type: str) -> None:
+def _record(services: Services, key: str, sha: str, size: int, role: str, media_type: str, batch_id: str) -> None:
+    """The stored object and its 'stored' event (read back, digest verified) in one transaction."""
     with services.db.transaction() as cur:
         cur.execute("INSERT INTO stored_objects (bucket, key, sha256, bytes, role, media_type, verified_at)"
                     " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
                     (services.archive_bucket, key, sha, size, role, media_type, dt.datetime.now(dt.UTC)))
+        if cur.rowcount:
+            events.record(cur, [Event("stored", batch_id=batch_id, object_sha256=sha, detail={
+                "bucket": services.archive_bucket, "key": key, "role": role, "bytes": size,
+                "verified": "read back, sha256 equal"})])
 
 
 def material_pdfs(batch_id: str, services: Services, engine_key: str) -> tuple[int, int]:
@@ -77,7 +84,7 @@ def material_pdfs(batch_id: str, services: Services, engine_key: str) -> tuple[i
         sha = sha256_hex(pdf)
         key = content_key(sha)
         put_verified(services.store, services.archive_bucket, key, pdf, "application/pdf")
-        _record(services, key, sha, len(pdf), "searchable-pdf", "application/pdf")
+        _record(services, key, sha, len(pdf), "searchable-pdf", "application/pdf", batch_id)
         with services.db.transaction() as cur:
             cur.execute("UPDATE materials SET pdf_sha256 = %s WHERE material_id = %s", (sha, material_id))
         made += 1
@@ -103,7 +110,7 @@ def archive_batch(batch_id: str, services: Services, engine_key: str) -> Archive
         if sha256_hex(data) != sha:
             raise IntegrityError(f"staging object {staging_key} does not match its sha256 {sha}")
         put_verified(services.store, bucket, key, data, media_type)
-        _record(services, key, sha, len(data), role, media_type)
+        _record(services, key, sha, len(data), role, media_type, batch_id)
         stored += 1
         size += len(data)
     pdfs, pdf_bytes = material_pdfs(batch_id, services, engine_key)

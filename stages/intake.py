@@ -15,6 +15,8 @@ from catalog.manifest import Catalog, parse_manifest
 from intake.linkage import check_linkage
 from intake.scanfile import inspect_scan
 from stages.services import Services
+from storage import events
+from storage.events import Event
 
 
 @dataclass
@@ -98,7 +100,16 @@ def intake_batch(batch_id: str, services: Services) -> IntakeResult:
 
     kept, link_findings = check_linkage(catalog, page_counts, manifest_path)
     findings += link_findings
+    by_path = {r["path"]: r["sha256"] for r in rows}
+    validated = []
+    for u in updates:
+        status, path = u[0], u[-1]
+        codes = [f.code for f in findings if f.item == path]
+        outcome = "failure" if status == "rejected" else "warning" if codes else "success"
+        validated.append(Event("validated", outcome, batch_id, object_sha256=by_path[path],
+                               detail={"path": path, "findings": codes}))
     with services.db.transaction() as cur:
+        events.record(cur, validated)
         cur.executemany("UPDATE batch_files SET status = %s, media_type = %s, page_count = %s, dpi = %s, "
                         "width = %s, height = %s, findings = %s WHERE batch_id = %s AND path = %s", updates)
         cur.execute("UPDATE batches SET catalog = %s, findings = %s, status = 'validated',"

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from ocr import EngineConfig, OcrPool, PageResult
 from ocr.gates import GATES
 from stages.services import Services
+from storage import events
+from storage.events import AGENT, Event
 from storage.objects import put_if_absent, sha256_hex
 
 
@@ -68,7 +70,7 @@ def ocr_batch(batch_id: str, services: Services, config: EngineConfig | None = N
         seen.add(s["sha256"])
 
     t0 = time.perf_counter()
-    pages, fallback = 0, 0
+    pages, fallback, done = 0, 0, []
     failures: dict[str, list[str]] = {gate: [] for gate in GATES}
     if todo:
         def blobs() -> Iterator[bytes]:
@@ -81,9 +83,16 @@ def ocr_batch(batch_id: str, services: Services, config: EngineConfig | None = N
                                    "pages": [r.to_dict() for r in results]}, ensure_ascii=False).encode()
                 put_if_absent(services.store, services.staging_bucket, ocr_key(config.key, scan["sha256"]),
                               body, sha256_hex(body), "application/json")
+                review_gates = sorted({g for r in results for g in r.failed_gates})
+                done.append(Event("ocr", "warning" if review_gates else "success", batch_id,
+                                  object_sha256=scan["sha256"], agent=f"{AGENT}; {config.key}",
+                                  detail={"pages": len(results), "result_sha256": sha256_hex(body),
+                                          "confidence": [r.confidence for r in results], "review": review_gates}))
                 pages += len(results)
                 for i, r in enumerate(results):
                     for gate in r.failed_gates:
                         failures[gate].append(f"{scan['path']}#{i + 1}")
                     fallback += any(f.startswith("fallback:") for f in r.flags)
+        with services.db.transaction() as cur:
+            events.record(cur, done)
     return OcrResult(batch_id, len(todo), cached, pages, failures, fallback, time.perf_counter() - t0)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stages.services import Services
+from storage import events
+from storage.events import Event
 from storage.objects import content_key, put_if_absent, sha256_hex
 
 MANIFEST_NAMES = ("manifest.csv", "catalog.csv", "目录.csv")
@@ -73,4 +75,7 @@ def submit_folder(folder: Path, services: Services) -> Submission:
             cur.execute("INSERT INTO batch_files (batch_id, path, sha256, bytes, staging_key, role) "
                         "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
                         (batch_id, rel, digest, sizes[rel], content_key(digest, "originals"), role))
+        events.record(cur, [Event("captured", batch_id=batch_id, object_sha256=digest,
+                                  detail={"path": rel, "bytes": sizes[rel], "digest": "sha256"})
+                            for rel, digest in digests])
     return Submission(batch_id, len(files), new=True)

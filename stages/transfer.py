@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass
 
 from stages.services import Services
+from storage import events
+from storage.events import Event
 from storage.objects import content_key, put_verified
 from transfer.record import StoredObject, build_record, transfer_id
 from transfer.signing import Signer, canonical_json
@@ -93,6 +95,9 @@ def prepare_transfer(file_number: str, receiving_agency: str, services: Services
         if cur.rowcount:
             cur.execute("INSERT INTO transfer_events (transfer_id, status, detail) VALUES (%s, 'prepared', %s)",
                         (tid, json.dumps({"record_sha256": digest, "signed_by": signer.key_id})))
+            events.record(cur, [Event("transferred", file_number=file_number, object_sha256=digest, detail={
+                "transfer_id": tid, "status": "prepared", "receiving_agency": receiving_agency,
+                "signed_by": signer.key_id})])
             cur.execute("INSERT INTO stored_objects (bucket, key, sha256, bytes, role, media_type, verified_at)"
                         " VALUES (%s, %s, %s, %s, 'transfer-record', 'application/json', now())"
                         " ON CONFLICT DO NOTHING", (services.archive_bucket, key, digest, len(body)))

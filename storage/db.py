@@ -80,4 +80,4 @@ def migrations() -> list[tuple[str, str]]:
 
 
 TABLES = ("batches", "batch_files", "personnel_files", "materials", "pages", "stored_objects",
-          "transfers", "transfer_events")
+          "transfers", "transfer_events", "events")

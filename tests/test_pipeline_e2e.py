@@ -20,7 +20,7 @@ from transfer.signing import verify
 # The issue-4 target is <= 1% on every variant; measured 0.0-0.3% (README, benchmarks/ocr_bench.py).
 CER_BOUND = 0.01
 COUNTED = ("batches", "batch_files", "personnel_files", "materials", "pages", "stored_objects", "transfers",
-           "transfer_events")
+           "transfer_events", "events")
 
 
 def materialize(services: Services, batch_id: str, key_file: Path) -> dict:
@@ -166,6 +166,19 @@ def test_transfer_record_checksums_match_stored_objects(run):
         assert len(body) == obj["bytes"]
     record["notice"]["receiving_agency"] = "别处"
     assert not verify(record)  # tampering breaks the signature
+
+
+def test_event_history_of_every_original(run):
+    services = run["services"]
+    with services.db.transaction() as cur:
+        cur.execute("SELECT f.path, array_agg(e.event_type ORDER BY e.event_id) AS history FROM batch_files f"
+                    " JOIN events e ON e.object_sha256 = f.sha256 WHERE f.role = 'page' GROUP BY f.path")
+        histories = {r["path"]: r["history"] for r in cur.fetchall()}
+        cur.execute("SELECT count(*) AS n FROM events WHERE event_type = 'transferred'")
+        transferred = cur.fetchone()["n"]
+    assert len(histories) == 9
+    assert all(h == ["captured", "validated", "ocr", "stored"] for h in histories.values()), histories
+    assert transferred == 1
 
 
 def test_rerun_processes_nothing_twice_and_duplicates_nothing(run):
