@@ -1,0 +1,33 @@
+"""The inbox sensor: one dynamic partition and one run per complete, stable scan batch."""
+
+import json
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from pipeline.partitions import scan_batches
+from pipeline.resources import ArchiveServicesResource
+from stages.inbox import InboxState, poll
+
+
+def inbox_path() -> Path:
+    return Path(os.environ.get("ARCHIVE_INBOX") or Path(os.environ.get("DAGSTER_HOME", "dagster_home")) / "inbox")
+
+
+def make_inbox_sensor(job) -> dg.SensorDefinition:  # job: the asset job the runs belong to
+    @dg.sensor(name="scan_batch_inbox", job=job, minimum_interval_seconds=15,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description="Hands in each complete batch folder of the inbox (ARCHIVE_INBOX) and runs it")
+    def scan_batch_inbox(context: dg.SensorEvaluationContext, services: ArchiveServicesResource) -> dg.SensorResult:
+        state = InboxState.from_dict(json.loads(context.cursor) if context.cursor else None)
+        settle = float(os.environ.get("ARCHIVE_INBOX_SETTLE_SECONDS", "10"))
+        batch_ids, new_state = poll(inbox_path(), state, services.services(), settle)
+        new = [b for b in batch_ids if not context.instance.has_dynamic_partition(scan_batches.name, b)]
+        return dg.SensorResult(
+            # run_key = batch id: the daemon never launches the same batch twice, restarts included
+            run_requests=[dg.RunRequest(run_key=b, partition_key=b, tags={"batch": b}) for b in batch_ids],
+            dynamic_partitions_requests=[scan_batches.build_add_request(new)] if new else [],
+            cursor=json.dumps(new_state.to_dict(), ensure_ascii=False))
+
+    return scan_batch_inbox
