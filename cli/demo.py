@@ -14,7 +14,7 @@ from ocr.quality import corpus_cer
 from pipeline.resources import ArchiveServicesResource, OcrEngineResource, SignerResource
 from pipeline.runner import run_batch
 from stages.services import Services
-from stages.submit import submit_folder
+from stages.submit import submit_path
 from storage.config import StorageSettings
 from storage.db import TABLES
 from transfer.signing import verify
@@ -78,11 +78,11 @@ def batch_cer(services: Services, batch_id: str, truth_dir: Path) -> tuple[float
 
 
 def run_folder(batch_dir: Path, truth_dir: Path | None = None, receiving_agency: str | None = None) -> DemoSummary:
-    """Submits a batch folder to the local instance and runs all five assets (services must be up)."""
+    """Hands in a batch folder or zip and runs all five assets (services must be up)."""
     settings = StorageSettings.from_env()
     services = Services.from_settings(settings)
     services.prepare()
-    sub = submit_folder(batch_dir, services)
+    sub = submit_path(batch_dir, services)
     resources = {"services": ArchiveServicesResource(), "ocr_engine": OcrEngineResource(),
                  "signer": SignerResource()}
     # The summary is the demo's output; Dagster's step logs stay in the UI unless something is wrong.

@@ -48,6 +48,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_upload(args: argparse.Namespace) -> int:
+    """Hands a batch in with a progress bar; interrupted, the same command resumes where it was."""
+    from tqdm import tqdm
+
+    from devservices.instance import LocalInstance
+    from stages.services import Services
+    from stages.submit import scan_folder, submit_path
+
+    path = Path(args.batch)
+    instance, started = None, False
+    if not os.environ.get("ARCHIVE_DATABASE_URL"):
+        instance = LocalInstance.from_env()
+        instance.export()
+        started = instance.start()
+    try:
+        services = Services.from_env()
+        services.prepare()
+        total = sum(p.stat().st_size for _, p in scan_folder(path)) if path.is_dir() else path.stat().st_size
+        with tqdm(total=total, unit="B", unit_scale=True, desc=path.name, file=sys.stderr) as bar:
+            sub = submit_path(path, services, progress=lambda rel, size: bar.update(size))
+    finally:
+        if started and instance:
+            instance.stop()
+    state = "已登记 / registered" if sub.new else "此前已交 / handed in before"
+    print(f"{state}: batch {sub.batch_id}, {sub.files} files. Process it with `archive run {path}` "
+          "or drop it into the inbox.")
+    return 0
+
+
 def cmd_services(args: argparse.Namespace) -> int:
     from devservices.instance import LocalInstance
 
@@ -200,6 +229,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--truth", help="folder of ground-truth .txt per page, for a CER figure")
     p.add_argument("--to", help="receiving agency of the transfer record")
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("upload", help="hand in a batch folder or zip (progress bar, resumable)")
+    p.add_argument("batch")
+    p.set_defaults(func=cmd_upload)
     p = sub.add_parser("services", help="start, stop or show the local PostgreSQL")
     p.add_argument("action", choices=["start", "stop", "status"])
     p.set_defaults(func=cmd_services)

@@ -63,13 +63,15 @@ def intake_batch(batch_id: str, services: Services) -> IntakeResult:
     if previous:
         return previous
     with services.db.transaction() as cur:
-        cur.execute("SELECT path, sha256, staging_key, role FROM batch_files WHERE batch_id = %s ORDER BY path",
-                    (batch_id,))
+        cur.execute("SELECT path, sha256, staging_key, role, findings FROM batch_files WHERE batch_id = %s"
+                    " ORDER BY path", (batch_id,))
         rows = cur.fetchall()
     if not rows:
         raise UnknownBatch(f"batch {batch_id} was never submitted (no files registered)")
 
-    findings: list[Finding] = []
+    # what the zip it came in refused (unsafe names, bombs, links) was found at hand-in
+    findings: list[Finding] = [Finding(**{**f, "severity": Severity(f["severity"])})
+                               for r in rows if r["role"] == "container" for f in (r["findings"] or [])]
     manifests = [r for r in rows if r["role"] == "manifest"]
     catalog, manifest_path = Catalog(), "manifest.csv"
     if len(manifests) != 1:

@@ -7,10 +7,16 @@ files; intake then validates what was handed in.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+import tempfile
+import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from catalog.findings import Finding
+from intake.zipsafe import safe_extract
 from stages.services import Services
 from storage import events
 from storage.events import Event
@@ -46,15 +52,37 @@ def batch_id_for(name: str, digests: list[tuple[str, str]]) -> tuple[str, str]:
     return f"{slug[:40]}-{content[:12]}", content
 
 
-def submit_folder(folder: Path, services: Services) -> Submission:
+def submit_path(path: Path, services: Services, progress: Callable[[str, int], None] | None = None) -> Submission:
+    """Hands in a batch folder or a zip of one (unsafe members refused by name, the rest goes on)."""
+    path = Path(path)
+    if path.is_dir():
+        return submit_folder(path, services, progress=progress)
+    if path.is_file() and zipfile.is_zipfile(path):
+        with tempfile.TemporaryDirectory(prefix="batch-zip-") as tmp:
+            findings = safe_extract(path, Path(tmp))
+            return submit_folder(Path(tmp), services, name=path.stem, container=(path, findings), progress=progress)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    raise ValueError(f"{path} is neither a batch folder nor a zip archive")
+
+
+def submit_folder(folder: Path, services: Services, name: str | None = None,
+                  container: tuple[Path, list[Finding]] | None = None,
+                  progress: Callable[[str, int], None] | None = None) -> Submission:
+    """Hands in a batch folder; `container` is the zip it came in, kept verbatim with its findings.
+
+    Resumable: objects are content-keyed and written only if absent, so after an interruption
+    the same call uploads only what is missing. `progress(path, bytes)` is told of each file."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"batch folder {folder} does not exist")
     files = scan_folder(folder)
+    if container:
+        files.append((container[0].name, container[0]))
     if not files:
         raise ValueError(f"batch folder {folder} holds no files")
     digests = [(rel, sha256_hex(path.read_bytes())) for rel, path in files]
-    batch_id, content = batch_id_for(folder.name, digests)
+    batch_id, content = batch_id_for(name or folder.name, digests)
     with services.db.transaction() as cur:
         cur.execute("SELECT batch_id FROM batches WHERE content_sha256 = %s", (content,))
         row = cur.fetchone()
@@ -67,14 +95,20 @@ def submit_folder(folder: Path, services: Services) -> Submission:
         data = path.read_bytes()
         sizes[rel] = len(data)
         put_if_absent(services.store, services.staging_bucket, content_key(digest, "originals"), data, digest)
+        if progress:
+            progress(rel, len(data))
     with services.db.transaction() as cur:
         cur.execute("INSERT INTO batches (batch_id, name, content_sha256, holding_agency) VALUES (%s, %s, %s, %s) "
-                    "ON CONFLICT DO NOTHING", (batch_id, folder.name, content, services.agency))
+                    "ON CONFLICT DO NOTHING", (batch_id, name or folder.name, content, services.agency))
         for rel, digest in digests:
             role = "manifest" if rel.lower() in MANIFEST_NAMES else "page"
-            cur.execute("INSERT INTO batch_files (batch_id, path, sha256, bytes, staging_key, role) "
-                        "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                        (batch_id, rel, digest, sizes[rel], content_key(digest, "originals"), role))
+            found = None
+            if container and rel == container[0].name:
+                role = "container"
+                found = json.dumps([f.to_dict() for f in container[1]], ensure_ascii=False)
+            cur.execute("INSERT INTO batch_files (batch_id, path, sha256, bytes, staging_key, role, findings) "
+                        "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                        (batch_id, rel, digest, sizes[rel], content_key(digest, "originals"), role, found))
         events.record(cur, [Event("captured", batch_id=batch_id, object_sha256=digest,
                                   detail={"path": rel, "bytes": sizes[rel], "digest": "sha256"})
                             for rel, digest in digests])

@@ -1,0 +1,101 @@
+"""Batches handed in as zips (unsafe members refused by name, the rest goes on) and uploads
+that resume after an interruption without sending anything twice."""
+
+import stat
+import zipfile
+
+import pytest
+
+from stages.intake import intake_batch, load_catalog
+from stages.services import Services
+from stages.submit import submit_folder, submit_path
+from storage.objects import LocalObjectStore, sha256_hex
+from tests.conftest import SAMPLE_BATCH
+
+MANIFEST = ("档号,姓名,身份证号,类号,序号,材料名称,形成时间,份数,页数,备注,页面文件\n"
+            "GZ-Z1,张三,11010519491231002X,1,1,登记表,2001-05-01,1,1,,pages/a.jpg\n"
+            "GZ-Z1,张三,11010519491231002X,2,1,自传,2001-06-01,1,1,,pages/b.jpg\n")
+
+
+def _evil_zip(path):
+    pages = sorted(SAMPLE_BATCH.glob("pages/*.jpg"))
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("manifest.csv", MANIFEST)
+        zf.write(pages[0], "pages/a.jpg")
+        zf.write(pages[1], "pages/b.jpg")
+        zf.writestr("../escape.txt", "outside the batch")
+        zf.writestr("/etc/absolute.txt", "absolute")
+        link = zipfile.ZipInfo("pages/link.jpg")
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(link, "/etc/passwd")
+        zf.writestr("pages/locked.jpg", "pretend ciphertext")
+        zf.writestr("pages/bomb.jpg", b"\0" * (30 * 1024 * 1024))
+        with pytest.warns(UserWarning):
+            zf.writestr("pages/a.jpg", b"a second a.jpg")
+    _set_encrypted_flag(path, b"pages/locked.jpg")
+
+
+def _set_encrypted_flag(path, name: bytes) -> None:
+    """zipfile cannot write encrypted members: set bit 0 of the member's flags in both headers."""
+    data = bytearray(path.read_bytes())
+    at = data.find(name)
+    while at >= 0:
+        if data[at - 30:at - 26] == b"PK\x03\x04":  # local file header, flags at +6
+            data[at - 24] |= 0x1
+        if data[at - 46:at - 42] == b"PK\x01\x02":  # central directory header, flags at +8
+            data[at - 38] |= 0x1
+        at = data.find(name, at + 1)
+    path.write_bytes(bytes(data))
+
+
+def test_zip_unsafe_members_refused_by_name_the_rest_goes_on(tmp_path, services):
+    archive = tmp_path / "delivery.zip"
+    _evil_zip(archive)
+    sub = submit_path(archive, services)
+    r = intake_batch(sub.batch_id, services)
+    codes = {(f.code, f.item) for f in r.findings}
+    for code, member in [("zip.path", "../escape.txt"), ("zip.path", "/etc/absolute.txt"),
+                         ("zip.symlink", "pages/link.jpg"), ("zip.encrypted", "pages/locked.jpg"),
+                         ("zip.bomb", "pages/bomb.jpg"), ("zip.duplicate", "pages/a.jpg")]:
+        assert (code, f"delivery.zip:{member}") in codes, (code, member)
+    assert not (tmp_path / "escape.txt").exists()
+    assert [m.code for m in load_catalog(sub.batch_id, services).files[0].materials] == ["1-1", "2-1"]
+    with services.db.transaction() as cur:  # the zip itself is kept verbatim
+        cur.execute("SELECT sha256, staging_key FROM batch_files WHERE batch_id = %s AND role = 'container'",
+                    (sub.batch_id,))
+        row = cur.fetchone()
+    assert row["sha256"] == sha256_hex(archive.read_bytes())
+    assert sha256_hex(services.store.get(services.staging_bucket, row["staging_key"])) == row["sha256"]
+
+
+def test_not_a_batch(tmp_path, services):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(ValueError, match="neither a batch folder nor a zip"):
+        submit_path(tmp_path / "notes.txt", services)
+    with pytest.raises(FileNotFoundError):
+        submit_path(tmp_path / "missing", services)
+
+
+class FlakyStore(LocalObjectStore):
+    def __init__(self, root, fail_after=None):
+        super().__init__(root)
+        self.puts, self.fail_after = 0, fail_after
+
+    def put(self, *args, **kwargs):
+        if self.fail_after is not None and self.puts >= self.fail_after:
+            raise ConnectionError("network dropped")
+        self.puts += 1
+        super().put(*args, **kwargs)
+
+
+def test_interrupted_upload_resumes_without_resending(tmp_path, services):
+    store = FlakyStore(tmp_path / "objects", fail_after=4)
+    flaky = Services(services.db, store, "staging", "archive")
+    flaky.prepare()
+    with pytest.raises(ConnectionError):
+        submit_folder(SAMPLE_BATCH, flaky)
+    assert services.db.count("batches") == 0  # nothing registered until every file is in
+    resumed = FlakyStore(tmp_path / "objects")
+    sub = submit_folder(SAMPLE_BATCH, Services(services.db, resumed, "staging", "archive"))
+    assert sub.new and resumed.puts == 10 - 4  # only what was missing
+    assert services.db.count("batch_files") == 10
