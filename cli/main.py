@@ -77,6 +77,35 @@ def cmd_upload(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from devservices.instance import LocalInstance
+    from stages.report import batch_report, report_html
+    from stages.services import Services
+
+    instance, started = None, False
+    if not os.environ.get("ARCHIVE_DATABASE_URL"):
+        instance = LocalInstance.from_env()
+        instance.export()
+        started = instance.start()
+    try:
+        services = Services.from_env()
+        services.db.migrate()
+        try:
+            report = batch_report(args.batch_id, services)
+        except LookupError as exc:
+            print(f"没有这个批次 / {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    finally:
+        if started and instance:
+            instance.stop()
+    if args.html:
+        Path(args.html).write_text(report_html(report), encoding="utf-8")
+        print(args.html)
+    else:
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+    return 0
+
+
 def cmd_services(args: argparse.Namespace) -> int:
     from devservices.instance import LocalInstance
 
@@ -232,6 +261,10 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("upload", help="hand in a batch folder or zip (progress bar, resumable)")
     p.add_argument("batch")
     p.set_defaults(func=cmd_upload)
+    p = sub.add_parser("report", help="a batch's validation report: JSON, or --html FILE for staff")
+    p.add_argument("batch_id")
+    p.add_argument("--html", metavar="FILE")
+    p.set_defaults(func=cmd_report)
     p = sub.add_parser("services", help="start, stop or show the local PostgreSQL")
     p.add_argument("action", choices=["start", "stop", "status"])
     p.set_defaults(func=cmd_services)

@@ -99,3 +99,23 @@ def test_interrupted_upload_resumes_without_resending(tmp_path, services):
     sub = submit_folder(SAMPLE_BATCH, Services(services.db, resumed, "staging", "archive"))
     assert sub.new and resumed.puts == 10 - 4  # only what was missing
     assert services.db.count("batch_files") == 10
+
+
+def test_batch_report_json_and_page(tmp_path, services):
+    from fastapi.testclient import TestClient
+
+    from stages.report import batch_report
+    from web.app import create_app
+
+    archive = tmp_path / "delivery.zip"
+    _evil_zip(archive)
+    sub = submit_path(archive, services)
+    intake_batch(sub.batch_id, services)
+    report = batch_report(sub.batch_id, services)
+    assert report["counts"]["accepted"] == 2 and report["counts"]["materials_going_on"] == 2
+    assert any(f["code"] == "zip.bomb" for f in report["other_findings"])
+    client = TestClient(create_app(services))
+    assert client.get(f"/api/batches/{sub.batch_id}/report").json()["batch_id"] == sub.batch_id
+    page = client.get(f"/batches/{sub.batch_id}/report")
+    assert page.status_code == 200 and "批次报告" in page.text and "压缩炸弹" in page.text
+    assert client.get("/api/batches/nope/report").status_code == 404

@@ -1,4 +1,4 @@
-"""The HTTP API: search for the staff pages, paged.
+"""The HTTP API: search for the staff pages, paged; batch reports as JSON and as a page.
 
     archive serve [--port 8000]      # then GET /api/search?q=张三&class=4&limit=20&offset=0
 
@@ -10,8 +10,10 @@ from datetime import date
 from typing import Annotated
 
 from fastapi import FastAPI, Header, HTTPException, Query
+from fastapi.responses import HTMLResponse
 
 from search.query import Filters, mask_query, search
+from stages.report import batch_report, report_html
 from stages.services import Services
 
 
@@ -42,5 +44,16 @@ def create_app(services: Services | None = None) -> FastAPI:
         hits = result.hits
         return {"query": mask_query(q), "limit": limit, "offset": offset, "hits": [h.to_dict() for h in hits],
                 "truncated": result.truncated, "next_offset": offset + limit if len(hits) == limit else None}
+
+    @app.get("/api/batches/{batch_id}/report")
+    def api_report(batch_id: str) -> dict:
+        try:
+            return batch_report(batch_id, svc())
+        except LookupError as exc:
+            raise HTTPException(404, f"没有这个批次 / {exc}") from exc
+
+    @app.get("/batches/{batch_id}/report", response_class=HTMLResponse)
+    def page_report(batch_id: str) -> str:
+        return report_html(api_report(batch_id))
 
     return app
