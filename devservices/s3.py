@@ -11,7 +11,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -32,14 +34,17 @@ class MotoServer:
     def start(self, timeout: float = 30) -> None:
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+        # moto logs every request: to a file, never a pipe nobody reads (a full 64 KB pipe
+        # blocked the server after ~400 requests and hung the test suite)
+        self.log = tempfile.NamedTemporaryFile(prefix="moto-", suffix=".log", delete=False)
         # default signal handlers: a parent that ignores SIGTERM must not make moto immortal
         self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     stdout=self.log, stderr=subprocess.STDOUT,
                                      preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"moto server exited: {self.proc.stderr.read().decode(errors='replace')}")
+                raise RuntimeError(f"moto server exited: {Path(self.log.name).read_text(errors='replace')[-2000:]}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     return
@@ -57,3 +62,6 @@ class MotoServer:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+        if getattr(self, "log", None):
+            self.log.close()
+            Path(self.log.name).unlink(missing_ok=True)

@@ -86,3 +86,11 @@ def test_unreachable_s3_endpoint_is_named():
     store.client.meta.config.retries = {"max_attempts": 1}
     with pytest.raises(ObjectStoreUnavailable, match=r"127\.0\.0\.1:1.*ARCHIVE_S3_ENDPOINT_URL"):
         store.ensure_bucket("x")
+
+
+def test_s3_endpoint_survives_thousands_of_requests(s3_url):
+    # moto logs each request; a log pipe nobody read once filled up and hung the server
+    store = S3ObjectStore(s3_url)
+    store.ensure_bucket("many")
+    for i in range(1500):
+        assert store.head("many", f"k{i}") is None
