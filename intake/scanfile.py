@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from PIL import Image, UnidentifiedImageError
 
 from catalog.findings import Finding, error, warning
+from ocr.gates import BLANK_INK
 from ocr.images import image_dpi, is_pdf
+from ocr.preprocess import ink_ratio, to_gray
 
 SUPPORTED_IMAGES = {"JPEG": "image/jpeg", "TIFF": "image/tiff", "PNG": "image/png"}
 MIN_DPI, GOOD_DPI = 200, 300
@@ -48,7 +50,11 @@ def inspect_scan(data: bytes, item: str) -> tuple[ScanInfo | None, list[Finding]
         return None, [error("scan.format", item, f"不支持的图像格式 {fmt}", f"unsupported image format {fmt}")]
     dpi = image_dpi(img) if img.info.get("dpi") else None
     info = ScanInfo(SUPPORTED_IMAGES[fmt], getattr(img, "n_frames", 1), dpi, img.width, img.height)
-    return info, _resolution_findings(info, item)
+    findings = _resolution_findings(info, item)
+    if ink_ratio(to_gray(img)) < BLANK_INK:  # kept: the back of a sheet counts as a page
+        findings.append(warning("scan.blank", item, "空白页（已保留，请确认是否应扫描）",
+                                "blank page (kept; check it was meant to be scanned)"))
+    return info, findings
 
 
 def _inspect_pdf(data: bytes, item: str) -> tuple[ScanInfo | None, list[Finding]]:

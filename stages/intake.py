@@ -32,7 +32,7 @@ class IntakeResult:
 
 
 # Bump when validation rules change: batches validated by older rules are validated again.
-INTAKE_VERSION = 1
+INTAKE_VERSION = 2
 
 
 class UnknownBatch(LookupError):
@@ -85,9 +85,19 @@ def intake_batch(batch_id: str, services: Services) -> IntakeResult:
         findings += problems
 
     updates, page_counts = [], {}
+    first_with: dict[str, str] = {}  # sha256 -> the first page file with that content
     for r in rows:
         if r["role"] != "page":
             continue
+        if r["sha256"] in first_with:  # a repeated page (DA/T 31): the same scan twice
+            problems = [error("scan.duplicate", r["path"], f"与 {first_with[r['sha256']]} 内容完全相同（重复页）",
+                              f"identical to {first_with[r['sha256']]} (repeated page)")]
+            findings += problems
+            page_counts[r["path"]] = None
+            updates.append(("rejected", None, None, None, None, None,
+                            json.dumps([p.to_dict() for p in problems], ensure_ascii=False), batch_id, r["path"]))
+            continue
+        first_with[r["sha256"]] = r["path"]
         data = services.store.get(services.staging_bucket, r["staging_key"])
         info, problems = inspect_scan(data, r["path"])
         findings += problems

@@ -93,3 +93,18 @@ def test_batch_without_manifest_is_reported_not_crashed(tmp_path, services):
     r = intake_batch(sub.batch_id, services)
     assert [f.code for f in r.findings if f.severity == "error"] == ["batch.manifest"]
     assert r.files == 0
+
+
+def test_repeated_page_rejected_and_blank_page_flagged_not_dropped(tmp_path, services):
+    folder, good = _batch(tmp_path)
+    shutil.copy(folder / good[0], folder / "pages" / "again.jpg")  # the same scan under another name
+    buf = io.BytesIO()
+    Image.new("L", (2480, 3508), 252).save(buf, "JPEG", dpi=(300, 300))
+    (folder / "pages" / "blank.jpg").write_bytes(buf.getvalue())
+    _manifest(folder, [("1", 2, good), ("2", 1, ["pages/again.jpg"]), ("3", 1, ["pages/blank.jpg"])])
+    sub = submit_folder(folder, services)
+    r = intake_batch(sub.batch_id, services)
+    codes = {(f.code, f.item): f for f in r.findings}
+    assert good[0] in codes[("scan.duplicate", "pages/again.jpg")].message_en
+    assert codes[("scan.blank", "pages/blank.jpg")].severity == "warning"
+    assert [m.code for m in load_catalog(sub.batch_id, services).files[0].materials] == ["1-1", "3-3"]
