@@ -135,9 +135,13 @@ def generate(out: Path, files: int = 3, seed: int = 7, variants: list[str] | Non
         chosen = [BUILDERS[0]] + rng.sample(BUILDERS[1:], materials_per_file - 1)
         seq_by_class: dict[str, int] = {}
         page_no = 0
+        built = []
         for builder in chosen:
             font = fonts[rng.choice(sorted(fonts))]
-            class_code, title, formed, pages = builder(person, rng, font)
+            built.append(builder(person, rng, font))
+        # a file is arranged by class, then formation date, and its pages numbered in that order
+        built.sort(key=lambda b: (tuple(int(x) for x in b[0].split("-")), b[2]))
+        for class_code, title, formed, pages in built:
             seq_by_class[class_code] = seq_by_class.get(class_code, 0) + 1
             names = []
             for page in pages:

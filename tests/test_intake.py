@@ -108,3 +108,21 @@ def test_repeated_page_rejected_and_blank_page_flagged_not_dropped(tmp_path, ser
     assert good[0] in codes[("scan.duplicate", "pages/again.jpg")].message_en
     assert codes[("scan.blank", "pages/blank.jpg")].severity == "warning"
     assert [m.code for m in load_catalog(sub.batch_id, services).files[0].materials] == ["1-1", "3-3"]
+
+
+def test_page_numbering_out_of_order_and_gaps_are_warned():
+    from catalog.manifest import Material, PersonnelFile
+    from intake.linkage import check_page_order
+
+    def pf(*materials):
+        return PersonnelFile("GZ-9", "张三", "11010519491231002X",
+                             [Material(c, 1, "材料", "2001", len(p), list(p)) for c, p in materials])
+
+    ok = pf(("1", ["p/GZ-9-0001.jpg", "p/GZ-9-0002.jpg"]), ("4-1", ["p/GZ-9-0003.jpg"]), ("10", ["p/GZ-9-0004.jpg"]))
+    assert check_page_order(ok) == []
+    swapped = pf(("2", ["p/GZ-9-0001.jpg"]), ("1", ["p/GZ-9-0002.jpg"]))  # class 1 comes first
+    assert [f.code for f in check_page_order(swapped)] == ["link.out_of_order"]
+    gap = pf(("1", ["p/GZ-9-0001.jpg", "p/GZ-9-0004.jpg"]))
+    (finding,) = check_page_order(gap)
+    assert finding.code == "link.numbering_gap" and finding.severity == "warning" and "0004" in finding.message_en
+    assert check_page_order(pf(("1", ["p/front.jpg", "p/back.jpg"]))) == []  # not numbered: not judged
