@@ -52,25 +52,17 @@ def cmd_upload(args: argparse.Namespace) -> int:
     """Hands a batch in with a progress bar; interrupted, the same command resumes where it was."""
     from tqdm import tqdm
 
-    from devservices.instance import LocalInstance
+    from devservices.instance import local_database_if_unconfigured
     from stages.services import Services
     from stages.submit import scan_folder, submit_path
 
     path = Path(args.batch)
-    instance, started = None, False
-    if not os.environ.get("ARCHIVE_DATABASE_URL"):
-        instance = LocalInstance.from_env()
-        instance.export()
-        started = instance.start()
-    try:
+    with local_database_if_unconfigured():
         services = Services.from_env()
         services.prepare()
         total = sum(p.stat().st_size for _, p in scan_folder(path)) if path.is_dir() else path.stat().st_size
         with tqdm(total=total, unit="B", unit_scale=True, desc=path.name, file=sys.stderr) as bar:
             sub = submit_path(path, services, progress=lambda rel, size: bar.update(size))
-    finally:
-        if started and instance:
-            instance.stop()
     state = "已登记 / registered" if sub.new else "此前已交 / handed in before"
     print(f"{state}: batch {sub.batch_id}, {sub.files} files. Process it with `archive run {path}` "
           "or drop it into the inbox.")
@@ -78,16 +70,11 @@ def cmd_upload(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from devservices.instance import LocalInstance
+    from devservices.instance import local_database_if_unconfigured
     from stages.report import batch_report, report_html
     from stages.services import Services
 
-    instance, started = None, False
-    if not os.environ.get("ARCHIVE_DATABASE_URL"):
-        instance = LocalInstance.from_env()
-        instance.export()
-        started = instance.start()
-    try:
+    with local_database_if_unconfigured():
         services = Services.from_env()
         services.db.migrate()
         try:
@@ -95,9 +82,6 @@ def cmd_report(args: argparse.Namespace) -> int:
         except LookupError as exc:
             print(f"没有这个批次 / {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
-    finally:
-        if started and instance:
-            instance.stop()
     if args.html:
         Path(args.html).write_text(report_html(report), encoding="utf-8")
         print(args.html)
@@ -183,25 +167,17 @@ def cmd_ocr(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     import getpass
 
-    from devservices.instance import LocalInstance
+    from devservices.instance import local_database_if_unconfigured
     from search.query import Filters, search
     from stages.services import Services
 
-    instance, started = None, False
-    if not os.environ.get("ARCHIVE_DATABASE_URL"):  # the demo's database, started if need be
-        instance = LocalInstance.from_env()
-        instance.export()
-        started = instance.start()
-    try:
+    with local_database_if_unconfigured():  # the demo's database unless one is configured
         services = Services.from_env()
         services.db.migrate()
         result = search(services.db, args.query, Filters(args.class_code, args.formed_from, args.formed_to,
                                                         args.agency, args.batch),
                       limit=args.limit, offset=args.offset, actor=os.environ.get("ARCHIVE_ACTOR", getpass.getuser()),
                       id_hash_key=services.id_hash_key)
-    finally:
-        if started and instance:
-            instance.stop()
     hits = result.hits
     if args.json:
         print(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2))
@@ -222,20 +198,12 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from devservices.instance import LocalInstance
+    from devservices.instance import local_database_if_unconfigured
     from web.app import create_app
 
-    instance, started = None, False
-    if not os.environ.get("ARCHIVE_DATABASE_URL"):
-        instance = LocalInstance.from_env()
-        instance.export()
-        started = instance.start()
-    try:
+    with local_database_if_unconfigured():
         print(f"API on http://{args.host}:{args.port}/api/search?q=... (docs at /docs)")
         uvicorn.run(create_app(), host=args.host, port=args.port, log_level="warning")
-    finally:
-        if started and instance:
-            instance.stop()
     return 0
 
 

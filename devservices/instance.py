@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,3 +54,20 @@ class LocalInstance:
 
     def export(self) -> None:
         os.environ.update(self.environment())
+
+
+@contextmanager
+def local_database_if_unconfigured() -> Iterator[None]:
+    """Without ARCHIVE_DATABASE_URL, the demo's PostgreSQL: started if need be, stopped after
+    if this call started it. With it, nothing: production's database is somebody else's."""
+    if os.environ.get("ARCHIVE_DATABASE_URL"):
+        yield
+        return
+    instance = LocalInstance.from_env()
+    instance.export()
+    started = instance.start()
+    try:
+        yield
+    finally:
+        if started:
+            instance.stop()
