@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from devservices.postgres import SetupError
+from ocr.engine import OcrSetupError
 from storage.db import DatabaseUnavailable
 from storage.objects import ObjectStoreUnavailable
 
@@ -270,7 +271,7 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-SETUP_ERRORS = (SetupError, DatabaseUnavailable, ObjectStoreUnavailable)
+SETUP_ERRORS = (SetupError, OcrSetupError, DatabaseUnavailable, ObjectStoreUnavailable)
 
 
 def _known_cause(exc: BaseException) -> BaseException | None:

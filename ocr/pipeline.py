@@ -49,23 +49,17 @@ class PageOcr:
             self._engines[name] = make_engine(name, self.config)
         return self._engines[name]
 
-    def _read(self, name: str, gray: Image.Image, dpi: int) -> RawPage:
-        engine = self.engine(name)
-        if name == "tesseract":
-            return engine.recognise(gray, dpi)  # type: ignore[call-arg]
-        return engine.recognise(gray)
-
     def run(self, image: Image.Image, dpi: int) -> PageResult:
         t0 = time.perf_counter()
         gray = to_gray(image)
         ink = ink_ratio(gray)
-        raw = self._read(self.config.primary, gray, dpi)
+        raw = self.engine(self.config.primary).recognise(gray, dpi)
         text, confidence, words = assemble(raw)
         used, failed = self.config.primary, gates.check(text, confidence, ink)
         history = list(failed)  # every gate that failed, in order, the fallback's prefixed
         if failed and self.config.fallback:
             upright = rotate(rotate(gray, raw.rotation), raw.skew)  # tesseract wants it level
-            alt_text, alt_conf, alt_words = assemble(self._read(self.config.fallback, upright, dpi))
+            alt_text, alt_conf, alt_words = assemble(self.engine(self.config.fallback).recognise(upright, dpi))
             alt_failed = gates.check(alt_text, alt_conf, ink)
             history += [f"fallback:{f}" for f in alt_failed] or ["fallback:passed"]
             if not alt_failed or len(alt_text) > len(text):

@@ -53,7 +53,7 @@ class RapidEngine:
         flipped = sum(1 for label, score in votes if label == "180" and score > 0.8)
         return flipped > len(votes) / 2
 
-    def recognise(self, gray: Image.Image) -> RawPage:
+    def recognise(self, gray: Image.Image, dpi: int = 300) -> RawPage:  # sizes come from pixels, not dpi
         scale = min(1.0, self.rec_side / max(gray.size))
         page = gray.resize((round(gray.width * scale), round(gray.height * scale)), Image.Resampling.LANCZOS) \
             if scale < 1 else gray

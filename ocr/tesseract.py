@@ -16,18 +16,17 @@ class TesseractEngine:
 
     name = "tesseract"
 
-    def __init__(self, lang: str = "chi_sim+eng", psm: int = 3, dpi: int = 300) -> None:
+    def __init__(self, lang: str = "chi_sim+eng", psm: int = 3) -> None:
         os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # must precede loading libtesseract
         import tesserocr
 
         self._tesserocr = tesserocr
-        self.dpi = dpi
         self.api = tesserocr.PyTessBaseAPI(path=find_tessdata(lang) + "/", lang=lang, psm=psm)
 
-    def recognise(self, gray: Image.Image, dpi: int | None = None) -> RawPage:
+    def recognise(self, gray: Image.Image, dpi: int = 300) -> RawPage:
         api, RIL = self.api, self._tesserocr.RIL
         api.SetImage(gray)
-        api.SetSourceResolution(dpi or self.dpi)
+        api.SetSourceResolution(dpi)
         api.Recognize()
         lines = []
         for it in self._tesserocr.iterate_level(api.GetIterator(), RIL.TEXTLINE):

@@ -95,17 +95,20 @@ def material_pdfs(batch_id: str, services: Services, engine_key: str) -> tuple[i
 def archive_batch(batch_id: str, services: Services, engine_key: str) -> ArchiveResult:
     bucket = services.archive_bucket
     stored = already = size = 0
+    objects = objects_to_preserve(batch_id, services, engine_key)
+    with services.db.transaction() as cur:
+        cur.execute("SELECT key FROM stored_objects WHERE bucket = %s AND key = ANY(%s)",
+                    (bucket, [content_key(o[0]) for o in objects]))
+        recorded = {r["key"] for r in cur.fetchall()}
     seen: set[str] = set()
-    for sha, staging_key, role, media_type in objects_to_preserve(batch_id, services, engine_key):
+    for sha, staging_key, role, media_type in objects:
         key = content_key(sha)
         if key in seen:
             continue
         seen.add(key)
-        with services.db.transaction() as cur:
-            cur.execute("SELECT 1 FROM stored_objects WHERE bucket = %s AND key = %s", (bucket, key))
-            if cur.fetchone():
-                already += 1
-                continue
+        if key in recorded:
+            already += 1
+            continue
         data = services.store.get(services.staging_bucket, staging_key)
         if sha256_hex(data) != sha:
             raise IntegrityError(f"staging object {staging_key} does not match its sha256 {sha}")
