@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 from catalog import idnumber
 from catalog.categories import is_valid_class_code
-from catalog.findings import Finding, error
+from catalog.findings import Finding, error, warning
 
 # canonical field -> accepted header spellings
 COLUMNS: dict[str, tuple[str, ...]] = {
@@ -114,16 +114,24 @@ def parse_manifest(data: bytes, source: str = "manifest.csv") -> tuple[Catalog, 
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        return Catalog(), [error("manifest.encoding", source, f"目录文件不是 UTF-8 编码（第 {exc.start} 字节）",
-                                 f"manifest is not UTF-8 (byte {exc.start})")]
+        # Excel on Chinese Windows saves "CSV" in GBK: read it (GB18030 is its superset) and say so
+        try:
+            text = data.decode("gb18030")
+        except UnicodeDecodeError:
+            return Catalog(), [error("manifest.encoding", source,
+                                     f"目录文件既不是 UTF-8 也不是 GBK/GB18030 编码（第 {exc.start} 字节）",
+                                     f"manifest is neither UTF-8 nor GBK/GB18030 (byte {exc.start})")]
+        findings.append(warning("manifest.encoding_gb18030", source,
+                                "目录文件为 GBK/GB18030 编码，已按此读取；请改存为 UTF-8",
+                                "manifest is GBK/GB18030, read as such; please save it as UTF-8"))
     rows = list(csv.reader(io.StringIO(text)))
     if not rows:
-        return Catalog(), [error("manifest.empty", source, "目录文件为空", "manifest is empty")]
+        return Catalog(), [*findings, error("manifest.empty", source, "目录文件为空", "manifest is empty")]
     cols = _header_map(rows[0])
     absent = [k for k in REQUIRED if k not in cols]
     if absent:
         names = "、".join(COLUMNS[k][0] for k in absent)
-        return Catalog(), [error("manifest.columns", source, f"目录缺少必填列：{names}",
+        return Catalog(), [*findings, error("manifest.columns", source, f"目录缺少必填列：{names}",
                                  f"manifest lacks required columns: {', '.join(absent)}")]
 
     files: dict[str, PersonnelFile] = {}

@@ -9,12 +9,17 @@ from dataclasses import dataclass
 from PIL import Image, UnidentifiedImageError
 
 from catalog.findings import Finding, error, warning
+from intake.skew import estimate_skew
 from ocr.gates import BLANK_INK
 from ocr.images import image_dpi, is_pdf
 from ocr.preprocess import ink_ratio, to_gray
 
 SUPPORTED_IMAGES = {"JPEG": "image/jpeg", "TIFF": "image/tiff", "PNG": "image/png"}
 MIN_DPI, GOOD_DPI = 200, 300
+# An uncompressed A3 colour page at 600 dpi is ~210 MB; anything bigger is not one scan.
+MAX_SCAN_BYTES = 256 * 1024**2
+# DA/T 31 asks for no visible skew; practice tolerates 1-3 degrees. Warned above 1, kept.
+SKEW_WARN_DEGREES = 1.0
 
 
 @dataclass
@@ -24,6 +29,16 @@ class ScanInfo:
     dpi: int | None = None
     width: int | None = None
     height: int | None = None
+    skew: float | None = None  # degrees, counter-clockwise positive; None for PDFs and blank pages
+
+
+def too_large(size: int, item: str) -> Finding | None:
+    """The refusal for a file over the byte cap, checked before it is read at all."""
+    if size <= MAX_SCAN_BYTES:
+        return None
+    mb, cap = size / 1024**2, MAX_SCAN_BYTES // 1024**2
+    return error("scan.too_large", item, f"文件过大（{mb:.0f} MB，上限 {cap} MB），拒收",
+                 f"file too large ({mb:.0f} MB, cap {cap} MB), refused")
 
 
 def inspect_scan(data: bytes, item: str) -> tuple[ScanInfo | None, list[Finding]]:
@@ -51,9 +66,18 @@ def inspect_scan(data: bytes, item: str) -> tuple[ScanInfo | None, list[Finding]
     dpi = image_dpi(img) if img.info.get("dpi") else None
     info = ScanInfo(SUPPORTED_IMAGES[fmt], getattr(img, "n_frames", 1), dpi, img.width, img.height)
     findings = _resolution_findings(info, item)
-    if ink_ratio(to_gray(img)) < BLANK_INK:  # kept: the back of a sheet counts as a page
+    gray = to_gray(img)
+    if ink_ratio(gray) < BLANK_INK:  # kept: the back of a sheet counts as a page
         findings.append(warning("scan.blank", item, "空白页（已保留，请确认是否应扫描）",
                                 "blank page (kept; check it was meant to be scanned)"))
+    else:
+        info.skew = estimate_skew(gray)
+        if info.skew is not None and abs(info.skew) > SKEW_WARN_DEGREES:
+            angle, limit = abs(info.skew), SKEW_WARN_DEGREES
+            findings.append(warning("scan.skewed", item, f"页面倾斜约 {angle:.1f}°（超过 {limit:g}°），"
+                                    "已接收，识别时自动纠偏；请检查扫描仪进纸",
+                                    f"page skewed by about {angle:.1f} degrees (over {limit:g}); "
+                                    "accepted and deskewed for OCR; check the scanner feed"))
     return info, findings
 
 
@@ -66,10 +90,15 @@ def _inspect_pdf(data: bytes, item: str) -> tuple[ScanInfo | None, list[Finding]
     except PDFInfoNotInstalledError as exc:
         raise RuntimeError("pdfinfo not found: install poppler-utils (run `make setup`)") from exc
     except (PDFPageCountError, PDFSyntaxError, ValueError) as exc:
+        if "password" in str(exc).lower():
+            return None, [error("scan.pdf_encrypted", item, "PDF 文件设有打开密码，无法读取，请提交未加密的文件",
+                                "PDF needs a password to open; hand in an unencrypted file")]
         return None, [error("scan.pdf", item, f"PDF 文件损坏、加密或无法读取：{exc}",
                             f"PDF is broken, encrypted or unreadable: {exc}")]
     if str(meta.get("Encrypted", "no")).startswith("yes"):
-        return None, [error("scan.pdf_encrypted", item, "PDF 文件已加密", "PDF is encrypted")]
+        # even with an empty open password: encryption has no place in preservation copies (PDF/A)
+        return None, [error("scan.pdf_encrypted", item, "PDF 文件已加密（长期保存不允许加密），请提交未加密的文件",
+                            "PDF is encrypted (not allowed for preservation); hand in an unencrypted file")]
     return ScanInfo("application/pdf", int(meta.get("Pages", 0))), []
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from catalog.findings import Finding, Severity, error
 from catalog.manifest import Catalog, parse_manifest
 from intake.linkage import check_linkage
-from intake.scanfile import inspect_scan
+from intake.scanfile import inspect_scan, too_large
 from stages.services import Services
 from storage import events
 from storage.events import Event
@@ -32,7 +32,7 @@ class IntakeResult:
 
 
 # Bump when validation rules change: batches validated by older rules are validated again.
-INTAKE_VERSION = 2
+INTAKE_VERSION = 3
 
 
 class UnknownBatch(LookupError):
@@ -63,7 +63,7 @@ def intake_batch(batch_id: str, services: Services) -> IntakeResult:
     if previous:
         return previous
     with services.db.transaction() as cur:
-        cur.execute("SELECT path, sha256, staging_key, role, findings FROM batch_files WHERE batch_id = %s"
+        cur.execute("SELECT path, sha256, bytes, staging_key, role, findings FROM batch_files WHERE batch_id = %s"
                     " ORDER BY path", (batch_id,))
         rows = cur.fetchall()
     if not rows:
@@ -94,12 +94,15 @@ def intake_batch(batch_id: str, services: Services) -> IntakeResult:
                               f"identical to {first_with[r['sha256']]} (repeated page)")]
             findings += problems
             page_counts[r["path"]] = None
-            updates.append(("rejected", None, None, None, None, None,
+            updates.append(("rejected", None, None, None, None, None, None,
                             json.dumps([p.to_dict() for p in problems], ensure_ascii=False), batch_id, r["path"]))
             continue
         first_with[r["sha256"]] = r["path"]
-        data = services.store.get(services.staging_bucket, r["staging_key"])
-        info, problems = inspect_scan(data, r["path"])
+        oversized = too_large(r["bytes"], r["path"])
+        if oversized:  # refused unread: a 5 GB "page" must not be pulled into memory
+            info, problems = None, [oversized]
+        else:
+            info, problems = inspect_scan(services.store.get(services.staging_bucket, r["staging_key"]), r["path"])
         findings += problems
         rejected = info is None or any(p.severity is Severity.ERROR for p in problems)
         page_counts[r["path"]] = None if rejected else info.page_count
@@ -107,6 +110,7 @@ def intake_batch(batch_id: str, services: Services) -> IntakeResult:
             "rejected" if rejected else "accepted",
             info.media_type if info else None, info.page_count if info else None,
             info.dpi if info else None, info.width if info else None, info.height if info else None,
+            info.skew if info else None,
             json.dumps([p.to_dict() for p in problems], ensure_ascii=False) if problems else None,
             batch_id, r["path"]))
 
@@ -123,7 +127,8 @@ def intake_batch(batch_id: str, services: Services) -> IntakeResult:
     with services.db.transaction() as cur:
         events.record(cur, validated)
         cur.executemany("UPDATE batch_files SET status = %s, media_type = %s, page_count = %s, dpi = %s, "
-                        "width = %s, height = %s, findings = %s WHERE batch_id = %s AND path = %s", updates)
+                        "width = %s, height = %s, skew_degrees = %s, findings = %s WHERE batch_id = %s AND path = %s",
+                        updates)
         cur.execute("UPDATE batches SET catalog = %s, findings = %s, status = 'validated',"
                     " intake_version = %s WHERE batch_id = %s",
                     (json.dumps(kept.to_dict(), ensure_ascii=False),

@@ -22,8 +22,8 @@ def batch_report(batch_id: str, services: Services) -> dict:
         batch = cur.fetchone()
         if batch is None:
             raise LookupError(f"batch {batch_id} is unknown")
-        cur.execute("SELECT path, role, status, media_type, page_count, dpi, bytes, sha256 FROM batch_files"
-                    " WHERE batch_id = %s ORDER BY path", (batch_id,))
+        cur.execute("SELECT path, role, status, media_type, page_count, dpi, skew_degrees, bytes, sha256"
+                    " FROM batch_files WHERE batch_id = %s ORDER BY path", (batch_id,))
         files = cur.fetchall()
     findings = batch["findings"] or []
     by_item: dict[str, list[dict]] = {}
@@ -35,7 +35,8 @@ def batch_report(batch_id: str, services: Services) -> dict:
         status = f["status"]
         if status == "accepted" and own:
             status = "warning"
-        rows.append({**{k: f[k] for k in ("path", "role", "media_type", "page_count", "dpi", "bytes", "sha256")},
+        rows.append({**{k: f[k] for k in ("path", "role", "media_type", "page_count", "dpi", "skew_degrees", "bytes",
+                                       "sha256")},
                      "status": status, "findings": own})
     counts = Counter(r["status"] for r in rows if r["role"] == "page")
     catalog = batch["catalog"] or {"files": []}
@@ -63,6 +64,7 @@ def report_html(report: dict) -> str:
     rows = "".join(
         f'<tr class="{e(r["status"])}"><td>{e(r["path"])}</td><td>{STATUS_ZH.get(r["status"], r["status"])}</td>'
         f'<td>{e(r["media_type"] or "")}</td><td>{r["page_count"] or ""}</td><td>{r["dpi"] or ""}</td>'
+        f'<td>{"" if r["skew_degrees"] is None else format(r["skew_degrees"], ".1f") + "°"}</td>'
         f'<td><ul>{finding_list(r["findings"])}</ul></td></tr>' for r in report["files"])
     other = finding_list(report["other_findings"])
     return f"""<!doctype html>
@@ -78,5 +80,5 @@ li.error{{color:#a00}}small{{color:#555}}</style></head><body>
 （{c["files_in_catalog"]} 份档案 / files）</p>
 <h2>目录与批次问题 / Catalog and batch findings</h2><ul>{other or "<li>无 / none</li>"}</ul>
 <h2>文件 / Files</h2><table><tr><th>文件 / file</th><th>状态 / status</th><th>格式 / format</th>
-<th>页数 / pages</th><th>dpi</th><th>问题 / findings</th></tr>{rows}</table></body></html>
+<th>页数 / pages</th><th>dpi</th><th>倾斜 / skew</th><th>问题 / findings</th></tr>{rows}</table></body></html>
 """

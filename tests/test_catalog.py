@@ -72,6 +72,10 @@ def test_manifest_missing_columns_named_in_chinese():
     assert findings[0].code == "manifest.columns" and "身份证号" in findings[0].message_zh
 
 
-def test_manifest_not_utf8():
-    _, findings = parse_manifest("档号,姓名\n".encode("gbk"))
-    assert findings[0].code == "manifest.encoding"
+def test_manifest_in_gbk_is_read_with_a_warning_and_garbage_is_refused():
+    text = ",".join(TEMPLATE_HEADER) + "\nGZ-1,张三,11010519491231002X,4-1,1,登记表,2001-05-01,1,1,,p1.jpg\n"
+    catalog, findings = parse_manifest(text.encode("gbk"))
+    assert [f.code for f in findings] == ["manifest.encoding_gb18030"]
+    assert catalog.files[0].name == "张三"
+    _, findings = parse_manifest(b"\xff\xfe" + "档号".encode("utf-16-le"))
+    assert [f.code for f in findings] == ["manifest.encoding"]
