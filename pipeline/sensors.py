@@ -1,4 +1,8 @@
-"""The inbox sensor: one dynamic partition and one run per complete, stable scan batch."""
+"""The batch sensor: one dynamic partition and one run per scan batch, whichever way it came in.
+
+Folders dropped into the inbox are handed in here once complete and stable; batches handed in
+through the web page or `archive upload` are already registered and only need their run.
+"""
 
 import json
 import os
@@ -9,6 +13,7 @@ import dagster as dg
 from pipeline.partitions import scan_batches
 from pipeline.resources import ArchiveServicesResource
 from stages.inbox import InboxState, poll
+from stages.progress import awaiting_processing
 
 
 def inbox_path() -> Path:
@@ -18,11 +23,17 @@ def inbox_path() -> Path:
 def make_inbox_sensor(job) -> dg.SensorDefinition:  # job: the asset job the runs belong to
     @dg.sensor(name="scan_batch_inbox", job=job, minimum_interval_seconds=15,
                default_status=dg.DefaultSensorStatus.RUNNING,
-               description="Hands in each complete batch folder of the inbox (ARCHIVE_INBOX) and runs it")
+               description="Hands in each complete batch folder of the inbox (ARCHIVE_INBOX) and runs every"
+                           " batch handed in (inbox, web upload, CLI upload)")
     def scan_batch_inbox(context: dg.SensorEvaluationContext, services: ArchiveServicesResource) -> dg.SensorResult:
         state = InboxState.from_dict(json.loads(context.cursor) if context.cursor else None)
         settle = float(os.environ.get("ARCHIVE_INBOX_SETTLE_SECONDS", "10"))
-        batch_ids, new_state = poll(inbox_path(), state, services.services(), settle)
+        svc = services.services()
+        dropped, new_state = poll(inbox_path(), state, svc, settle)
+        # a batch with a partition has had its run requested (here, or by `archive run`)
+        uploaded = [b for b in awaiting_processing(svc)
+                    if not context.instance.has_dynamic_partition(scan_batches.name, b)]
+        batch_ids = list(dict.fromkeys(dropped + uploaded))
         new = [b for b in batch_ids if not context.instance.has_dynamic_partition(scan_batches.name, b)]
         return dg.SensorResult(
             # run_key = batch id: the daemon never launches the same batch twice, restarts included

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from ocr.images import load_pages
 from ocr.pdf import searchable_pdf
 from stages.ocr import load_ocr, ocr_key
+from stages.progress import advance
 from stages.services import Services
 from storage import events
 from storage.events import Event
@@ -118,5 +119,5 @@ def archive_batch(batch_id: str, services: Services, engine_key: str) -> Archive
         size += len(data)
     pdfs, pdf_bytes = material_pdfs(batch_id, services, engine_key)
     with services.db.transaction() as cur:
-        cur.execute("UPDATE batches SET status = 'archived' WHERE batch_id = %s", (batch_id,))
+        advance(cur, batch_id, "archived")
     return ArchiveResult(batch_id, stored + pdfs, already, size + pdf_bytes, pdfs)

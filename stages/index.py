@@ -13,6 +13,7 @@ from catalog.manifest import Material, PersonnelFile
 from search.terms import terms_text
 from stages.intake import load_catalog
 from stages.ocr import load_ocr
+from stages.progress import advance
 from stages.services import Services
 
 UPSERT_FILE = """
@@ -113,7 +114,7 @@ def index_batch(batch_id: str, services: Services, engine_key: str) -> IndexResu
         indexer = _Indexer(batch_id, services, engine_key, cur)
         for pf in catalog.files:
             indexer.file(pf)
-        cur.execute("UPDATE batches SET status = 'indexed' WHERE batch_id = %s", (batch_id,))
+        advance(cur, batch_id, "indexed")
     return IndexResult(batch_id, len(catalog.files), indexer.materials, indexer.pages, indexer.written)
 
 

@@ -14,6 +14,7 @@ from catalog.findings import Finding, Severity, error
 from catalog.manifest import Catalog, parse_manifest
 from intake.linkage import check_linkage
 from intake.scanfile import inspect_scan, too_large
+from stages.progress import advance
 from stages.services import Services
 from storage import events
 from storage.events import Event
@@ -129,10 +130,10 @@ def intake_batch(batch_id: str, services: Services) -> IntakeResult:
         cur.executemany("UPDATE batch_files SET status = %s, media_type = %s, page_count = %s, dpi = %s, "
                         "width = %s, height = %s, skew_degrees = %s, findings = %s WHERE batch_id = %s AND path = %s",
                         updates)
-        cur.execute("UPDATE batches SET catalog = %s, findings = %s, status = 'validated',"
-                    " intake_version = %s WHERE batch_id = %s",
+        cur.execute("UPDATE batches SET catalog = %s, findings = %s, intake_version = %s WHERE batch_id = %s",
                     (json.dumps(kept.to_dict(), ensure_ascii=False),
                      json.dumps([f.to_dict() for f in findings], ensure_ascii=False), INTAKE_VERSION, batch_id))
+        advance(cur, batch_id, "validated")
     accepted = sum(1 for u in updates if u[0] == "accepted")
     return IntakeResult(batch_id, accepted, len(updates) - accepted,
                         sum(1 for f in findings if f.severity is Severity.WARNING),

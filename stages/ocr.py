@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from ocr import EngineConfig, OcrPool, PageResult
 from ocr.gates import GATES
+from stages.progress import advance
 from stages.services import Services
 from storage import events
 from storage.events import AGENT, Event
@@ -93,6 +94,7 @@ def ocr_batch(batch_id: str, services: Services, config: EngineConfig | None = N
                     for gate in r.failed_gates:
                         failures[gate].append(f"{scan['path']}#{i + 1}")
                     fallback += any(f.startswith("fallback:") for f in r.flags)
-        with services.db.transaction() as cur:
-            events.record(cur, done)
+    with services.db.transaction() as cur:
+        events.record(cur, done)
+        advance(cur, batch_id, "ocr_done")
     return OcrResult(batch_id, len(todo), cached, pages, failures, fallback, time.perf_counter() - t0)

@@ -83,3 +83,13 @@ def test_restart_with_lost_cursor_launches_no_duplicate(inbox, tick, services):
     assert again.dynamic_partitions_requests == []
     assert services.db.count("batches") == 1
     assert json.loads(again.cursor)["handed_in"].keys() == {"batch-b"}
+
+
+def test_a_batch_uploaded_elsewhere_launches_exactly_one_run(inbox, tick, services):
+    from stages.submit import submit_path
+
+    batch_id = submit_path(SAMPLE_BATCH, services).batch_id  # the web page and `archive upload` do this
+    first = tick(None)
+    assert [(r.run_key, r.partition_key) for r in first.run_requests] == [(batch_id, batch_id)]
+    assert tick(first.cursor).run_requests == []  # its partition exists now: requested once
+    assert tick(None).run_requests == []          # a restarted daemon with no cursor neither

@@ -1,0 +1,67 @@
+"""Where a batch is on its way through the stages, for the staff pages and the scheduler.
+
+Each stage moves its batch forward when its work is committed, never back: a rerun of an
+earlier stage (new intake rules, say) leaves an archived batch archived.
+"""
+
+from __future__ import annotations
+
+from stages.services import Services
+
+# (status, Chinese, English) in pipeline order; a batch's status is the last stage it finished
+STAGES = (
+    ("submitted", "已提交", "handed in"),
+    ("validated", "已校验", "validated"),
+    ("ocr_done", "已识别", "OCR done"),
+    ("indexed", "已入库", "indexed"),
+    ("archived", "已归档，可移交", "archived, ready to transfer"),
+)
+ORDER = [s[0] for s in STAGES]
+
+
+def advance(cur, batch_id: str, status: str) -> None:
+    """Moves the batch to `status` if it is not already there or further (inside the stage's transaction)."""
+    earlier = ORDER[: ORDER.index(status)]
+    cur.execute("UPDATE batches SET status = %s WHERE batch_id = %s AND status = ANY(%s)",
+                (status, batch_id, earlier))
+
+
+def awaiting_processing(services: Services, limit: int = 100) -> list[str]:
+    """Batches handed in through any channel (web, CLI, inbox) that no stage has touched yet."""
+    with services.db.transaction() as cur:
+        cur.execute("SELECT batch_id FROM batches WHERE status = 'submitted' ORDER BY submitted_at, batch_id"
+                    " LIMIT %s", (limit,))
+        return [r["batch_id"] for r in cur.fetchall()]
+
+
+def _summary(row: dict) -> dict:
+    reached = ORDER.index(row["status"]) if row["status"] in ORDER else 0
+    return {
+        "batch_id": row["batch_id"], "name": row["name"], "status": row["status"],
+        "status_zh": STAGES[reached][1], "status_en": STAGES[reached][2],
+        "submitted_at": row["submitted_at"].isoformat(), "files": row["files"],
+        "pages_accepted": row["accepted"], "pages_rejected": row["rejected"],
+        "stages": [{"stage": s, "zh": zh, "en": en, "done": i <= reached} for i, (s, zh, en) in enumerate(STAGES)],
+    }
+
+
+_SELECT = ("SELECT b.batch_id, b.name, b.status, b.submitted_at, count(f.path) AS files,"
+           " count(*) FILTER (WHERE f.role = 'page' AND f.status = 'accepted') AS accepted,"
+           " count(*) FILTER (WHERE f.role = 'page' AND f.status = 'rejected') AS rejected"
+           " FROM batches b LEFT JOIN batch_files f USING (batch_id) {where}"
+           " GROUP BY b.batch_id ORDER BY b.submitted_at DESC, b.batch_id LIMIT %s")
+
+
+def batch_status(batch_id: str, services: Services) -> dict:
+    with services.db.transaction() as cur:
+        cur.execute(_SELECT.format(where="WHERE b.batch_id = %s"), (batch_id, 1))
+        row = cur.fetchone()
+    if row is None:
+        raise LookupError(f"batch {batch_id} is unknown")
+    return _summary(row)
+
+
+def recent_batches(services: Services, limit: int = 50) -> list[dict]:
+    with services.db.transaction() as cur:
+        cur.execute(_SELECT.format(where=""), (limit,))
+        return [_summary(r) for r in cur.fetchall()]
