@@ -1,13 +1,16 @@
 # Two commands for a newcomer: `make demo` and `make test`. Both set up what is missing first.
-.PHONY: setup demo test ui lint bench clean-state
+.PHONY: setup setup-tests demo test ui lint bench clean-state
 
 setup:
 	@bash scripts/setup.sh
 
+setup-tests:
+	@ARCHIVE_SETUP_TESTS=1 bash scripts/setup.sh
+
 demo: setup
 	.venv/bin/archive demo
 
-test: setup
+test: setup-tests
 	.venv/bin/pytest -q
 
 ui: setup

@@ -34,6 +34,15 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 REQUIRED = ("file_number", "name", "id_number", "class_code", "seq", "title", "formed", "pages",
             "page_files")
 TEMPLATE_HEADER = [names[0] for names in COLUMNS.values()]
+# One example row (a made-up person; the ID number's check digit is valid). Several page
+# files of one material are separated by semicolons.
+TEMPLATE_EXAMPLE = ["GZ2026-0000001", "张三", "11010519491231002X", "4-1", "1", "流动人员人事档案登记表",
+                    "2001-05-01", "1", "2", "", "pages/GZ2026-0000001-0001.jpg;pages/GZ2026-0000001-0002.jpg"]
+
+
+def template_csv() -> bytes:
+    """The manifest template staff fill in: UTF-8 with a byte-order mark, so Excel shows the Chinese."""
+    return ("\ufeff" + ",".join(TEMPLATE_HEADER) + "\r\n" + ",".join(TEMPLATE_EXAMPLE) + "\r\n").encode("utf-8")
 
 _DATE = re.compile(r"^(\d{4})(?:[-./年]?(\d{1,2}))?(?:[-./月]?(\d{1,2}))?日?$")
 

@@ -197,14 +197,28 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import dagster as dg
     import uvicorn
 
     from devservices.instance import local_database_if_unconfigured
+    from pipeline.resources import ArchiveServicesResource, OcrEngineResource, SignerResource
+    from pipeline.runner import BatchQueue
     from web.app import create_app
 
     with local_database_if_unconfigured():
-        print(f"API on http://{args.host}:{args.port}/api/search?q=... (docs at /docs)")
-        uvicorn.run(create_app(), host=args.host, port=args.port, log_level="warning")
+        print(f"上传页面 / upload page: http://{args.host}:{args.port}/  (API docs at /docs)")
+        if not args.process:
+            print("上传的批次由 Dagster 传感器处理（archive ui）/ uploads are run by the Dagster sensor (archive ui)")
+            uvicorn.run(create_app(), host=args.host, port=args.port, log_level="warning")
+            return 0
+        resources = {"services": ArchiveServicesResource(), "ocr_engine": OcrEngineResource(),
+                     "signer": SignerResource()}
+        with dg.DagsterInstance.get() as instance:
+            runner = BatchQueue(resources, instance)
+            try:
+                uvicorn.run(create_app(launch=runner), host=args.host, port=args.port, log_level="warning")
+            finally:
+                runner.close(timeout=5)
     return 0
 
 
@@ -256,9 +270,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--offset", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_search)
-    p = sub.add_parser("serve", help="the HTTP API (search) on 127.0.0.1")
+    p = sub.add_parser("serve", help="the staff web (upload page, reports, search API) on 127.0.0.1")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--process", action="store_true",
+                   help="run uploaded batches in this server instead of leaving them to the Dagster sensor")
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("generate-samples", help="render a synthetic scan batch with ground truth")
     p.add_argument("out")

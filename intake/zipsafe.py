@@ -19,7 +19,7 @@ MAX_RATIO = 200                       # scans compress ~1-10x; a bomb compresses
 CHUNK = 1 << 20
 
 
-def _unsafe_name(name: str) -> str | None:
+def unsafe_name(name: str) -> str | None:
     if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
         return "absolute path"
     parts = PurePosixPath(name.replace("\\", "/")).parts
@@ -48,7 +48,7 @@ def safe_extract(archive: Path, target: Path) -> list[Finding]:
 
             if info.is_dir():
                 continue
-            reason = _unsafe_name(name)
+            reason = unsafe_name(name)
             mode = info.external_attr >> 16
             if reason:
                 refuse("path", f"路径不安全（{reason}），已拒收", f"unsafe path ({reason}), refused")

@@ -1,9 +1,15 @@
-"""Runs the five assets for one batch in-process: used by `archive demo` and the tests."""
+"""Runs the five assets for one batch in-process: `archive demo`, `archive serve --process`, tests."""
+
+import logging
+import queue
+import threading
 
 import dagster as dg
 
 from pipeline.assets import ASSETS
 from pipeline.partitions import scan_batches
+
+log = logging.getLogger(__name__)
 
 
 def run_batch(batch_id: str, resources: dict, instance: dg.DagsterInstance,
@@ -13,3 +19,29 @@ def run_batch(batch_id: str, resources: dict, instance: dg.DagsterInstance,
         instance.add_dynamic_partitions(scan_batches.name, [batch_id])
     return dg.materialize(ASSETS, partition_key=batch_id, resources=resources, instance=instance,
                           run_config=run_config, raise_on_error=True, tags={"batch": batch_id})
+
+
+class BatchQueue:
+    """Runs handed-in batches one after another on a background thread, for a server that
+    processes its own uploads (`archive serve --process`) instead of leaving them to the
+    daemon's sensor. A failed run is logged in Dagster like any other and the queue goes on."""
+
+    def __init__(self, resources: dict, instance: dg.DagsterInstance, run_config: dict | None = None) -> None:
+        self._resources, self._instance, self._run_config = resources, instance, run_config
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._work, name="batch-queue", daemon=True)
+        self._thread.start()
+
+    def __call__(self, batch_id: str) -> None:
+        self._queue.put(batch_id)
+
+    def _work(self) -> None:
+        while (batch_id := self._queue.get()) is not None:
+            try:
+                run_batch(batch_id, self._resources, self._instance, self._run_config)
+            except Exception:  # the run's failure is in Dagster's event log; the next batch still runs
+                log.exception("run of batch %s failed", batch_id)
+
+    def close(self, timeout: float | None = None) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout)

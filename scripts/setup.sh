@@ -12,6 +12,10 @@ APT_PACKAGES=(
   util-linux                                              # runuser: postgres refuses to run as root
   libgl1 libglib2.0-0                                     # opencv (RapidOCR's image ops) loads them
 )
+# `make test` (ARCHIVE_SETUP_TESTS=1) also needs a browser for the upload page's test
+if [[ ${ARCHIVE_SETUP_TESTS:-0} == 1 ]]; then
+  APT_PACKAGES+=(chromium)                                # Playwright drives Debian's Chromium headless
+fi
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -1,0 +1,151 @@
+"""The staff upload page: in a real headless Chromium (Debian's, driven by Playwright) against
+the app served over HTTP, with batches run through the real Dagster assets on PostgreSQL and S3.
+The API's refusals are checked without a browser."""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+
+from pipeline.resources import ArchiveServicesResource, OcrEngineResource, SignerResource
+from pipeline.runner import BatchQueue
+from stages.progress import ORDER
+from tests.conftest import SAMPLE_BATCH
+from web.app import create_app
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+# as root and on a closed network: no sandbox, and none of Chromium's calls home
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+def _small_batch(tmp_path: Path) -> Path:
+    """The sample's first personnel file alone (3 pages): enough to watch every stage pass."""
+    folder = tmp_path / "GZ-web-batch"
+    rows = list(csv.reader(io.StringIO((SAMPLE_BATCH / "manifest.csv").read_text(encoding="utf-8"))))
+    first = rows[1][0]
+    keep = [rows[0]] + [r for r in rows[1:] if r[0] == first]
+    (folder / "pages").mkdir(parents=True)
+    for r in keep[1:]:
+        for page in r[-1].split(";"):
+            shutil.copy(SAMPLE_BATCH / page, folder / page)
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(keep)
+    (folder / "manifest.csv").write_text(buf.getvalue(), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture
+def server(services, tmp_path):
+    resources = {
+        "services": ArchiveServicesResource(
+            database_url=services.db.url, s3_endpoint_url=services.store.endpoint_url,
+            staging_bucket=services.staging_bucket, archive_bucket=services.archive_bucket),
+        "ocr_engine": OcrEngineResource(),
+        "signer": SignerResource(key_file=str(tmp_path / "signing.key")),
+    }
+    with dg.DagsterInstance.ephemeral() as instance:
+        runner = BatchQueue(resources, instance)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        web = uvicorn.Server(uvicorn.Config(create_app(services, launch=runner), host="127.0.0.1", port=port,
+                                            log_level="warning"))
+        thread = threading.Thread(target=web.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 20
+        while not web.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert web.started, "uvicorn did not start"
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            web.should_exit = True
+            thread.join(10)
+            runner.close(timeout=120)
+
+
+def test_upload_page_in_chromium_shows_status_and_report(server, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    assert CHROMIUM.exists(), "Debian's chromium is missing: run `make setup-tests` (apt-get install chromium)"
+    folder = _small_batch(tmp_path)
+    SCREENSHOTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(locale="zh-CN", viewport={"width": 1280, "height": 900})
+        page.goto(server + "/")
+        expect(page.locator("h1")).to_contain_text("扫描批次上传")
+
+        page.set_input_files("#folder", str(folder))  # the folder picker, as staff use it
+        page.click("#submit")
+        expect(page.locator("#message")).to_contain_text("已登记批次", timeout=30_000)
+        row = page.locator("tr[data-batch]").first
+        seen = []
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            status = row.get_attribute("data-status")
+            if not seen or seen[-1] != status:
+                seen.append(status)
+            if status == "archived":
+                break
+            time.sleep(0.2)
+        assert seen[-1] == "archived", f"batch stuck at {seen[-1]}; seen {seen}"
+        assert len(seen) >= 2 and seen == sorted(seen, key=ORDER.index), seen  # it moved, forwards only
+        expect(row.locator("ol.steps li.done")).to_have_count(len(ORDER))
+        expect(row).to_contain_text("接收 / accepted 3")
+        page.screenshot(path=str(SCREENSHOTS / "upload-page.png"), full_page=True)
+
+        batch_id = row.get_attribute("data-batch")
+        row.locator("a.report").click()
+        page.wait_for_url(f"**/batches/{batch_id}/report")
+        expect(page.locator("h1")).to_contain_text("批次报告")
+        expect(page.locator("body")).to_contain_text("GZ-web-batch")
+        page.screenshot(path=str(SCREENSHOTS / "batch-report.png"), full_page=True)
+
+        download = page.request.get(server + f"/api/batches/{batch_id}/report?download=1")
+        assert download.ok and "attachment" in download.headers["content-disposition"]
+        assert download.json()["counts"]["rejected"] == 0
+        browser.close()
+    assert (SCREENSHOTS / "upload-page.png").stat().st_size > 10_000
+
+
+def test_upload_api_refuses_unsafe_paths_and_recognises_a_second_upload(services, tmp_path):
+    client = TestClient(create_app(services))
+    bad = client.post("/api/batches", files=[("files", ("../../etc/passwd", b"x"))])
+    assert bad.status_code == 422 and "../../etc/passwd" in bad.json()["detail"]
+    assert client.post("/api/batches", files=[]).status_code == 422
+
+    folder = _small_batch(tmp_path)
+    parts = [("files", (f"{folder.name}/{p.relative_to(folder).as_posix()}", p.read_bytes()))
+             for p in sorted(folder.rglob("*")) if p.is_file()]
+    first = client.post("/api/batches", files=parts)
+    assert first.status_code == 201 and first.json()["new"] and first.json()["files"] == 4
+    batch_id = first.json()["batch_id"]
+    assert batch_id.startswith("GZ-web-batch-")
+    again = client.post("/api/batches", files=parts)
+    assert again.status_code == 200 and again.json() == {**first.json(), "new": False}
+    status = client.get(f"/api/batches/{batch_id}").json()
+    assert status["status"] == "submitted" and status["stages"][0]["done"] and not status["stages"][1]["done"]
+    assert [b["batch_id"] for b in client.get("/api/batches").json()["batches"]] == [batch_id]
+    assert client.get("/api/batches/nope").status_code == 404
+
+
+def test_manifest_template_download_parses_cleanly(services):
+    from catalog.manifest import parse_manifest
+
+    res = TestClient(create_app(services)).get("/manifest-template.csv")
+    assert res.status_code == 200 and "attachment" in res.headers["content-disposition"]
+    catalog, findings = parse_manifest(res.content)
+    assert findings == [] and catalog.files[0].materials[0].pages == 2
