@@ -3,7 +3,7 @@
 Projection profiles: rotate the coordinates of the ink pixels by each candidate angle and count
 them per row; when the angle matches the page's, text lines and ruled lines collapse into few
 rows and the profile is sharpest (largest sum of squares). Coarse then fine search on a
-downscaled copy, so a 300 dpi page costs milliseconds. Positive = the page was turned counter-
+shrunk copy, so a 300 dpi page costs milliseconds. Positive = the page was turned counter-
 clockwise (as PIL's `rotate(+a)` turns it); the OCR stage deskews on its own, this estimate is
 for the scanning operator (DA/T 31: no visible skew, in practice at most 1-3 degrees).
 """
@@ -13,7 +13,9 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-WORK_WIDTH = 800          # px of the downscaled copy: ~0.1 degree resolution on an A4 page
+from ocr.preprocess import shrink
+
+WORK_WIDTH = 640          # px of the shrunk copy: ~0.1 degree resolution on an A4 page
 MAX_DEGREES = 10.0
 MIN_INK_PIXELS = 500      # fewer than this: blank or nearly so, no estimate
 
@@ -31,10 +33,7 @@ def _sharpness(ys: np.ndarray, xs: np.ndarray, degrees: np.ndarray, rows: int) -
 
 def estimate_skew(gray: Image.Image) -> float | None:
     """Degrees the page's lines lean (counter-clockwise positive), or None for a near-blank page."""
-    scale = WORK_WIDTH / gray.width if gray.width > WORK_WIDTH else 1.0
-    small = gray.resize((max(1, round(gray.width * scale)), max(1, round(gray.height * scale))),
-                        Image.Resampling.BOX) if scale < 1 else gray
-    a = np.asarray(small, dtype=np.uint8)
+    a = np.asarray(shrink(gray, WORK_WIDTH), dtype=np.uint8)
     h, w = a.shape
     inner = a[h // 20: h - h // 20, w // 20: w - w // 20]  # scanner edges and shadows are not lines
     paper = float(np.percentile(inner, 90)) if inner.size else 0.0

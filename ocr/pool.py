@@ -9,8 +9,9 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from typing import Any
 
 from ocr.engine import EngineConfig, PageResult
 from ocr.images import load_pages
@@ -31,6 +32,23 @@ def _ocr_file(data: bytes) -> list[PageResult]:
     return [_engine.run(img, dpi) for img, dpi in load_pages(data)]
 
 
+def ordered_map(executor: Executor, fn: Callable[..., Any], arg_tuples: Iterable[tuple], in_flight: int) -> Iterator:
+    """fn(*args) for each args, results in input order, at most `in_flight` submitted and not yet
+    taken: a large batch never sits in memory whole (Executor.map reads the whole iterable first)."""
+    pending: deque[Future] = deque()
+    for args in arg_tuples:
+        pending.append(executor.submit(fn, *args))
+        if len(pending) >= in_flight:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def spawn_pool(workers: int, **kwargs: Any) -> ProcessPoolExecutor:
+    # spawn: the caller may have threads (Dagster does); fork would copy their locks.
+    return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), **kwargs)
+
+
 def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
@@ -45,9 +63,7 @@ class OcrPool:
 
     def __enter__(self) -> OcrPool:
         os.environ["OMP_THREAD_LIMIT"] = "1"
-        # spawn: the caller may have threads (Dagster does); fork would copy their locks.
-        self._executor = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
-                                             initializer=_init_worker, initargs=(self.config,))
+        self._executor = spawn_pool(self.workers, initializer=_init_worker, initargs=(self.config,))
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -55,13 +71,6 @@ class OcrPool:
             self._executor.shutdown(cancel_futures=True)
 
     def map(self, blobs: Iterable[bytes]) -> Iterator[list[PageResult]]:
-        """Results in input order, with at most two files per worker in flight, so a large
-        batch never sits in memory whole (Executor.map would read the whole iterable first)."""
+        """Results in input order, at most two files per worker in flight."""
         assert self._executor, "use OcrPool as a context manager"
-        pending: deque[Future] = deque()
-        for data in blobs:
-            pending.append(self._executor.submit(_ocr_file, data))
-            if len(pending) >= 2 * self.workers:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+        yield from ordered_map(self._executor, _ocr_file, ((data,) for data in blobs), 2 * self.workers)

@@ -8,12 +8,14 @@ Bad items never sink the batch: the good materials go on.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from catalog.findings import Finding, Severity, error
 from catalog.manifest import Catalog, parse_manifest
 from intake.linkage import check_linkage
-from intake.scanfile import inspect_scan, too_large
+from intake.scanfile import ScanInfo, inspect_scan, too_large
+from ocr.pool import default_workers, ordered_map, spawn_pool
 from stages.progress import advance
 from stages.services import Services
 from storage import events
@@ -34,6 +36,8 @@ class IntakeResult:
 
 # Bump when validation rules change: batches validated by older rules are validated again.
 INTAKE_VERSION = 3
+# Below this many page files, starting worker processes (~1 s) costs more than it saves.
+PARALLEL_FROM = 24
 
 
 class UnknownBatch(LookupError):
@@ -87,33 +91,23 @@ def intake_batch(batch_id: str, services: Services) -> IntakeResult:
 
     updates, page_counts = [], {}
     first_with: dict[str, str] = {}  # sha256 -> the first page file with that content
+    to_inspect = []
     for r in rows:
         if r["role"] != "page":
             continue
         if r["sha256"] in first_with:  # a repeated page (DA/T 31): the same scan twice
-            problems = [error("scan.duplicate", r["path"], f"与 {first_with[r['sha256']]} 内容完全相同（重复页）",
-                              f"identical to {first_with[r['sha256']]} (repeated page)")]
-            findings += problems
-            page_counts[r["path"]] = None
-            updates.append(("rejected", None, None, None, None, None, None,
-                            json.dumps([p.to_dict() for p in problems], ensure_ascii=False), batch_id, r["path"]))
+            _record(updates, page_counts, findings, batch_id, r["path"], None, [
+                error("scan.duplicate", r["path"], f"与 {first_with[r['sha256']]} 内容完全相同（重复页）",
+                      f"identical to {first_with[r['sha256']]} (repeated page)")])
             continue
         first_with[r["sha256"]] = r["path"]
         oversized = too_large(r["bytes"], r["path"])
         if oversized:  # refused unread: a 5 GB "page" must not be pulled into memory
-            info, problems = None, [oversized]
+            _record(updates, page_counts, findings, batch_id, r["path"], None, [oversized])
         else:
-            info, problems = inspect_scan(services.store.get(services.staging_bucket, r["staging_key"]), r["path"])
-        findings += problems
-        rejected = info is None or any(p.severity is Severity.ERROR for p in problems)
-        page_counts[r["path"]] = None if rejected else info.page_count
-        updates.append((
-            "rejected" if rejected else "accepted",
-            info.media_type if info else None, info.page_count if info else None,
-            info.dpi if info else None, info.width if info else None, info.height if info else None,
-            info.skew if info else None,
-            json.dumps([p.to_dict() for p in problems], ensure_ascii=False) if problems else None,
-            batch_id, r["path"]))
+            to_inspect.append(r)
+    for r, (info, problems) in zip(to_inspect, _inspect(to_inspect, services), strict=True):
+        _record(updates, page_counts, findings, batch_id, r["path"], info, problems)
 
     kept, link_findings = check_linkage(catalog, page_counts, manifest_path)
     findings += link_findings
@@ -138,6 +132,33 @@ def intake_batch(batch_id: str, services: Services) -> IntakeResult:
     return IntakeResult(batch_id, accepted, len(updates) - accepted,
                         sum(1 for f in findings if f.severity is Severity.WARNING),
                         len(kept.files), sum(len(f.materials) for f in kept.files), findings)
+
+
+def _inspect(rows: list[dict], services: Services) -> Iterator[tuple[ScanInfo | None, list[Finding]]]:
+    """inspect_scan of each row's staged file, in order; in worker processes for a large batch
+    (decoding is most of intake's time), reading from staging only as fast as they work."""
+    jobs = ((services.store.get(services.staging_bucket, r["staging_key"]), r["path"]) for r in rows)
+    workers = default_workers()
+    if len(rows) < PARALLEL_FROM or workers == 1:
+        yield from (inspect_scan(data, path) for data, path in jobs)
+        return
+    with spawn_pool(workers) as pool:
+        yield from ordered_map(pool, inspect_scan, jobs, 2 * workers)
+
+
+def _record(updates: list[tuple], page_counts: dict, findings: list[Finding], batch_id: str, path: str,
+            info: ScanInfo | None, problems: list[Finding]) -> None:
+    """One page file's verdict: accepted unless unreadable or any error."""
+    findings += problems
+    rejected = info is None or any(p.severity is Severity.ERROR for p in problems)
+    page_counts[path] = None if rejected else info.page_count
+    updates.append((
+        "rejected" if rejected else "accepted",
+        info.media_type if info else None, info.page_count if info else None,
+        info.dpi if info else None, info.width if info else None, info.height if info else None,
+        info.skew if info else None,
+        json.dumps([p.to_dict() for p in problems], ensure_ascii=False) if problems else None,
+        batch_id, path))
 
 
 def load_catalog(batch_id: str, services: Services) -> Catalog:

@@ -4,6 +4,7 @@ and every file handed in is kept verbatim."""
 import io
 import shutil
 
+import pytest
 from PIL import Image
 
 from catalog.manifest import TEMPLATE_HEADER
@@ -126,3 +127,20 @@ def test_page_numbering_out_of_order_and_gaps_are_warned():
     (finding,) = check_page_order(gap)
     assert finding.code == "link.numbering_gap" and finding.severity == "warning" and "0004" in finding.message_en
     assert check_page_order(pf(("1", ["p/front.jpg", "p/back.jpg"]))) == []  # not numbered: not judged
+
+
+def test_large_batches_are_inspected_in_worker_processes_with_the_same_verdicts(services, monkeypatch):
+    import stages.intake
+    from intake.scanfile import inspect_scan
+
+    monkeypatch.setattr(stages.intake, "PARALLEL_FROM", 1)  # the 9-page sample takes the worker path
+    sub = submit_folder(SAMPLE_BATCH, services)
+    r = intake_batch(sub.batch_id, services)
+    assert (r.accepted, r.rejected) == (9, 0)
+    with services.db.transaction() as cur:
+        cur.execute("SELECT path, dpi, skew_degrees FROM batch_files WHERE batch_id = %s AND role = 'page'"
+                    " ORDER BY path", (sub.batch_id,))
+        rows = cur.fetchall()
+    for row in rows:  # what the workers found is what the same check finds in this process
+        info, _ = inspect_scan((SAMPLE_BATCH / row["path"]).read_bytes(), row["path"])
+        assert (row["dpi"], row["skew_degrees"]) == (info.dpi, pytest.approx(info.skew, abs=1e-6))
