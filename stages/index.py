@@ -1,51 +1,83 @@
-"""Index stage: the validated catalog and the OCR text into PostgreSQL.
+"""Index stage: the validated catalog and the OCR text into PostgreSQL, in bulk.
 
-Upserts keyed by file number, (file, class, sequence) and (material, page number); a row
-whose content did not change is not rewritten, so a rerun writes nothing.
+Rows are built a chunk of personnel files at a time (the stage never holds more than one
+chunk's OCR text), COPYed into temporary tables, then upserted set-wise keyed by file number,
+(file, class, sequence) and (material, page number). A row whose content did not change is not
+rewritten, so a rerun writes nothing; a material whose pages changed loses its searchable PDF,
+which the archive stage then makes anew.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from catalog import idnumber
-from catalog.manifest import Material, PersonnelFile
+from catalog.manifest import PersonnelFile
 from search.terms import terms_text
 from stages.intake import load_catalog
 from stages.ocr import load_ocr
 from stages.progress import advance
 from stages.services import Services
+from storage.db import copy_rows
 
-UPSERT_FILE = """
+CHUNK_FILES = 200  # personnel files per COPY round: ~10,000 pages of text at most in memory
+
+FILE_COLUMNS = ("file_number", "name", "id_hash", "id_number", "id_masked", "holding_agency", "batch_id",
+                "name_terms")
+MATERIAL_COLUMNS = ("file_number", "class_code", "seq", "title", "formed", "formed_on", "copies", "page_count",
+                    "remarks", "batch_id")
+PAGE_COLUMNS = ("file_number", "class_code", "seq", "page_no", "source_sha256", "source_page", "source_path", "dpi",
+                "width", "height", "ocr_text", "ocr_confidence", "ocr_engine", "ocr_sha256", "search_terms")
+
+LOAD_TABLES = """
+CREATE TEMP TABLE load_files (file_number text, name text, id_hash text, id_number text, id_masked text,
+    holding_agency text, batch_id text, name_terms text) ON COMMIT DROP;
+CREATE TEMP TABLE load_materials (file_number text, class_code text, seq integer, title text, formed text,
+    formed_on date, copies integer, page_count integer, remarks text, batch_id text) ON COMMIT DROP;
+CREATE TEMP TABLE load_pages (file_number text, class_code text, seq integer, page_no integer, source_sha256 text,
+    source_page integer, source_path text, dpi integer, width integer, height integer, ocr_text text,
+    ocr_confidence real, ocr_engine text, ocr_sha256 text, search_terms text) ON COMMIT DROP;
+"""
+
+UPSERT_FILES = """
 INSERT INTO personnel_files (file_number, name, id_hash, id_number, id_masked, holding_agency, batch_id, name_terms)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+SELECT file_number, name, id_hash, id_number, id_masked, holding_agency, batch_id, name_terms FROM load_files
 ON CONFLICT (file_number) DO UPDATE SET name = EXCLUDED.name, id_hash = EXCLUDED.id_hash,
     id_number = EXCLUDED.id_number, id_masked = EXCLUDED.id_masked, batch_id = EXCLUDED.batch_id,
     name_terms = EXCLUDED.name_terms, indexed_at = now()
 WHERE (personnel_files.name, personnel_files.id_hash, personnel_files.name_terms)
     IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.id_hash, EXCLUDED.name_terms)
 """
-UPSERT_MATERIAL = """
+UPSERT_MATERIALS = """
 INSERT INTO materials (file_number, class_code, seq, title, formed, formed_on, copies, page_count, remarks, batch_id)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+SELECT file_number, class_code, seq, title, formed, formed_on, copies, page_count, remarks, batch_id
+FROM load_materials
 ON CONFLICT (file_number, class_code, seq) DO UPDATE SET title = EXCLUDED.title, formed = EXCLUDED.formed,
     formed_on = EXCLUDED.formed_on, copies = EXCLUDED.copies, page_count = EXCLUDED.page_count,
     remarks = EXCLUDED.remarks, batch_id = EXCLUDED.batch_id
 WHERE (materials.title, materials.formed, materials.copies, materials.page_count, materials.remarks)
     IS DISTINCT FROM (EXCLUDED.title, EXCLUDED.formed, EXCLUDED.copies, EXCLUDED.page_count, EXCLUDED.remarks)
-RETURNING material_id
 """
-UPSERT_PAGE = """
-INSERT INTO pages (material_id, page_no, source_sha256, source_page, source_path, dpi, width, height,
-                   ocr_text, ocr_confidence, ocr_engine, ocr_sha256, search_terms)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (material_id, page_no) DO UPDATE SET source_sha256 = EXCLUDED.source_sha256,
-    source_page = EXCLUDED.source_page, source_path = EXCLUDED.source_path, dpi = EXCLUDED.dpi,
-    width = EXCLUDED.width, height = EXCLUDED.height, ocr_text = EXCLUDED.ocr_text,
-    ocr_confidence = EXCLUDED.ocr_confidence, ocr_engine = EXCLUDED.ocr_engine, ocr_sha256 = EXCLUDED.ocr_sha256,
-    search_terms = EXCLUDED.search_terms
-WHERE (pages.source_sha256, pages.source_page, pages.ocr_sha256, pages.search_terms)
-    IS DISTINCT FROM (EXCLUDED.source_sha256, EXCLUDED.source_page, EXCLUDED.ocr_sha256, EXCLUDED.search_terms)
+UPSERT_PAGES = """
+WITH written AS (
+    INSERT INTO pages (material_id, page_no, source_sha256, source_page, source_path, dpi, width, height,
+                       ocr_text, ocr_confidence, ocr_engine, ocr_sha256, search_terms)
+    SELECT m.material_id, l.page_no, l.source_sha256, l.source_page, l.source_path, l.dpi, l.width, l.height,
+           l.ocr_text, l.ocr_confidence, l.ocr_engine, l.ocr_sha256, l.search_terms
+    FROM load_pages l JOIN materials m USING (file_number, class_code, seq)
+    ON CONFLICT (material_id, page_no) DO UPDATE SET source_sha256 = EXCLUDED.source_sha256,
+        source_page = EXCLUDED.source_page, source_path = EXCLUDED.source_path, dpi = EXCLUDED.dpi,
+        width = EXCLUDED.width, height = EXCLUDED.height, ocr_text = EXCLUDED.ocr_text,
+        ocr_confidence = EXCLUDED.ocr_confidence, ocr_engine = EXCLUDED.ocr_engine,
+        ocr_sha256 = EXCLUDED.ocr_sha256, search_terms = EXCLUDED.search_terms
+    WHERE (pages.source_sha256, pages.source_page, pages.ocr_sha256, pages.search_terms)
+        IS DISTINCT FROM (EXCLUDED.source_sha256, EXCLUDED.source_page, EXCLUDED.ocr_sha256, EXCLUDED.search_terms)
+    RETURNING material_id
+), stale AS (  -- their searchable PDFs no longer match the pages
+    UPDATE materials SET pdf_sha256 = NULL WHERE material_id IN (SELECT material_id FROM written)
+)
+SELECT count(*) AS n FROM written
 """
 
 
@@ -58,64 +90,78 @@ class IndexResult:
     rows_written: int  # inserted or changed; 0 on a rerun
 
 
+@dataclass
+class Chunk:
+    """Rows of some personnel files, shaped as FILE_COLUMNS, MATERIAL_COLUMNS and PAGE_COLUMNS."""
+
+    files: list[tuple]
+    materials: list[tuple]
+    pages: list[tuple]
+
+
 def _formed_on(formed: str) -> str:
     parts = formed.split("-")
     return "-".join(parts + ["01"] * (3 - len(parts)))
 
 
-class _Indexer:
-    def __init__(self, batch_id: str, services: Services, engine_key: str, cur) -> None:
-        self.batch_id, self.services, self.engine_key, self.cur = batch_id, services, engine_key, cur
-        cur.execute("SELECT path, sha256 FROM batch_files WHERE batch_id = %s AND status = 'accepted'", (batch_id,))
-        self.sha_by_path = {r["path"]: r["sha256"] for r in cur.fetchall()}
-        self.ocr: dict[str, tuple] = {}
-        self.written = self.pages = self.materials = 0
+def create_load_tables(cur) -> None:
+    """The temporary tables chunks are COPYed into; dropped when the transaction ends."""
+    cur.execute(LOAD_TABLES)
 
-    def file(self, pf: PersonnelFile) -> None:
-        key = self.services.id_hash_key
-        self.cur.execute(UPSERT_FILE, (pf.file_number, pf.name, idnumber.lookup_hash(pf.id_number, key),
-                                       pf.id_number, idnumber.mask(pf.id_number), self.services.agency,
-                                       self.batch_id, terms_text(pf.name)))
-        self.written += self.cur.rowcount
-        for m in pf.materials:
-            self.material(pf.file_number, m)
 
-    def material(self, file_number: str, m: Material) -> None:
-        self.materials += 1
-        self.cur.execute(UPSERT_MATERIAL, (file_number, m.class_code, m.seq, m.title, m.formed, _formed_on(m.formed),
-                                           m.copies, m.pages, m.remarks, self.batch_id))
-        row = self.cur.fetchone()
-        if row:
-            self.written += 1
-        else:  # unchanged: ON CONFLICT ... WHERE returned nothing
-            self.cur.execute("SELECT material_id FROM materials WHERE file_number = %s AND class_code = %s"
-                             " AND seq = %s", (file_number, m.class_code, m.seq))
-            row = self.cur.fetchone()
-        page_no, changed = 0, False
-        for path in m.page_files:
-            sha = self.sha_by_path[path]
-            if sha not in self.ocr:
-                self.ocr[sha] = load_ocr(self.services, self.engine_key, sha)
-            results, ocr_sha = self.ocr[sha]
-            for source_page, r in enumerate(results):
-                page_no += 1
-                self.pages += 1
-                self.cur.execute(UPSERT_PAGE, (row["material_id"], page_no, sha, source_page, path, r.dpi, r.width,
-                                               r.height, r.text, r.confidence, r.engine, ocr_sha, terms_text(r.text)))
-                self.written += self.cur.rowcount
-                changed |= self.cur.rowcount > 0
-        if changed:  # its searchable PDF is out of date: the archive stage makes a new one
-            self.cur.execute("UPDATE materials SET pdf_sha256 = NULL WHERE material_id = %s", (row["material_id"],))
+def load_chunk(cur, chunk: Chunk) -> int:
+    """COPY one chunk into the load tables and upsert it; returns the rows inserted or changed."""
+    cur.execute("TRUNCATE load_files, load_materials, load_pages")
+    copy_rows(cur, "load_files", FILE_COLUMNS, chunk.files)
+    copy_rows(cur, "load_materials", MATERIAL_COLUMNS, chunk.materials)
+    copy_rows(cur, "load_pages", PAGE_COLUMNS, chunk.pages)
+    cur.execute(UPSERT_FILES)
+    written = cur.rowcount
+    cur.execute(UPSERT_MATERIALS)
+    written += cur.rowcount
+    cur.execute(UPSERT_PAGES)
+    return written + cur.fetchone()["n"]
+
+
+def _chunks(batch_id: str, files: list[PersonnelFile], services: Services, engine_key: str,
+            sha_by_path: dict[str, str]) -> Iterator[Chunk]:
+    key = services.id_hash_key
+    for start in range(0, len(files), CHUNK_FILES):
+        chunk = Chunk([], [], [])
+        ocr: dict[str, tuple] = {}  # one scan file may hold pages of several materials: read it once
+        for pf in files[start:start + CHUNK_FILES]:
+            chunk.files.append((pf.file_number, pf.name, idnumber.lookup_hash(pf.id_number, key), pf.id_number,
+                                idnumber.mask(pf.id_number), services.agency, batch_id, terms_text(pf.name)))
+            for m in pf.materials:
+                chunk.materials.append((pf.file_number, m.class_code, m.seq, m.title, m.formed, _formed_on(m.formed),
+                                        m.copies, m.pages, m.remarks, batch_id))
+                page_no = 0
+                for path in m.page_files:
+                    sha = sha_by_path[path]
+                    if sha not in ocr:
+                        ocr[sha] = load_ocr(services, engine_key, sha)
+                    results, ocr_sha = ocr[sha]
+                    for source_page, r in enumerate(results):
+                        page_no += 1
+                        chunk.pages.append((pf.file_number, m.class_code, m.seq, page_no, sha, source_page, path,
+                                            r.dpi, r.width, r.height, r.text, r.confidence, r.engine, ocr_sha,
+                                            terms_text(r.text)))
+        yield chunk
 
 
 def index_batch(batch_id: str, services: Services, engine_key: str) -> IndexResult:
     catalog = load_catalog(batch_id, services)
+    written = materials = pages = 0
     with services.db.transaction() as cur:
-        indexer = _Indexer(batch_id, services, engine_key, cur)
-        for pf in catalog.files:
-            indexer.file(pf)
+        cur.execute("SELECT path, sha256 FROM batch_files WHERE batch_id = %s AND status = 'accepted'", (batch_id,))
+        sha_by_path = {r["path"]: r["sha256"] for r in cur.fetchall()}
+        create_load_tables(cur)
+        for chunk in _chunks(batch_id, catalog.files, services, engine_key, sha_by_path):
+            written += load_chunk(cur, chunk)
+            materials += len(chunk.materials)
+            pages += len(chunk.pages)
         advance(cur, batch_id, "indexed")
-    return IndexResult(batch_id, len(catalog.files), indexer.materials, indexer.pages, indexer.written)
+    return IndexResult(batch_id, len(catalog.files), materials, pages, written)
 
 
 LINK_CHECK = """

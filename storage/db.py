@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -81,3 +82,20 @@ def migrations() -> list[tuple[str, str]]:
 
 TABLES = ("batches", "batch_files", "personnel_files", "materials", "pages", "stored_objects",
           "transfers", "transfer_events", "events")
+
+
+def _copy_field(value: object) -> str:
+    if value is None:
+        return r"\N"
+    return str(value).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def copy_rows(cur, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
+    """COPY rows into `table` (text format, escaped): the bulk path, ~10x fewer round trips and
+    parse work than INSERTs. Table and column names come from code only."""
+    buf = io.StringIO()
+    for row in rows:
+        buf.write("\t".join(map(_copy_field, row)))
+        buf.write("\n")
+    buf.seek(0)
+    cur.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN", buf)

@@ -9,6 +9,7 @@ import pytest
 from catalog import idnumber
 from search.query import Filters, search
 from search.terms import terms_text
+from stages.index import Chunk, create_load_tables, load_chunk
 from storage.db import Database
 
 KEY = b"test-key"
@@ -31,17 +32,16 @@ def db(database_url):
     filler = "在校期间刻苦钻研专业知识积极参加社会实践活动工作中服从安排认真负责多次受到单位表扬"
     rows = list(PEOPLE) + [(f"GZ-F{i}", rng.choice("赵钱孙周吴郑") + rng.choice("伟芳娜敏静强磊军"), "3",
                             f"20{rng.randint(10, 20)}-01-01", filler[rng.randrange(8):]) for i in range(40)]
-    with db.transaction() as cur:
-        for n, (number, name, cls, formed, text) in enumerate(rows):
-            cur.execute("INSERT INTO personnel_files (file_number, name, id_hash, id_number, id_masked, holding_agency,"
-                        " name_terms) VALUES (%s, %s, %s, %s, %s, '贵州省人才交流服务中心', %s)",
-                        (number, name, idnumber.lookup_hash(_id(n), KEY), _id(n), idnumber.mask(_id(n)),
-                         terms_text(name)))
-            cur.execute("INSERT INTO materials (file_number, class_code, seq, title, formed, formed_on, page_count)"
-                        " VALUES (%s, %s, 1, '材料', %s, %s, 1) RETURNING material_id", (number, cls, formed, formed))
-            mid = cur.fetchone()["material_id"]
-            cur.execute("INSERT INTO pages (material_id, page_no, source_sha256, source_path, ocr_text, search_terms)"
-                        " VALUES (%s, 1, %s, 'p.jpg', %s, %s)", (mid, f"{n:064d}", text, terms_text(text)))
+    chunk = Chunk([], [], [])
+    for n, (number, name, cls, formed, text) in enumerate(rows):
+        chunk.files.append((number, name, idnumber.lookup_hash(_id(n), KEY), _id(n), idnumber.mask(_id(n)),
+                            "贵州省人才交流服务中心", None, terms_text(name)))
+        chunk.materials.append((number, cls, 1, "材料", formed, formed, 1, 1, "", None))
+        chunk.pages.append((number, cls, 1, 1, f"{n:064d}", 0, "p.jpg", None, None, None, text, None, None, None,
+                            terms_text(text)))
+    with db.transaction() as cur:  # through the index stage's own bulk loader
+        create_load_tables(cur)
+        assert load_chunk(cur, chunk) == 3 * len(rows)
     return db
 
 
