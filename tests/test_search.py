@@ -101,6 +101,23 @@ def test_common_phrase_is_ranked_within_a_window_and_says_so(db):
     assert not search(db, "专业", limit=100, actor="t").truncated
 
 
+def test_common_phrases_scanned_give_exactly_what_the_index_gives(db, monkeypatch):
+    from search import query as search_query
+
+    cases = [("专业", None), ("张三", None), ("工资标准", Filters(class_code="9")), ("专业", Filters(class_code="3")),
+             ("积极参加", Filters(formed_from="2015-01-01")), ("刻苦", Filters(agency="别的机构"))]
+    for q, f in cases:
+        results = {}
+        for share in (0.0, 2.0):  # 0: every phrase counts as common (scanned); 2: never (index)
+            monkeypatch.setattr(search_query, "SCAN_FROM_SHARE", share)
+            for window in (5, search_query.RANK_WINDOW):
+                r = search(db, q, f, limit=100, actor="t", window=window)
+                hits = {(h.kind, h.file_number, h.page_id) for h in r.hits}
+                results.setdefault(window, []).append((len(r.hits), r.truncated, hits if not r.truncated else None))
+        for window, (scanned, indexed) in results.items():
+            assert scanned == indexed, (q, f, window)  # same count and flag; same hits when all fit
+
+
 def test_phrase_search_uses_the_bigram_index(db):
     with db.transaction() as cur:
         cur.execute("SET LOCAL enable_seqscan = off")
