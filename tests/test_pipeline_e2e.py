@@ -191,3 +191,25 @@ def test_rerun_processes_nothing_twice_and_duplicates_nothing(run):
     assert meta["archive"]["stored"] == 0
     assert meta["transfer"]["created"] is False
     assert meta["transfer"]["transfer_id"] == run["first"]["meta"]["transfer"]["transfer_id"]
+
+
+def test_a_corrected_resubmission_processes_only_what_changed(run, tmp_path):
+    """Staff rescan one page and correct one title, then hand the batch in again: a new batch
+    (its content differs) that OCRs one page and rewrites only the rows that changed."""
+    import shutil
+
+    from PIL import Image
+
+    services = run["services"]
+    folder = shutil.copytree(SAMPLE_BATCH, tmp_path / "GZ2026-S007-corrected")
+    page = folder / "pages" / "GZ2026-0070001-0002.jpg"
+    Image.open(page).save(page, "JPEG", quality=90, dpi=(300, 300))  # the rescan: same page, new bytes
+    manifest = (folder / "manifest.csv").read_text(encoding="utf-8")
+    (folder / "manifest.csv").write_text(manifest.replace(",自传,", ",自传（更正）,", 1), encoding="utf-8")
+    corrected = submit_folder(folder, services)
+    assert corrected.new and corrected.batch_id != run["batch_id"]
+    meta = materialize(services, corrected.batch_id, tmp_path / "signing.pem")["meta"]
+    assert meta["ocr"]["scans_ocred"] == 1 and meta["ocr"]["scans_cached"] == 8
+    assert meta["index"]["rows_written"] == 2  # the rescanned page and the retitled material
+    assert 0 < meta["archive"]["stored"] <= 4  # the new scan, its OCR result, the new manifest, one PDF
+    assert services.db.count("pages") == 9 and services.db.count("materials") == 9
