@@ -33,7 +33,7 @@ from devservices.postgres import LocalPostgres  # noqa: E402
 from devservices.s3 import free_port  # noqa: E402
 from sample_scans.people import APPRAISAL, AUTOBIOGRAPHY, SELF_ASSESSMENT, fill, history, make_person  # noqa: E402
 from search.query import Filters, search  # noqa: E402
-from search.terms import terms_text  # noqa: E402
+from search.terms import page_terms_text, terms_text  # noqa: E402
 from stages.index import CHUNK_FILES, Chunk, create_load_tables, load_chunk  # noqa: E402
 from storage.db import Database, connect  # noqa: E402
 
@@ -60,7 +60,7 @@ def _file_rows(args: tuple[int, int]) -> Chunk:
                 body = fill(rng.sample(AUTOBIOGRAPHY + APPRAISAL + SELF_ASSESSMENT, 4), p, rng, p.graduated.year + k)
                 text = f"姓名 {p.name} 性别 {p.gender} 籍贯 {p.native_place}\n" + "\n".join(body + history(p, rng)[:2])
                 chunk.pages.append((number, cls, m + 1, k + 1, f"{n:048d}{m:08d}{k:08d}", 0, "p.jpg", None, None, None,
-                                    text, None, None, None, terms_text(text)))
+                                    text, None, None, None, page_terms_text(text, cls)))
     return chunk
 
 

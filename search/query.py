@@ -14,7 +14,7 @@ import re
 from dataclasses import asdict, dataclass
 
 from catalog import idnumber
-from search.terms import query_terms
+from search.terms import class_terms, query_terms
 from storage.db import Database
 
 _ID_LIKE = re.compile(r"^\d{17}[\dXx]$")
@@ -82,7 +82,8 @@ INDEXED_PAGES = f"""
     SELECT f.file_number, f.name, f.id_masked, m.class_code, m.seq, m.title, m.formed, p.page_no, p.page_id,
            p.ocr_text
     FROM pages p JOIN materials m USING (material_id) JOIN personnel_files f USING (file_number)
-    WHERE string_to_array(p.search_terms, ' ') @> %(terms)s::text[] AND p.ocr_text LIKE %(like)s AND {PAGE_FILTER}
+    WHERE string_to_array(p.search_terms, ' ') @> %(page_terms)s::text[] AND p.ocr_text LIKE %(like)s
+      AND {PAGE_FILTER}
     LIMIT %(window)s + 1"""
 # Scanned: pages read in storage order until the window is full; best when the phrase is
 # common (form labels, set phrases), where the index would first collect every match. Each
@@ -162,6 +163,7 @@ def search(db: Database, query: str, filters: Filters | None = None, limit: int 
         if not _ID_LIKE.match(q):  # an ID number is looked up by its hash only, never as text
             params = {
                 "q": q, "like": f"%{escape_like(q)}%", "prefix": f"{escape_like(q)}%", "terms": query_terms(q),
+                "page_terms": query_terms(q) + (class_terms(filters.class_code)[-1:] if filters.class_code else []),
                 "agency": filters.agency, "class": filters.class_code, "from": filters.formed_from,
                 "to": filters.formed_to, "batch": filters.batch_id, "on_materials": filters.on_materials,
                 "limit": limit, "offset": offset, "window": window}

@@ -32,6 +32,19 @@ def terms_text(text: str) -> str:
     return " ".join(terms(text))
 
 
+def class_terms(class_code: str) -> list[str]:
+    """Terms of a material's class, so a class filter narrows the index lookup itself instead of
+    filtering pages after it: `4-1` gives cls:4 and cls:4-1 (a filter on 4 covers 4-1 to 4-4).
+    No text term contains a colon, so they never meet a word of the text."""
+    parent = class_code.split("-")[0]
+    return [f"cls:{parent}"] + ([f"cls:{class_code}"] if class_code != parent else [])
+
+
+def page_terms_text(text: str, class_code: str) -> str:
+    """What a page stores: its text's terms, then its material's class terms."""
+    return " ".join(filter(None, [terms_text(text), *class_terms(class_code)]))
+
+
 def query_terms(query: str) -> list[str]:
     """The fewest terms every text containing `query` must have: its bigrams (or the lone
     character) per CJK run, and the Latin/digit words, whole words only when the query

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from catalog import idnumber
 from catalog.manifest import PersonnelFile
-from search.terms import terms_text
+from search.terms import page_terms_text, terms_text
 from stages.intake import load_catalog
 from stages.ocr import load_ocr
 from stages.progress import advance
@@ -145,7 +145,7 @@ def _chunks(batch_id: str, files: list[PersonnelFile], services: Services, engin
                         page_no += 1
                         chunk.pages.append((pf.file_number, m.class_code, m.seq, page_no, sha, source_page, path,
                                             r.dpi, r.width, r.height, r.text, r.confidence, r.engine, ocr_sha,
-                                            terms_text(r.text)))
+                                            page_terms_text(r.text, m.class_code)))
         yield chunk
 
 

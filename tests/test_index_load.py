@@ -2,7 +2,7 @@
 that write nothing on a rerun, only what changed otherwise, and text that survives COPY."""
 
 from catalog import idnumber
-from search.terms import terms_text
+from search.terms import page_terms_text, terms_text
 from stages.index import Chunk, create_load_tables, load_chunk
 from storage.db import Database
 
@@ -16,11 +16,12 @@ def _chunk(text: str = "个人简历 张三", title: str = "登记表") -> Chunk
                 terms_text("张三"))],
         materials=[("GZ-L1", "1", 1, title, "2001-05", "2001-05-01", 1, 2, "", None),
                    ("GZ-L1", "4-1", 1, "自传", "2002", "2002-01-01", 1, 1, "", None)],
-        pages=[("GZ-L1", "1", 1, 1, "a" * 64, 0, "p1.jpg", 300, 2480, 3508, text, 91.5, "e", "o1", terms_text(text)),
+        pages=[("GZ-L1", "1", 1, 1, "a" * 64, 0, "p1.jpg", 300, 2480, 3508, text, 91.5, "e", "o1",
+                page_terms_text(text, "1")),
                ("GZ-L1", "1", 1, 2, "b" * 64, 0, "p2.jpg", 300, 2480, 3508, AWKWARD, 90.0, "e", "o2",
-                terms_text(AWKWARD)),
+                page_terms_text(AWKWARD, "1")),
                ("GZ-L1", "4-1", 1, 1, "c" * 64, 0, "p3.jpg", 300, 2480, 3508, "自传正文", 95.0, "e", "o3",
-                terms_text("自传正文"))])
+                page_terms_text("自传正文", "4-1"))])
 
 
 def _load(db: Database, chunk: Chunk) -> int:
@@ -46,3 +47,27 @@ def test_rerun_writes_nothing_and_a_changed_page_writes_one_row_and_stales_its_p
     assert [(r["class_code"], r["title"], r["pdf_sha256"]) for r in rows] == [
         ("1", "登记表（补）", None), ("4-1", "自传", "pdf")]  # only the changed material's PDF is stale
     assert awkward == AWKWARD and db.count("pages") == 3 and db.count("personnel_files") == 1
+
+
+def test_class_terms_migration_writes_what_the_index_stage_writes(database_url):
+    """Pages indexed before 0006 get their class terms in the very form the stage now writes,
+    so re-indexing them rewrites nothing."""
+    from importlib import resources
+
+    db = Database(database_url)
+    db.migrate()
+    old = _chunk()
+    old.pages = [p[:14] + (terms_text(p[10]),) for p in old.pages]  # terms as written before 0006
+    old.pages.append(("GZ-L1", "4-1", 1, 2, "d" * 64, 0, "p4.jpg", 300, 2480, 3508, "", 0.0, "e", "o4", ""))
+    _load(db, old)
+    sql = resources.files("storage").joinpath("migrations/0006_class_terms.sql").read_text(encoding="utf-8")
+    with db.transaction() as cur:
+        cur.execute(sql)
+        cur.execute("SELECT ocr_text, search_terms, m.class_code FROM pages JOIN materials m USING (material_id)")
+        rows = cur.fetchall()
+    assert len(rows) == 4
+    assert all(r["search_terms"] == page_terms_text(r["ocr_text"], r["class_code"]) for r in rows)
+    new = _chunk()
+    new.pages.append(("GZ-L1", "4-1", 1, 2, "d" * 64, 0, "p4.jpg", 300, 2480, 3508, "", 0.0, "e", "o4",
+                      page_terms_text("", "4-1")))
+    assert _load(db, new) == 0

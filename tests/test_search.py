@@ -8,7 +8,7 @@ import pytest
 
 from catalog import idnumber
 from search.query import Filters, search
-from search.terms import terms_text
+from search.terms import page_terms_text, terms_text
 from stages.index import Chunk, create_load_tables, load_chunk
 from storage.db import Database
 
@@ -38,7 +38,7 @@ def db(database_url):
                             "贵州省人才交流服务中心", None, terms_text(name)))
         chunk.materials.append((number, cls, 1, "材料", formed, formed, 1, 1, "", None))
         chunk.pages.append((number, cls, 1, 1, f"{n:064d}", 0, "p.jpg", None, None, None, text, None, None, None,
-                            terms_text(text)))
+                            page_terms_text(text, cls)))
     with db.transaction() as cur:  # through the index stage's own bulk loader
         create_load_tables(cur)
         assert load_chunk(cur, chunk) == 3 * len(rows)
