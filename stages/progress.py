@@ -40,13 +40,14 @@ def _summary(row: dict) -> dict:
         "batch_id": row["batch_id"], "name": row["name"], "status": row["status"],
         "status_zh": STAGES[reached][1], "status_en": STAGES[reached][2],
         "submitted_at": row["submitted_at"].isoformat(), "files": row["files"],
-        "pages_accepted": row["accepted"], "pages_rejected": row["rejected"],
+        "pages_accepted": row["accepted"], "pages_warned": row["warned"], "pages_rejected": row["rejected"],
         "stages": [{"stage": s, "zh": zh, "en": en, "done": i <= reached} for i, (s, zh, en) in enumerate(STAGES)],
     }
 
 
 _SELECT = ("SELECT b.batch_id, b.name, b.status, b.submitted_at, count(f.path) AS files,"
            " count(*) FILTER (WHERE f.role = 'page' AND f.status = 'accepted') AS accepted,"
+           " count(*) FILTER (WHERE f.role = 'page' AND f.status = 'accepted' AND f.findings IS NOT NULL) AS warned,"
            " count(*) FILTER (WHERE f.role = 'page' AND f.status = 'rejected') AS rejected"
            " FROM batches b LEFT JOIN batch_files f USING (batch_id) {where}"
            " GROUP BY b.batch_id ORDER BY b.submitted_at DESC, b.batch_id LIMIT %s")

@@ -149,3 +149,24 @@ def test_manifest_template_download_parses_cleanly(services):
     assert res.status_code == 200 and "attachment" in res.headers["content-disposition"]
     catalog, findings = parse_manifest(res.content)
     assert findings == [] and catalog.files[0].materials[0].pages == 2
+
+
+def test_a_zip_uploaded_is_handed_in_as_the_zip(services, tmp_path):
+    import zipfile
+
+    folder = _small_batch(tmp_path)
+    archive = tmp_path / "GZ-web-batch.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                zf.write(p, p.relative_to(folder).as_posix())
+        zf.writestr("../escape.jpg", b"x")  # refused by name, the rest goes on
+    client = TestClient(create_app(services))
+    res = client.post("/api/batches", files=[("files", (archive.name, archive.read_bytes(), "application/zip"))])
+    assert res.status_code == 201 and res.json()["files"] == 5  # 4 members and the zip itself
+    with services.db.transaction() as cur:
+        cur.execute("SELECT path, role, findings FROM batch_files WHERE batch_id = %s ORDER BY path",
+                    (res.json()["batch_id"],))
+        rows = cur.fetchall()
+    container = next(r for r in rows if r["role"] == "container")
+    assert container["path"] == "GZ-web-batch.zip" and container["findings"][0]["code"] == "zip.path"
