@@ -170,3 +170,15 @@ def test_a_zip_uploaded_is_handed_in_as_the_zip(services, tmp_path):
         rows = cur.fetchall()
     container = next(r for r in rows if r["role"] == "container")
     assert container["path"] == "GZ-web-batch.zip" and container["findings"][0]["code"] == "zip.path"
+    broken = client.post("/api/batches", files=[("files", ("cut.zip", archive.read_bytes()[:100], "application/zip"))])
+    assert broken.status_code == 422 and "cut.zip" in broken.json()["detail"]
+
+
+def test_an_unreachable_database_is_one_readable_sentence(tmp_path):
+    from stages.services import Services
+    from storage.db import Database
+    from storage.objects import LocalObjectStore
+
+    down = Services(Database("postgresql://u:secret@127.0.0.1:1/x"), LocalObjectStore(tmp_path), "s", "a")
+    res = TestClient(create_app(down)).get("/api/batches")
+    assert res.status_code == 503 and "存储服务暂不可用" in res.json()["detail"] and "secret" not in res.text

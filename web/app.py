@@ -24,6 +24,8 @@ from search.query import Filters, mask_query, search
 from stages.progress import batch_status, recent_batches
 from stages.report import batch_report, report_html
 from stages.services import Services
+from storage.db import DatabaseUnavailable
+from storage.objects import ObjectStoreUnavailable
 from web.uploads import BadUpload, hand_in_upload
 
 UPLOAD_PAGE = Path(__file__).parent / "static" / "upload.html"
@@ -38,6 +40,13 @@ def create_app(services: Services | None = None, launch: Callable[[str], None] |
     """`launch(batch_id)` starts a run for a new upload; None leaves that to the batch sensor."""
     app = FastAPI(title="人事档案数字化 / personnel archive", version="1")
     state: dict = {"services": services}
+
+    @app.exception_handler(DatabaseUnavailable)
+    @app.exception_handler(ObjectStoreUnavailable)
+    async def unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # staff see one readable sentence; the engineers' detail (URL, no password) goes with it
+        return JSONResponse({"detail": f"存储服务暂不可用，请稍后重试 / storage is unavailable, retry later: {exc}"},
+                            status_code=503)
 
     def svc() -> Services:
         if state["services"] is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -54,6 +55,8 @@ def hand_in_upload(files: Iterable[tuple[str, BinaryIO]], services: Services, na
             target = Path(tmp) / f"{batch_name if name else PurePosixPath(rels[0]).stem}.zip"
             with open(target, "wb") as out:
                 shutil.copyfileobj(files[0][1], out, 1024 * 1024)
+            if not zipfile.is_zipfile(target):
+                raise BadUpload(f"压缩包损坏，无法打开：{rels[0]} / the zip archive is corrupt or not a zip: {rels[0]}")
             return submit_path(target, services)
         folder = Path(tmp) / batch_name
         for rel, (_, stream) in zip(rels, files, strict=True):
