@@ -25,6 +25,10 @@ class Finding:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> Finding:
+        return cls(**{**data, "severity": Severity(data["severity"])})
+
 
 def error(code: str, item: str, zh: str, en: str) -> Finding:
     return Finding(code, item, Severity.ERROR, zh, en)

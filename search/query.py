@@ -99,15 +99,17 @@ SCANNED_PAGES = f"""
     WHERE p.ocr_text LIKE %(like)s
     LIMIT %(window)s + 1"""
 # How common the phrase is: the share of matches among ~PROBE_PAGES pages drawn from blocks
-# all over the table (the first pages alone belong to a few files and misjudge a phrase such
-# as a name: measured, one such phrase was scanned through the whole table for 8.7 s).
-# REPEATABLE: the same table gives the same choice, so paging through results is stable.
+# all over the table. The first pages alone belong to a few files and can misjudge a phrase
+# specific to them (the likely cause of one 8.7 s full scan at 1M pages when the probe read
+# them). REPEATABLE: the same table gives the same choice, so paging through results is stable.
 PROBE_SQL = f"""
 SELECT count(*) AS sampled, count(*) FILTER (WHERE CASE WHEN p.ocr_text LIKE %(like)s THEN EXISTS (
     SELECT 1 FROM materials m JOIN personnel_files f USING (file_number)
     WHERE m.material_id = p.material_id AND {PAGE_FILTER}) END) AS n
 FROM pages p TABLESAMPLE SYSTEM (%(percent)s) REPEATABLE (7)"""
-PROBE_PAGES = 1000  # ~4 ms at 1M pages; 5,000 added ~20 ms to every query, names included
+PROBE_PAGES = 1000  # the probe runs before every query: names took 22-24 ms p50 at 1M pages with it
+# Scanning wins when at least this share of pages match: the window then fills within
+# RANK_WINDOW / SCAN_FROM_SHARE pages (100,000 at 2%).
 SCAN_FROM_SHARE = 0.02
 
 SEARCH_SQL = """

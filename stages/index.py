@@ -9,11 +9,11 @@ which the archive stage then makes anew.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from catalog import idnumber
-from catalog.manifest import PersonnelFile
+from catalog.manifest import Material, PersonnelFile
 from search.terms import page_terms_text, terms_text
 from stages.intake import load_catalog
 from stages.ocr import load_ocr
@@ -123,29 +123,38 @@ def load_chunk(cur, chunk: Chunk) -> int:
     return written + cur.fetchone()["n"]
 
 
+def _page_rows(pf: PersonnelFile, m: Material, sha_by_path: dict[str, str],
+               read_ocr: Callable[[str], tuple]) -> Iterator[tuple]:
+    """One PAGE_COLUMNS row per page of the material, numbered 1..n across its scan files."""
+    page_no = 0
+    for path in m.page_files:
+        sha = sha_by_path[path]
+        results, ocr_sha = read_ocr(sha)
+        for source_page, r in enumerate(results):
+            page_no += 1
+            yield (pf.file_number, m.class_code, m.seq, page_no, sha, source_page, path, r.dpi, r.width, r.height,
+                   r.text, r.confidence, r.engine, ocr_sha, page_terms_text(r.text, m.class_code))
+
+
 def _chunks(batch_id: str, files: list[PersonnelFile], services: Services, engine_key: str,
             sha_by_path: dict[str, str]) -> Iterator[Chunk]:
     key = services.id_hash_key
     for start in range(0, len(files), CHUNK_FILES):
         chunk = Chunk([], [], [])
         ocr: dict[str, tuple] = {}  # one scan file may hold pages of several materials: read it once
+
+        def read_ocr(sha: str, ocr: dict[str, tuple] = ocr) -> tuple:
+            if sha not in ocr:
+                ocr[sha] = load_ocr(services, engine_key, sha)
+            return ocr[sha]
+
         for pf in files[start:start + CHUNK_FILES]:
             chunk.files.append((pf.file_number, pf.name, idnumber.lookup_hash(pf.id_number, key), pf.id_number,
                                 idnumber.mask(pf.id_number), services.agency, batch_id, terms_text(pf.name)))
             for m in pf.materials:
                 chunk.materials.append((pf.file_number, m.class_code, m.seq, m.title, m.formed, _formed_on(m.formed),
                                         m.copies, m.pages, m.remarks, batch_id))
-                page_no = 0
-                for path in m.page_files:
-                    sha = sha_by_path[path]
-                    if sha not in ocr:
-                        ocr[sha] = load_ocr(services, engine_key, sha)
-                    results, ocr_sha = ocr[sha]
-                    for source_page, r in enumerate(results):
-                        page_no += 1
-                        chunk.pages.append((pf.file_number, m.class_code, m.seq, page_no, sha, source_page, path,
-                                            r.dpi, r.width, r.height, r.text, r.confidence, r.engine, ocr_sha,
-                                            page_terms_text(r.text, m.class_code)))
+                chunk.pages.extend(_page_rows(pf, m, sha_by_path, read_ocr))
         yield chunk
 
 

@@ -56,7 +56,7 @@ def _previous(batch_id: str, services: Services) -> IntakeResult | None:
                     " count(*) FILTER (WHERE status = 'rejected') AS bad FROM batch_files"
                     " WHERE batch_id = %s AND role = 'page'", (batch_id,))
         counts = cur.fetchone()
-    findings = [Finding(**{**f, "severity": Severity(f["severity"])}) for f in row["findings"]]
+    findings = [Finding.from_dict(f) for f in row["findings"]]
     catalog = Catalog.from_dict(row["catalog"])
     return IntakeResult(batch_id, counts["ok"], counts["bad"],
                         sum(1 for f in findings if f.severity is Severity.WARNING), len(catalog.files),
@@ -75,8 +75,8 @@ def intake_batch(batch_id: str, services: Services) -> IntakeResult:
         raise UnknownBatch(f"batch {batch_id} was never submitted (no files registered)")
 
     # what the zip it came in refused (unsafe names, bombs, links) was found at hand-in
-    findings: list[Finding] = [Finding(**{**f, "severity": Severity(f["severity"])})
-                               for r in rows if r["role"] == "container" for f in (r["findings"] or [])]
+    findings: list[Finding] = [Finding.from_dict(f) for r in rows if r["role"] == "container"
+                               for f in (r["findings"] or [])]
     manifests = [r for r in rows if r["role"] == "manifest"]
     catalog, manifest_path = Catalog(), "manifest.csv"
     if len(manifests) != 1:
@@ -112,10 +112,13 @@ def intake_batch(batch_id: str, services: Services) -> IntakeResult:
     kept, link_findings = check_linkage(catalog, page_counts, manifest_path)
     findings += link_findings
     by_path = {r["path"]: r["sha256"] for r in rows}
+    codes_of: dict[str, list[str]] = {}
+    for f in findings:
+        codes_of.setdefault(f.item, []).append(f.code)
     validated = []
     for u in updates:
         status, path = u[0], u[-1]
-        codes = [f.code for f in findings if f.item == path]
+        codes = codes_of.get(path, [])
         outcome = "failure" if status == "rejected" else "warning" if codes else "success"
         validated.append(Event("validated", outcome, batch_id, object_sha256=by_path[path],
                                detail={"path": path, "findings": codes}))

@@ -101,27 +101,24 @@ def create_app(services: Services | None = None, launch: Callable[[str], None] |
     def api_batches(limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict:
         return {"batches": recent_batches(svc(), limit)}
 
-    @app.get("/api/batches/{batch_id}")
-    def api_batch(batch_id: str) -> dict:
+    def of_batch(read: Callable[[str, Services], dict], batch_id: str) -> dict:
         try:
-            return batch_status(batch_id, svc())
+            return read(batch_id, svc())
         except LookupError as exc:
             raise HTTPException(404, f"没有这个批次 / {exc}") from exc
+
+    @app.get("/api/batches/{batch_id}")
+    def api_batch(batch_id: str) -> dict:
+        return of_batch(batch_status, batch_id)
 
     @app.get("/api/batches/{batch_id}/report")
     def api_report(batch_id: str, download: bool = False) -> JSONResponse:
-        try:
-            report = batch_report(batch_id, svc())
-        except LookupError as exc:
-            raise HTTPException(404, f"没有这个批次 / {exc}") from exc
-        return JSONResponse(report, headers=_attachment(f"report-{batch_id}.json") if download else None)
+        return JSONResponse(of_batch(batch_report, batch_id),
+                            headers=_attachment(f"report-{batch_id}.json") if download else None)
 
     @app.get("/batches/{batch_id}/report", response_class=HTMLResponse)
     def page_report(batch_id: str, download: bool = False) -> HTMLResponse:
-        try:
-            report = batch_report(batch_id, svc())
-        except LookupError as exc:
-            raise HTTPException(404, f"没有这个批次 / {exc}") from exc
-        return HTMLResponse(report_html(report), headers=_attachment(f"report-{batch_id}.html") if download else None)
+        return HTMLResponse(report_html(of_batch(batch_report, batch_id)),
+                            headers=_attachment(f"report-{batch_id}.html") if download else None)
 
     return app
