@@ -12,7 +12,7 @@ from PIL import Image
 from ocr.layout import Line
 
 # Bump when preprocessing, gates, settings or text clean-up change: it keys the OCR cache.
-ENGINE_VERSION = 3
+ENGINE_VERSION = 4
 TESSDATA_CANDIDATES = (
     "/usr/share/tesseract-ocr/5/tessdata",
     "/usr/share/tesseract-ocr/4.00/tessdata",

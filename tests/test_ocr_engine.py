@@ -4,12 +4,14 @@ import io
 import random
 import re
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from ocr import EngineConfig, OcrPool, PageOcr, gates
 from ocr.images import load_pages
 from ocr.quality import cer
+from ocr.rapid import rec_input
 from ocr.tesseract import TesseractEngine
 from sample_scans import degrade
 from tests.conftest import SAMPLE_BATCH, SAMPLE_TRUTH
@@ -47,6 +49,16 @@ def test_rotated_pages_are_read_upright(engine, degrees):
     r = engine.run(img.rotate(degrees, expand=True), dpi)
     assert r.rotation == (360 - degrees) % 360
     assert cer(truth, r.text) < 0.01
+    for w in r.words:  # boxes on the page turned upright (180: turned, not detected again)
+        x0, y0, x1, y1 = w.bbox
+        assert 0 <= x0 < x1 <= img.width + 2 and 0 <= y0 < y1 <= img.height + 2
+
+
+def test_short_line_is_not_padded_to_a_long_one():
+    cell = np.full((30, 100, 3), 255, np.uint8)  # a table cell: 160 px wide at height 48
+    x = rec_input(cell)
+    assert x.shape == (1, 3, 48, 192)  # its width, a 16 px margin, up to a multiple of 32; not 320
+    assert float(x[..., :160].min()) == 1.0 and float(np.abs(x[..., 160:]).max()) == 0.0
 
 
 def test_three_degree_skew_within_one_percent_of_clean_twin(engine):
