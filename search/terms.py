@@ -2,9 +2,11 @@
 
 PostgreSQL's full-text search sees a run of Chinese characters as one token, and pg_trgm
 cannot serve 2-character queries such as 张三. Every CJK character and every pair of adjacent
-CJK characters becomes a term, and so does every Latin or digit word (lowercased). A query's
-terms must all be present (a GIN index answers that), then the exact substring is checked:
-the result is exactly what `LIKE '%q%'` finds, only fast.
+CJK characters becomes a term, and so does every Latin or digit word (lowercased), and every
+CJK character with the punctuation mark beside it (力。 。不). A query's terms must all be
+present (a GIN index answers that), then the exact substring is checked: the result is exactly
+what `LIKE '%q%'` finds, only fast. Whether two characters make a term depends on those two
+characters only, so a query's pairs are always among its matches' terms.
 """
 
 from __future__ import annotations
@@ -12,12 +14,18 @@ from __future__ import annotations
 import re
 
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_PUNCT = "\u2014\u2018-\u201d\u2026\u3000-\u303f\uff00-\uffef"  # — ‘’“” … 、。《》 ，：；！？（）
 _TOKEN = re.compile(rf"[{_CJK}]+|[0-9A-Za-z]+")
+# A CJK character and a punctuation mark side by side, overlapping (the lookahead captures).
+_PUNCT_PAIR = re.compile(rf"(?=([{_CJK}][{_PUNCT}]|[{_PUNCT}][{_CJK}]))")
+# The same test for PostgreSQL's regular expressions: does a text hold any such pair?
+PUNCT_PAIR_SQL = f"[{_CJK}][{_PUNCT}]|[{_PUNCT}][{_CJK}]"
 
 
 def terms(text: str) -> list[str]:
-    """Sorted distinct terms of a text: CJK unigrams and bigrams, Latin/digit words."""
-    out: set[str] = set()
+    """Sorted distinct terms of a text: CJK unigrams and bigrams, CJK-punctuation pairs,
+    Latin/digit words."""
+    out: set[str] = set(_PUNCT_PAIR.findall(text or ""))
     for run in _TOKEN.findall(text or ""):
         if run[0].isascii():
             out.add(run.lower())
@@ -46,10 +54,13 @@ def page_terms_text(text: str, class_code: str) -> str:
 
 
 def query_terms(query: str) -> list[str]:
-    """The fewest terms every text containing `query` must have: its bigrams (or the lone
-    character) per CJK run, and the Latin/digit words, whole words only when the query
-    cannot start or end inside a longer word."""
-    out: set[str] = set()
+    """The fewest terms every text containing `query` must have: its bigrams per CJK run, its
+    CJK-punctuation pairs (a lone character only when no pair holds it: 能力。不 asks for 能力
+    力。 。不, not for 不, which is on nearly every page), and the Latin/digit words, whole words
+    only when the query cannot start or end inside a longer word."""
+    pairs = list(_PUNCT_PAIR.finditer(query))
+    out: set[str] = {m.group(1) for m in pairs}
+    paired = {m.start() for m in pairs} | {m.start() + 1 for m in pairs}
     tokens = list(_TOKEN.finditer(query))
     for i, m in enumerate(tokens):
         run = m.group()
@@ -59,7 +70,8 @@ def query_terms(query: str) -> list[str]:
                 out.add(run.lower())
             continue
         if len(run) == 1:
-            out.add(run)
+            if m.start() not in paired:
+                out.add(run)
         else:
             out.update(run[j:j + 2] for j in range(len(run) - 1))
     return sorted(out)

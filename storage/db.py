@@ -12,7 +12,7 @@ import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
 
-_MIGRATION = re.compile(r"^(\d{4})_[\w-]+\.sql$")
+_MIGRATION = re.compile(r"^(\d{4})_[\w-]+\.(sql|py)$")
 _LOCK_ID = 0x5041_0001  # advisory lock: one migrator at a time
 
 
@@ -59,11 +59,16 @@ class Database:
                         " applied_at timestamptz NOT NULL DEFAULT now())")
             cur.execute("SELECT version FROM schema_migrations")
             done = {row["version"] for row in cur.fetchall()}
-            for name, sql in migrations():
+            for name, source in migrations():
                 version = int(name[:4])
                 if version in done:
                     continue
-                cur.execute(sql)
+                if name.endswith(".py"):  # data migrations that need the application's own functions
+                    namespace: dict = {}
+                    exec(compile(source, name, "exec"), namespace)  # noqa: S102 - our own packaged file
+                    namespace["migrate"](cur)
+                else:
+                    cur.execute(source)
                 cur.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name))
                 applied.append(name)
         return applied
@@ -75,6 +80,7 @@ class Database:
 
 
 def migrations() -> list[tuple[str, str]]:
+    """(file name, source) of every migration, in order: SQL, or Python defining migrate(cur)."""
     folder = resources.files("storage") / "migrations"
     names = sorted(p.name for p in folder.iterdir() if _MIGRATION.match(p.name))
     return [(n, (folder / n).read_text(encoding="utf-8")) for n in names]

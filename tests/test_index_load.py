@@ -1,8 +1,10 @@
 """The index stage's bulk loader on a real PostgreSQL: COPY into load tables, set-wise upserts
 that write nothing on a rerun, only what changed otherwise, and text that survives COPY."""
 
+import re
+
 from catalog import idnumber
-from search.terms import page_terms_text, terms_text
+from search.terms import PUNCT_PAIR_SQL, page_terms_text, terms, terms_text
 from stages.index import Chunk, create_load_tables, load_chunk
 from storage.db import Database
 
@@ -10,7 +12,7 @@ ID = "11010519491231002X"
 AWKWARD = "第一行\t制表符\n第二行 \\N 反斜杠\\ 回车\r末尾"
 
 
-def _chunk(text: str = "个人简历 张三", title: str = "登记表") -> Chunk:
+def _chunk(text: str = "个人简历：张三。", title: str = "登记表") -> Chunk:
     return Chunk(
         files=[("GZ-L1", "张三", idnumber.lookup_hash(ID, b"k"), ID, idnumber.mask(ID), "机构", None,
                 terms_text("张三"))],
@@ -49,25 +51,33 @@ def test_rerun_writes_nothing_and_a_changed_page_writes_one_row_and_stales_its_p
     assert awkward == AWKWARD and db.count("pages") == 3 and db.count("personnel_files") == 1
 
 
-def test_class_terms_migration_writes_what_the_index_stage_writes(database_url):
-    """Pages indexed before 0006 get their class terms in the very form the stage now writes,
-    so re-indexing them rewrites nothing."""
+def test_term_migrations_write_what_the_index_stage_writes(database_url):
+    """Pages indexed before 0006 (class terms) and 0007 (CJK-punctuation pairs) get their terms
+    in the very form the stage now writes, so re-indexing them rewrites nothing."""
     from importlib import resources
 
     db = Database(database_url)
     db.migrate()
     old = _chunk()
-    old.pages = [p[:14] + (terms_text(p[10]),) for p in old.pages]  # terms as written before 0006
+    old.pages = [p[:14] + (_terms_before_0006(p[10]),) for p in old.pages]
     old.pages.append(("GZ-L1", "4-1", 1, 2, "d" * 64, 0, "p4.jpg", 300, 2480, 3508, "", 0.0, "e", "o4", ""))
     _load(db, old)
-    sql = resources.files("storage").joinpath("migrations/0006_class_terms.sql").read_text(encoding="utf-8")
     with db.transaction() as cur:
-        cur.execute(sql)
+        cur.execute(resources.files("storage").joinpath("migrations/0006_class_terms.sql").read_text(encoding="utf-8"))
+        namespace: dict = {}
+        exec(resources.files("storage").joinpath("migrations/0007_punct_pair_terms.py").read_text(encoding="utf-8"),
+             namespace)
+        namespace["migrate"](cur)
         cur.execute("SELECT ocr_text, search_terms, m.class_code FROM pages JOIN materials m USING (material_id)")
         rows = cur.fetchall()
-    assert len(rows) == 4
+    assert len(rows) == 4 and any("，" in r["ocr_text"] or "。" in r["ocr_text"] for r in rows)
     assert all(r["search_terms"] == page_terms_text(r["ocr_text"], r["class_code"]) for r in rows)
     new = _chunk()
     new.pages.append(("GZ-L1", "4-1", 1, 2, "d" * 64, 0, "p4.jpg", 300, 2480, 3508, "", 0.0, "e", "o4",
                       page_terms_text("", "4-1")))
     assert _load(db, new) == 0
+
+
+def _terms_before_0006(text: str) -> str:
+    """Terms as the stage wrote them before 0006: no class terms, no CJK-punctuation pairs."""
+    return " ".join(t for t in terms(text) if not re.search(PUNCT_PAIR_SQL, t))

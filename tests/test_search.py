@@ -8,7 +8,7 @@ import pytest
 
 from catalog import idnumber
 from search.query import Filters, search
-from search.terms import page_terms_text, terms_text
+from search.terms import page_terms_text, query_terms, terms_text
 from stages.index import Chunk, create_load_tables, load_chunk
 from storage.db import Database
 
@@ -139,6 +139,18 @@ def test_results_identical_to_like_baseline(db):
             baseline = {r["page_id"] for r in cur.fetchall()}
         found = {h.page_id for h in search(db, q, limit=10_000, actor="t").hits if h.kind == "text"}
         assert found == baseline, q
+
+
+def test_phrases_across_punctuation_ask_for_the_pairs_and_match_like(db):
+    # 能力。不: a common bigram and 不, on nearly every page; the pairs beside 。 are rare
+    assert query_terms("能力。不") == ["。不", "力。", "能力"]
+    assert query_terms("“三好学生”") == ["“三", "三好", "好学", "学生", "生”"]
+    for q in ("张三丰，出", "，出生", "长沙市。毕业", "市。", "。毕", "，"):
+        with db.transaction() as cur:
+            cur.execute("SELECT p.page_id FROM pages p WHERE p.ocr_text LIKE %s", (f"%{q}%",))
+            baseline = {r["page_id"] for r in cur.fetchall()}
+        found = {h.page_id for h in search(db, q, limit=10_000, actor="t").hits if h.kind == "text"}
+        assert found == baseline and (baseline or q == "，"), q
 
 
 def test_http_endpoint_paged_and_masked(db):
