@@ -16,10 +16,10 @@ import re
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _PUNCT = "\u2014\u2018-\u201d\u2026\u3000-\u303f\uff00-\uffef"  # — ‘’“” … 、。《》 ，：；！？（）
 _TOKEN = re.compile(rf"[{_CJK}]+|[0-9A-Za-z]+")
-# A CJK character and a punctuation mark side by side, overlapping (the lookahead captures).
-_PUNCT_PAIR = re.compile(rf"(?=([{_CJK}][{_PUNCT}]|[{_PUNCT}][{_CJK}]))")
-# The same test for PostgreSQL's regular expressions: does a text hold any such pair?
+# A CJK character and a punctuation mark side by side; valid in PostgreSQL's regular expressions
+# too (the migration that added these terms finds the pages holding any).
 PUNCT_PAIR_SQL = f"[{_CJK}][{_PUNCT}]|[{_PUNCT}][{_CJK}]"
+_PUNCT_PAIR = re.compile(f"(?=({PUNCT_PAIR_SQL}))")  # every pair, overlapping: the lookahead captures
 
 
 def terms(text: str) -> list[str]:

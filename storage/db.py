@@ -63,12 +63,7 @@ class Database:
                 version = int(name[:4])
                 if version in done:
                     continue
-                if name.endswith(".py"):  # data migrations that need the application's own functions
-                    namespace: dict = {}
-                    exec(compile(source, name, "exec"), namespace)  # noqa: S102 - our own packaged file
-                    namespace["migrate"](cur)
-                else:
-                    cur.execute(source)
+                apply_migration(cur, name, source)
                 cur.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name))
                 applied.append(name)
         return applied
@@ -77,6 +72,17 @@ class Database:
         with self.transaction() as cur:
             cur.execute(f'SELECT count(*) AS n FROM "{table}"')  # table names come from code only
             return cur.fetchone()["n"]
+
+
+def apply_migration(cur, name: str, source: str) -> None:
+    """Runs one migration: SQL, or Python whose migrate(cur) rewrites data with the application's
+    own functions (e.g. search terms)."""
+    if name.endswith(".py"):
+        namespace: dict = {}
+        exec(compile(source, name, "exec"), namespace)  # noqa: S102 - our own packaged file
+        namespace["migrate"](cur)
+    else:
+        cur.execute(source)
 
 
 def migrations() -> list[tuple[str, str]]:

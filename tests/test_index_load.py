@@ -6,7 +6,7 @@ import re
 from catalog import idnumber
 from search.terms import PUNCT_PAIR_SQL, page_terms_text, terms, terms_text
 from stages.index import Chunk, create_load_tables, load_chunk
-from storage.db import Database
+from storage.db import Database, apply_migration, migrations
 
 ID = "11010519491231002X"
 AWKWARD = "第一行\t制表符\n第二行 \\N 反斜杠\\ 回车\r末尾"
@@ -54,8 +54,6 @@ def test_rerun_writes_nothing_and_a_changed_page_writes_one_row_and_stales_its_p
 def test_term_migrations_write_what_the_index_stage_writes(database_url):
     """Pages indexed before 0006 (class terms) and 0007 (CJK-punctuation pairs) get their terms
     in the very form the stage now writes, so re-indexing them rewrites nothing."""
-    from importlib import resources
-
     db = Database(database_url)
     db.migrate()
     old = _chunk()
@@ -63,11 +61,9 @@ def test_term_migrations_write_what_the_index_stage_writes(database_url):
     old.pages.append(("GZ-L1", "4-1", 1, 2, "d" * 64, 0, "p4.jpg", 300, 2480, 3508, "", 0.0, "e", "o4", ""))
     _load(db, old)
     with db.transaction() as cur:
-        cur.execute(resources.files("storage").joinpath("migrations/0006_class_terms.sql").read_text(encoding="utf-8"))
-        namespace: dict = {}
-        exec(resources.files("storage").joinpath("migrations/0007_punct_pair_terms.py").read_text(encoding="utf-8"),
-             namespace)
-        namespace["migrate"](cur)
+        for name, source in migrations():
+            if name.startswith(("0006_", "0007_")):
+                apply_migration(cur, name, source)
         cur.execute("SELECT ocr_text, search_terms, m.class_code FROM pages JOIN materials m USING (material_id)")
         rows = cur.fetchall()
     assert len(rows) == 4 and any("，" in r["ocr_text"] or "。" in r["ocr_text"] for r in rows)
