@@ -14,12 +14,12 @@ import re
 from dataclasses import asdict, dataclass
 
 from catalog import idnumber
-from search.terms import class_terms, query_terms
+from search.terms import class_code_term, query_codes
 from storage.db import Database
 
 _ID_LIKE = re.compile(r"^\d{17}[\dXx]$")
 SNIPPET_CONTEXT = 15
-RANK_WINDOW = 2000
+RANK_WINDOW = 500  # each ranked page is a heap read: 2,000 gave phrases p95 110 ms at 1M pages, 500 60 ms
 
 
 @dataclass
@@ -82,7 +82,7 @@ INDEXED_PAGES = f"""
     SELECT f.file_number, f.name, f.id_masked, m.class_code, m.seq, m.title, m.formed, p.page_no, p.page_id,
            p.ocr_text
     FROM pages p JOIN materials m USING (material_id) JOIN personnel_files f USING (file_number)
-    WHERE string_to_array(p.search_terms, ' ') @> %(page_terms)s::text[] AND p.ocr_text LIKE %(like)s
+    WHERE p.term_codes @> %(page_codes)s::int4[] AND p.ocr_text LIKE %(like)s
       AND {PAGE_FILTER}
     LIMIT %(window)s + 1"""
 # Scanned: pages read in storage order until the window is full; best when the phrase is
@@ -107,9 +107,9 @@ SELECT count(*) AS sampled, count(*) FILTER (WHERE CASE WHEN p.ocr_text LIKE %(l
     SELECT 1 FROM materials m JOIN personnel_files f USING (file_number)
     WHERE m.material_id = p.material_id AND {PAGE_FILTER}) END) AS n
 FROM pages p TABLESAMPLE SYSTEM (%(percent)s) REPEATABLE (7)"""
-PROBE_PAGES = 1000  # the probe runs before every query: names took 22-24 ms p50 at 1M pages with it
+PROBE_PAGES = 300  # it runs before every query: 3 ms warm at 1M pages (1,000: 5 ms)
 # Scanning wins when at least this share of pages match: the window then fills within
-# RANK_WINDOW / SCAN_FROM_SHARE pages (100,000 at 2%).
+# RANK_WINDOW / SCAN_FROM_SHARE pages (25,000 at 2%).
 SCAN_FROM_SHARE = 0.02
 
 SEARCH_SQL = """
@@ -119,7 +119,7 @@ SELECT * FROM (
            NULL::text AS class_code, NULL::int AS seq, NULL::text AS title, NULL::text AS formed,
            NULL::int AS page_no, NULL::bigint AS page_id, NULL::text AS text, NULL::bigint AS candidates
     FROM personnel_files f
-    WHERE string_to_array(f.name_terms, ' ') @> %(terms)s::text[] AND f.name LIKE %(like)s
+    WHERE f.name_codes @> %(codes)s::int4[] AND f.name LIKE %(like)s
       AND (%(agency)s::text IS NULL OR f.holding_agency = %(agency)s)
       AND (NOT %(on_materials)s OR EXISTS (SELECT 1 FROM materials m WHERE m.file_number = f.file_number
                                            AND MATERIAL_FILTER))
@@ -136,6 +136,8 @@ LIMIT %(limit)s OFFSET %(offset)s
 
 def _pages_source(cur, params: dict) -> str:
     """The scan for a common phrase whose window fills early, else the index."""
+    if not params["page_codes"]:  # a lone digit or mark: no term to look up
+        return SCANNED_PAGES
     if params["window"] > RANK_WINDOW:  # asked for every match (tests, benchmark): the index
         return INDEXED_PAGES
     cur.execute("SELECT greatest(reltuples, 0) AS n FROM pg_class WHERE oid = 'pages'::regclass")
@@ -170,9 +172,10 @@ def search(db: Database, query: str, filters: Filters | None = None, limit: int 
             cur.execute("SELECT file_number, name, id_masked FROM personnel_files WHERE file_number = %s", (q,))
             hits += [Hit("file_number", r["file_number"], r["name"], r["id_masked"], 5_000) for r in cur.fetchall()]
         if not _ID_LIKE.match(q):  # an ID number is looked up by its hash only, never as text
+            codes = query_codes(q)
             params = {
-                "q": q, "like": f"%{escape_like(q)}%", "prefix": f"{escape_like(q)}%", "terms": query_terms(q),
-                "page_terms": query_terms(q) + (class_terms(filters.class_code)[-1:] if filters.class_code else []),
+                "q": q, "like": f"%{escape_like(q)}%", "prefix": f"{escape_like(q)}%", "codes": codes,
+                "page_codes": codes + ([class_code_term(filters.class_code)] if filters.class_code else []),
                 "agency": filters.agency, "class": filters.class_code, "from": filters.formed_from,
                 "to": filters.formed_to, "batch": filters.batch_id, "on_materials": filters.on_materials,
                 "limit": limit, "offset": offset, "window": window}

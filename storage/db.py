@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import io
 import re
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date
 from importlib import resources
 
+import numpy as np
 import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
@@ -49,8 +52,9 @@ class Database:
         finally:
             conn.close()
 
-    def migrate(self) -> list[str]:
-        """Applies pending migrations in order; safe to run concurrently and repeatedly."""
+    def migrate(self, upto: str | None = None) -> list[str]:
+        """Applies pending migrations in order (those numbered up to `upto` only, if given); safe
+        to run concurrently and repeatedly."""
         applied: list[str] = []
         with self.transaction() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
@@ -61,7 +65,7 @@ class Database:
             done = {row["version"] for row in cur.fetchall()}
             for name, source in migrations():
                 version = int(name[:4])
-                if version in done:
+                if version in done or (upto is not None and version > int(upto)):
                     continue
                 apply_migration(cur, name, source)
                 cur.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name))
@@ -96,18 +100,47 @@ TABLES = ("batches", "batch_files", "personnel_files", "materials", "pages", "st
           "transfers", "transfer_events", "events")
 
 
-def _copy_field(value: object) -> str:
-    if value is None:
-        return r"\N"
-    return str(value).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+_DATE_ZERO = date(2000, 1, 1).toordinal()  # PostgreSQL's binary dates count days from here
+_INT4_ARRAY_HEADER = struct.Struct(">iiiii")  # dimensions, has nulls, element type (int4), length, lower bound
+_NULL = struct.pack(">i", -1)
 
 
-def copy_rows(cur, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
-    """COPY rows into `table` (text format, escaped): the bulk path, ~10x fewer round trips and
-    parse work than INSERTs. Table and column names come from code only."""
-    buf = io.StringIO()
+def _text(value: str) -> bytes:
+    data = value.encode()
+    return struct.pack(">i", len(data)) + data
+
+
+def _int4_array(values) -> bytes:
+    codes = np.asarray(values, dtype=">i4")
+    if not len(codes):
+        return struct.pack(">iiii", 12, 0, 0, 23)
+    body = np.empty(2 * len(codes), dtype=">i4")
+    body[0::2] = 4  # every element is 4 bytes long
+    body[1::2] = codes
+    return struct.pack(">i", 20 + 8 * len(codes)) + _INT4_ARRAY_HEADER.pack(1, 0, 23, len(codes), 1) + body.tobytes()
+
+
+ENCODERS = {
+    "text": _text,
+    "int4": lambda v: struct.pack(">ii", 4, v),
+    "int8": lambda v: struct.pack(">iq", 8, v),
+    "float4": lambda v: struct.pack(">if", 4, v),
+    "date": lambda v: struct.pack(">ii", 4, date.fromisoformat(str(v)).toordinal() - _DATE_ZERO),
+    "int4[]": _int4_array,
+}
+
+
+def copy_binary(cur, table: str, columns: tuple[tuple[str, str], ...], rows: list[tuple]) -> None:
+    """COPY rows into `table` in PostgreSQL's binary format; `columns` are (name, type) with
+    types from ENCODERS. Binary, because the search codes are arrays of ~300 integers a page,
+    which the text format makes the server parse digit by digit. Names come from code only."""
+    encoders = [ENCODERS[kind] for _, kind in columns]
+    count = struct.pack(">h", len(columns))
+    buf = io.BytesIO()
+    buf.write(b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0))
     for row in rows:
-        buf.write("\t".join(map(_copy_field, row)))
-        buf.write("\n")
+        buf.write(count)
+        buf.write(b"".join(_NULL if v is None else enc(v) for enc, v in zip(encoders, row, strict=True)))
+    buf.write(struct.pack(">h", -1))
     buf.seek(0)
-    cur.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN", buf)
+    cur.copy_expert(f"COPY {table} ({', '.join(name for name, _ in columns)}) FROM STDIN WITH (FORMAT binary)", buf)

@@ -1,12 +1,12 @@
 """The index stage's bulk loader on a real PostgreSQL: COPY into load tables, set-wise upserts
 that write nothing on a rerun, only what changed otherwise, and text that survives COPY."""
 
-import re
+import pytest
 
 from catalog import idnumber
-from search.terms import PUNCT_PAIR_SQL, page_terms_text, terms, terms_text
-from stages.index import Chunk, create_load_tables, load_chunk
-from storage.db import Database, apply_migration, migrations
+from search.terms import page_codes, text_codes
+from stages.index import Chunk, create_load_tables, load_chunk, load_chunks
+from storage.db import Database
 
 ID = "11010519491231002X"
 AWKWARD = "第一行\t制表符\n第二行 \\N 反斜杠\\ 回车\r末尾"
@@ -15,15 +15,15 @@ AWKWARD = "第一行\t制表符\n第二行 \\N 反斜杠\\ 回车\r末尾"
 def _chunk(text: str = "个人简历：张三。", title: str = "登记表") -> Chunk:
     return Chunk(
         files=[("GZ-L1", "张三", idnumber.lookup_hash(ID, b"k"), ID, idnumber.mask(ID), "机构", None,
-                terms_text("张三"))],
+                text_codes("张三"))],
         materials=[("GZ-L1", "1", 1, title, "2001-05", "2001-05-01", 1, 2, "", None),
                    ("GZ-L1", "4-1", 1, "自传", "2002", "2002-01-01", 1, 1, "", None)],
         pages=[("GZ-L1", "1", 1, 1, "a" * 64, 0, "p1.jpg", 300, 2480, 3508, text, 91.5, "e", "o1",
-                page_terms_text(text, "1")),
+                page_codes(text, "1")),
                ("GZ-L1", "1", 1, 2, "b" * 64, 0, "p2.jpg", 300, 2480, 3508, AWKWARD, 90.0, "e", "o2",
-                page_terms_text(AWKWARD, "1")),
+                page_codes(AWKWARD, "1")),
                ("GZ-L1", "4-1", 1, 1, "c" * 64, 0, "p3.jpg", 300, 2480, 3508, "自传正文", 95.0, "e", "o3",
-                page_terms_text("自传正文", "4-1"))])
+                page_codes("自传正文", "4-1"))])
 
 
 def _load(db: Database, chunk: Chunk) -> int:
@@ -51,29 +51,49 @@ def test_rerun_writes_nothing_and_a_changed_page_writes_one_row_and_stales_its_p
     assert awkward == AWKWARD and db.count("pages") == 3 and db.count("personnel_files") == 1
 
 
-def test_term_migrations_write_what_the_index_stage_writes(database_url):
-    """Pages indexed before 0006 (class terms) and 0007 (CJK-punctuation pairs) get their terms
-    in the very form the stage now writes, so re-indexing them rewrites nothing."""
+def test_code_migration_writes_what_the_index_stage_writes(database_url):
+    """Pages and names indexed with text terms (before 0008) get the very codes the stage now
+    writes, so re-indexing them rewrites nothing."""
+    db = Database(database_url)
+    db.migrate(upto="0007")
+    chunk = _chunk()
+    chunk.pages.append(("GZ-L1", "4-1", 1, 2, "d" * 64, 0, "p4.jpg", 300, 2480, 3508, "", 0.0, "e", "o4",
+                        page_codes("", "4-1")))
+    with db.transaction() as cur:  # as the stage wrote them before: terms as text
+        f = chunk.files[0]
+        cur.execute("INSERT INTO personnel_files (file_number, name, id_hash, id_number, id_masked, holding_agency,"
+                    " batch_id, name_terms) VALUES (%s, %s, %s, %s, %s, %s, %s, '张 张三 三')", f[:7])
+        for m in chunk.materials:
+            cur.execute("INSERT INTO materials (file_number, class_code, seq, title, formed, formed_on, copies,"
+                        " page_count, remarks, batch_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", m)
+        for p in chunk.pages:
+            cur.execute("INSERT INTO pages (material_id, page_no, source_sha256, source_page, source_path, dpi, width,"
+                        " height, ocr_text, ocr_confidence, ocr_engine, ocr_sha256, search_terms)"
+                        " SELECT material_id, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'old terms'"
+                        " FROM materials WHERE (file_number, class_code, seq) = (%s, %s, %s)", p[3:14] + p[:3])
+    assert db.migrate() == ["0008_term_codes.py"]
+    with db.transaction() as cur:
+        cur.execute("SELECT ocr_text, term_codes, m.class_code FROM pages JOIN materials m USING (material_id)")
+        pages = cur.fetchall()
+        cur.execute("SELECT name, name_codes FROM personnel_files")
+        names = cur.fetchall()
+    assert len(pages) == 4 and all(r["term_codes"] == page_codes(r["ocr_text"], r["class_code"]).tolist()
+                                   for r in pages)
+    assert [r["name_codes"] for r in names] == [text_codes("张三").tolist()]
+    assert _load(db, chunk) == 0
+
+
+def test_chunks_load_while_the_next_is_built_and_a_failure_loses_the_whole_batch(database_url):
     db = Database(database_url)
     db.migrate()
-    old = _chunk()
-    old.pages = [p[:14] + (_terms_before_0006(p[10]),) for p in old.pages]
-    old.pages.append(("GZ-L1", "4-1", 1, 2, "d" * 64, 0, "p4.jpg", 300, 2480, 3508, "", 0.0, "e", "o4", ""))
-    _load(db, old)
+
+    def chunks():
+        yield _chunk()
+        raise RuntimeError("OCR result of p9.jpg missing")
+
+    with pytest.raises(RuntimeError, match="p9.jpg"), db.transaction() as cur:
+        load_chunks(cur, chunks())
+    assert db.count("pages") == 0 and db.count("personnel_files") == 0
     with db.transaction() as cur:
-        for name, source in migrations():
-            if name.startswith(("0006_", "0007_")):
-                apply_migration(cur, name, source)
-        cur.execute("SELECT ocr_text, search_terms, m.class_code FROM pages JOIN materials m USING (material_id)")
-        rows = cur.fetchall()
-    assert len(rows) == 4 and any("，" in r["ocr_text"] or "。" in r["ocr_text"] for r in rows)
-    assert all(r["search_terms"] == page_terms_text(r["ocr_text"], r["class_code"]) for r in rows)
-    new = _chunk()
-    new.pages.append(("GZ-L1", "4-1", 1, 2, "d" * 64, 0, "p4.jpg", 300, 2480, 3508, "", 0.0, "e", "o4",
-                      page_terms_text("", "4-1")))
-    assert _load(db, new) == 0
-
-
-def _terms_before_0006(text: str) -> str:
-    """Terms as the stage wrote them before 0006: no class terms, no CJK-punctuation pairs."""
-    return " ".join(t for t in terms(text) if not re.search(PUNCT_PAIR_SQL, t))
+        assert load_chunks(cur, iter([_chunk(), _chunk(text="第二次")])) == (6 + 1, 4, 6)
+    assert db.count("pages") == 3

@@ -8,7 +8,7 @@ import pytest
 
 from catalog import idnumber
 from search.query import Filters, search
-from search.terms import page_terms_text, query_terms, terms_text
+from search.terms import page_codes, query_codes, term_code, text_codes
 from stages.index import Chunk, create_load_tables, load_chunk
 from storage.db import Database
 
@@ -35,10 +35,10 @@ def db(database_url):
     chunk = Chunk([], [], [])
     for n, (number, name, cls, formed, text) in enumerate(rows):
         chunk.files.append((number, name, idnumber.lookup_hash(_id(n), KEY), _id(n), idnumber.mask(_id(n)),
-                            "贵州省人才交流服务中心", None, terms_text(name)))
+                            "贵州省人才交流服务中心", None, text_codes(name)))
         chunk.materials.append((number, cls, 1, "材料", formed, formed, 1, 1, "", None))
         chunk.pages.append((number, cls, 1, 1, f"{n:064d}", 0, "p.jpg", None, None, None, text, None, None, None,
-                            page_terms_text(text, cls)))
+                            page_codes(text, cls)))
     with db.transaction() as cur:  # through the index stage's own bulk loader
         create_load_tables(cur)
         assert load_chunk(cur, chunk) == 3 * len(rows)
@@ -118,13 +118,12 @@ def test_common_phrases_scanned_give_exactly_what_the_index_gives(db, monkeypatc
             assert scanned == indexed, (q, f, window)  # same count and flag; same hits when all fit
 
 
-def test_phrase_search_uses_the_bigram_index(db):
+def test_phrase_search_uses_the_term_index(db):
     with db.transaction() as cur:
         cur.execute("SET LOCAL enable_seqscan = off")
-        cur.execute("EXPLAIN SELECT 1 FROM pages p WHERE string_to_array(p.search_terms, ' ') @> %s::text[]",
-                    (["张三"],))
+        cur.execute("EXPLAIN SELECT 1 FROM pages p WHERE p.term_codes @> %s::int4[]", (query_codes("张三"),))
         plan = " ".join(r["QUERY PLAN"] for r in cur.fetchall())
-    assert "pages_search_terms" in plan
+    assert "pages_term_codes" in plan
 
 
 def test_results_identical_to_like_baseline(db):
@@ -141,11 +140,34 @@ def test_results_identical_to_like_baseline(db):
         assert found == baseline, q
 
 
-def test_phrases_across_punctuation_ask_for_the_pairs_and_match_like(db):
+def _codes(*terms: str) -> set[int]:
+    return {term_code(t) for t in terms}
+
+
+def test_query_asks_for_its_pairs_and_only_the_words_it_holds_whole():
     # 能力。不: a common bigram and 不, on nearly every page; the pairs beside 。 are rare
-    assert query_terms("能力。不") == ["。不", "力。", "能力"]
-    assert query_terms("“三好学生”") == ["“三", "三好", "好学", "学生", "生”"]
-    for q in ("张三丰，出", "，出生", "长沙市。毕业", "市。", "。毕", "，"):
+    assert set(query_codes("能力。不")) == _codes("能力", "力。", "。不")
+    assert set(query_codes("“三好学生”")) == _codes("“三", "三好", "好学", "学生", "生”")
+    # digits at the edge may be part of a longer number (学习2005): their pairs, not the word
+    assert set(query_codes("学习200")) == _codes("学习", "习2", "20", "00")
+    cet4 = term_code("CET4", word=True)
+    assert set(query_codes("英语 CET4 通过")) == _codes("英语", "CE", "ET", "T4", "通过") | {cet4}
+    assert query_codes("张") == [ord("张")] and query_codes("7") == query_codes("。") == []
+
+
+def test_a_text_holds_the_codes_of_every_query_it_contains():
+    rng = random.Random(5)
+    alphabet = "张三丰李四工作单位。，：“”（）《》—…、 \n0123456789ABCxyz-/.𠇔𪚥"
+    for _ in range(300):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 40)))
+        codes = set(page_codes(text, "4-1").tolist())
+        for i in range(len(text)):
+            for j in range(i + 1, min(len(text), i + 8) + 1):
+                assert set(query_codes(text[i:j])) <= codes, (text, text[i:j])
+
+
+def test_phrases_across_punctuation_and_digits_match_like(db):
+    for q in ("张三丰，出", "，出生", "长沙市。毕业", "市。", "。毕", "，", "标准375", "50元", "3", "CE", "2009年"):
         with db.transaction() as cur:
             cur.execute("SELECT p.page_id FROM pages p WHERE p.ocr_text LIKE %s", (f"%{q}%",))
             baseline = {r["page_id"] for r in cur.fetchall()}
