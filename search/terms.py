@@ -22,8 +22,11 @@ candidate the LIKE check drops.
 
 from __future__ import annotations
 
+import functools
 import re
+import string
 import zlib
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -31,43 +34,86 @@ _CJK_RANGES = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0
 _IS_CJK = np.zeros(0x10000, dtype=bool)  # by BMP code point
 for _lo, _hi in _CJK_RANGES[:3]:
     _IS_CJK[_lo:_hi + 1] = True
-_IN_PAIRS = np.array([not (chr(i).isspace() or i < 0x20 or 0xD800 <= i < 0xE000) for i in range(0x10000)])
+# U+FFFF (a noncharacter) is in no pair and no word is given its code, so it can mark "no term"
+_IN_PAIRS = np.array([not (chr(i).isspace() or i < 0x20 or 0xD800 <= i < 0xE000 or i == 0xFFFF)
+                      for i in range(0x10000)])
+_NONE = np.uint32(0xFFFFFFFF)
+_IS_WORD = np.zeros(0x10000, dtype=bool)
+_IS_WORD[[ord(ch) for ch in string.digits + string.ascii_letters]] = True
 _WORDS = re.compile(r"[0-9A-Za-z]{3,}")  # shorter ones are pairs already
 
 
-def _scan(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(each CJK character, each pair as first << 16 | second, whether characters i and i+1
-    make a pair); a character beyond the BMP is never in a pair."""
-    raw = text.encode("utf-16-be", "surrogatepass")
-    if len(raw) == 2 * len(text):  # the usual case, all in the BMP: 16 bits a character, so the
-        c = np.frombuffer(raw, dtype=">u2")  # big-endian 32 bits at every other byte is a pair
-        in_pairs = _IN_PAIRS[c]
-        pairs = in_pairs[:-1] & in_pairs[1:]
-        every_pair = np.ndarray((max(len(c) - 1, 0),), dtype=">u4", buffer=raw, strides=(2,))
-        return c[_IS_CJK[c]], every_pair[pairs], pairs
-    c = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+def _classify(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(is CJK, may be in a pair) for each code point; one beyond the BMP is never in a pair."""
     bmp = np.minimum(c, 0xFFFF)
-    cjk = np.where(c > 0xFFFF, np.any([(c >= lo) & (c <= hi) for lo, hi in _CJK_RANGES[3:]], axis=0), _IS_CJK[bmp])
-    in_pairs = _IN_PAIRS[bmp] & (c <= 0xFFFF)
-    pairs = in_pairs[:-1] & in_pairs[1:]
-    return c[cjk], (c[:-1][pairs] << 16) | c[1:][pairs], pairs
+    cjk, in_pairs = _IS_CJK[bmp], _IN_PAIRS[bmp]
+    beyond = c > 0xFFFF
+    if beyond.any():
+        cjk = np.where(beyond, np.any([(c >= lo) & (c <= hi) for lo, hi in _CJK_RANGES[3:]], axis=0), cjk)
+        in_pairs &= ~beyond
+    return cjk, in_pairs
 
 
+@functools.lru_cache(maxsize=1 << 16)  # years, numbers and class terms come back on every page
 def _word_code(word: str) -> int:
-    return zlib.crc32(word.encode())
+    code = zlib.crc32(word.encode())
+    return code if code != _NONE else code - 1
 
 
-def _codes(chars: np.ndarray, pairs: np.ndarray, words: list[int]) -> np.ndarray:
-    """Distinct, as int4; sorting and dropping repeats is ~5x faster here than np.unique."""
-    codes = np.concatenate((chars, pairs, np.array(words, dtype=np.uint32)), dtype=np.uint32)
-    codes.sort()
-    return codes[np.concatenate(([True], codes[1:] != codes[:-1]))[:len(codes)]].view(np.int32)
+def many_codes(texts: Sequence[str], extras: Sequence[tuple[str, ...]]) -> list[np.ndarray]:
+    """Distinct codes of each text's terms and of its `extras` words, as int4. Texts of similar
+    length are laid out as the rows of one array, padded with spaces, so the ~15 array
+    operations run once for them all: each costs 1-3 µs however short the text, which made
+    ~45 µs a page one page at a time, ~17 µs this way (10,000 synthetic pages)."""
+    out: list[np.ndarray] = [np.empty(0, dtype=np.int32)] * len(texts)
+    by_width: dict[int, list[int]] = {}
+    for i, text in enumerate(texts):  # at least one space after each text: no word runs on
+        by_width.setdefault(len(text or "") // 64 * 64 + 64, []).append(i)
+    for width, rows in by_width.items():
+        block = "".join((texts[i] or "").ljust(width) for i in rows)
+        c = np.frombuffer(block.encode("utf-32-le", "surrogatepass"), dtype="<u4").reshape(len(rows), width)
+        cjk, in_pairs = _classify(c)
+        starts, ends, words = _words(block, c)
+        per_row = np.bincount(starts // width, minlength=len(rows))
+        extra_rows: dict[tuple[str, ...], list[int]] = {}
+        for row, i in enumerate(rows):
+            extra_rows.setdefault(tuple(extras[i]), []).append(row)
+        n_extra = max(map(len, extra_rows))
+        codes = np.full((len(rows), 2 * width - 1 + int(per_row.max(initial=0)) + n_extra), _NONE, dtype=np.uint32)
+        codes[:, :width] = np.where(cjk, c, _NONE)
+        codes[:, width:2 * width - 1] = np.where(in_pairs[:, :-1] & in_pairs[:, 1:], (c[:, :-1] << 16) | c[:, 1:],
+                                                 _NONE)
+        if words:  # each word in its row's next free column
+            row_of = starts // width
+            nth = np.arange(len(words)) - np.concatenate(([0], np.cumsum(per_row)))[row_of]
+            codes[row_of, 2 * width - 1 + nth] = words
+        for extra, extra_of in extra_rows.items():
+            if extra:
+                codes[np.array(extra_of)[:, None], codes.shape[1] - n_extra + np.arange(len(extra))] = \
+                    [_word_code(w) for w in extra]
+        codes.sort(axis=1)
+        keep = codes != _NONE
+        keep[:, 1:] &= codes[:, 1:] != codes[:, :-1]
+        flat = codes[keep].view(np.int32)
+        offsets = np.concatenate(([0], np.cumsum(keep.sum(axis=1)))).tolist()
+        for row, i in enumerate(rows):
+            out[i] = flat[offsets[row]:offsets[row + 1]]
+    return out
+
+
+def _words(block: str, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(start, end, code) of each Latin/digit word of three characters or more in `block`."""
+    is_word = _IS_WORD[np.minimum(c.ravel(), 0xFFFF)].astype(np.int8)
+    edges = np.flatnonzero(np.diff(is_word, prepend=0, append=0))
+    starts, ends = edges[0::2], edges[1::2]
+    long = ends - starts >= 3
+    starts, ends = starts[long], ends[long]
+    return starts, ends, [_word_code(block[s:e]) for s, e in zip(starts.tolist(), ends.tolist(), strict=True)]
 
 
 def text_codes(text: str, extra: tuple[str, ...] = ()) -> np.ndarray:
     """Distinct codes of a text's terms (and of `extra` words), as int4 values."""
-    chars, pairs, _ = _scan(text or "")
-    return _codes(chars, pairs, [_word_code(w) for w in _WORDS.findall(text or "")] + [_word_code(w) for w in extra])
+    return many_codes([text], [extra])[0]
 
 
 def class_terms(class_code: str) -> tuple[str, ...]:
@@ -87,29 +133,32 @@ def page_codes(text: str, class_code: str) -> np.ndarray:
     return text_codes(text, class_terms(class_code))
 
 
+def many_page_codes(texts: Sequence[str], class_codes: Sequence[str]) -> list[np.ndarray]:
+    """page_codes of many pages at once, ~2.5x faster a page."""
+    return many_codes(texts, [class_terms(c) for c in class_codes])
+
+
 def query_codes(query: str) -> list[int]:
     """The fewest codes every text containing `query` must have: its pairs, a CJK character only
     when no pair holds it (能力。不 asks for 能力 力。 。不, not for 不, which is on nearly every
     page), and its words, whole words only when the query cannot start or end inside a longer
     word of the text. A single character that is not CJK gives none: the caller scans."""
-    _, pair_codes, pairs = _scan(query)
-    held = np.zeros(len(query), dtype=bool)
+    c = np.frombuffer(query.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+    cjk, in_pairs = _classify(c)
+    pairs = in_pairs[:-1] & in_pairs[1:]
+    held = np.zeros(len(c), dtype=bool)
     held[:-1] |= pairs
     held[1:] |= pairs
-    lone = [ord(ch) for ch, paired in zip(query, held, strict=True) if not paired and _is_cjk(ch)]
     words = [_word_code(m.group()) for m in _WORDS.finditer(query) if m.start() > 0 and m.end() < len(query)]
-    return _codes(np.array(lone, dtype=np.uint32), pair_codes, words).tolist()
+    codes = np.concatenate((c[cjk & ~held], ((c[:-1] << 16) | c[1:])[pairs], np.array(words, dtype=np.uint32)),
+                           dtype=np.uint32)
+    return sorted(set(codes.view(np.int32).tolist()))
 
 
-def _is_cjk(ch: str) -> bool:
-    code = ord(ch)
-    return bool(_IS_CJK[code]) if code <= 0xFFFF else any(lo <= code <= hi for lo, hi in _CJK_RANGES[3:])
-
-
-def term_code(term: str, word: bool = False) -> int:
+def term_code(term: str) -> int:
     """The code of one term written out, as stored (int4): a character (张), a pair (张三 力。
-    20), else a word (CET4 cls:4); `word` for a word of one or two letters or digits."""
-    if word or len(term) > 2:
+    20), or a word (CET4 cls:4)."""
+    if len(term) > 2:
         code = _word_code(term)
     elif len(term) == 1:
         code = ord(term)

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 from catalog import idnumber
 from catalog.manifest import Material, PersonnelFile
-from search.terms import page_codes, text_codes
+from search.terms import many_codes, many_page_codes
 from stages.intake import load_catalog
 from stages.ocr import load_ocr
 from stages.progress import advance
 from stages.services import Services
-from storage.db import copy_binary
+from storage.db import copy_binary, copy_encoded, encode_fields, field_count
 
 CHUNK_FILES = 200  # personnel files per COPY round: ~10,000 pages of text at most in memory
 
@@ -94,6 +94,7 @@ class Chunk:
     files: list[tuple]
     materials: list[tuple]
     pages: list[tuple]
+    page_tails: list[bytes] | None = None  # each page row's binary COPY fields after (file, class, seq)
 
 
 def _formed_on(formed: str) -> str:
@@ -131,15 +132,18 @@ def load_chunk(cur, chunk: Chunk) -> int:
     cur.execute(UPSERT_MATERIALS)
     written += cur.rowcount
     cur.execute(MATERIAL_IDS, (sorted({f[0] for f in chunk.files} | {p[0] for p in chunk.pages}),))
-    materials = {(r["file_number"], r["class_code"], r["seq"]): r for r in cur.fetchall()}
+    count = field_count(NEW_PAGE_COLUMNS)
+    heads = {(r["file_number"], r["class_code"], r["seq"]):  # a new page row up to its tail
+             count + encode_fields(NEW_PAGE_COLUMNS[:1], [(r["material_id"],)])[0]
+             for r in cur.fetchall() if not r["has_pages"]}
+    tails = chunk.page_tails or encode_fields(PAGE_COLUMNS[3:], [p[3:] for p in chunk.pages])
     new, known = [], []
-    for page in chunk.pages:
-        m = materials.get(page[:3])
-        if m is not None and not m["has_pages"]:
-            new.append((m["material_id"],) + page[3:])
-        else:  # an unknown material is dropped by the upsert's join, as before
+    for page, tail in zip(chunk.pages, tails, strict=True):
+        if head := heads.get(page[:3]):
+            new.append(head + tail)
+        else:  # a material with pages already; an unknown one is dropped by the upsert's join
             known.append(page)
-    copy_binary(cur, "pages", NEW_PAGE_COLUMNS, new)
+    copy_encoded(cur, "pages", NEW_PAGE_COLUMNS, new)
     written += len(new)
     if known:
         copy_binary(cur, "load_pages", PAGE_COLUMNS, known)
@@ -172,9 +176,21 @@ def _prefetched(items: Iterable[Chunk]) -> Iterator[Chunk]:
             yield item
 
 
+def prepared(chunk: Chunk) -> Chunk:
+    """The chunk with its search codes appended to each file row (its name's) and page row (its
+    text's and class's), computed for the whole chunk at once, and its pages' binary COPY fields,
+    so that the thread building chunks does this work, not the one loading them."""
+    names = many_codes([f[1] for f in chunk.files], [()] * len(chunk.files))
+    codes = many_page_codes([p[10] for p in chunk.pages], [p[1] for p in chunk.pages])
+    pages = [p + (c,) for p, c in zip(chunk.pages, codes, strict=True)]
+    return Chunk([f + (c,) for f, c in zip(chunk.files, names, strict=True)], chunk.materials, pages,
+                 encode_fields(PAGE_COLUMNS[3:], [p[3:] for p in pages]))
+
+
 def _page_rows(pf: PersonnelFile, m: Material, sha_by_path: dict[str, str],
                read_ocr: Callable[[str], tuple]) -> Iterator[tuple]:
-    """One PAGE_COLUMNS row per page of the material, numbered 1..n across its scan files."""
+    """One PAGE_COLUMNS row but its codes per page of the material, numbered 1..n across its
+    scan files."""
     page_no = 0
     for path in m.page_files:
         sha = sha_by_path[path]
@@ -182,7 +198,7 @@ def _page_rows(pf: PersonnelFile, m: Material, sha_by_path: dict[str, str],
         for source_page, r in enumerate(results):
             page_no += 1
             yield (pf.file_number, m.class_code, m.seq, page_no, sha, source_page, path, r.dpi, r.width, r.height,
-                   r.text, r.confidence, r.engine, ocr_sha, page_codes(r.text, m.class_code))
+                   r.text, r.confidence, r.engine, ocr_sha)
 
 
 def _chunks(batch_id: str, files: list[PersonnelFile], services: Services, engine_key: str,
@@ -199,12 +215,12 @@ def _chunks(batch_id: str, files: list[PersonnelFile], services: Services, engin
 
         for pf in files[start:start + CHUNK_FILES]:
             chunk.files.append((pf.file_number, pf.name, idnumber.lookup_hash(pf.id_number, key), pf.id_number,
-                                idnumber.mask(pf.id_number), services.agency, batch_id, text_codes(pf.name)))
+                                idnumber.mask(pf.id_number), services.agency, batch_id))
             for m in pf.materials:
                 chunk.materials.append((pf.file_number, m.class_code, m.seq, m.title, m.formed, _formed_on(m.formed),
                                         m.copies, m.pages, m.remarks, batch_id))
                 chunk.pages.extend(_page_rows(pf, m, sha_by_path, read_ocr))
-        yield chunk
+        yield prepared(chunk)
 
 
 def index_batch(batch_id: str, services: Services, engine_key: str) -> IndexResult:

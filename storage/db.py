@@ -130,17 +130,30 @@ ENCODERS = {
 }
 
 
+def encode_fields(columns: tuple[tuple[str, str], ...], rows: list[tuple]) -> list[bytes]:
+    """Each row's fields in PostgreSQL's binary COPY format, without the field count: rows can be
+    encoded away from the connection (a thread) and completed with more fields in front."""
+    encoders = [ENCODERS[kind] for _, kind in columns]
+    return [b"".join(_NULL if v is None else enc(v) for enc, v in zip(encoders, row, strict=True)) for row in rows]
+
+
+def field_count(columns: tuple[tuple[str, str], ...]) -> bytes:
+    return struct.pack(">h", len(columns))
+
+
+def copy_encoded(cur, table: str, columns: tuple[tuple[str, str], ...], rows: list[bytes]) -> None:
+    """COPY rows already encoded (field count, then encode_fields) into `table`."""
+    buf = io.BytesIO()
+    buf.write(b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0))
+    buf.writelines(rows)
+    buf.write(struct.pack(">h", -1))
+    buf.seek(0)
+    cur.copy_expert(f"COPY {table} ({', '.join(name for name, _ in columns)}) FROM STDIN WITH (FORMAT binary)", buf)
+
+
 def copy_binary(cur, table: str, columns: tuple[tuple[str, str], ...], rows: list[tuple]) -> None:
     """COPY rows into `table` in PostgreSQL's binary format; `columns` are (name, type) with
     types from ENCODERS. Binary, because the search codes are arrays of ~300 integers a page,
     which the text format makes the server parse digit by digit. Names come from code only."""
-    encoders = [ENCODERS[kind] for _, kind in columns]
-    count = struct.pack(">h", len(columns))
-    buf = io.BytesIO()
-    buf.write(b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0))
-    for row in rows:
-        buf.write(count)
-        buf.write(b"".join(_NULL if v is None else enc(v) for enc, v in zip(encoders, row, strict=True)))
-    buf.write(struct.pack(">h", -1))
-    buf.seek(0)
-    cur.copy_expert(f"COPY {table} ({', '.join(name for name, _ in columns)}) FROM STDIN WITH (FORMAT binary)", buf)
+    count = field_count(columns)
+    copy_encoded(cur, table, columns, [count + fields for fields in encode_fields(columns, rows)])

@@ -3,12 +3,13 @@ lookups by ID number (through its hash) and file number, results identical to LI
 
 import json
 import random
+import re
 
 import pytest
 
 from catalog import idnumber
 from search.query import Filters, search
-from search.terms import page_codes, query_codes, term_code, text_codes
+from search.terms import class_terms, many_page_codes, page_codes, query_codes, term_code, text_codes
 from stages.index import Chunk, create_load_tables, load_chunk
 from storage.db import Database
 
@@ -150,9 +151,33 @@ def test_query_asks_for_its_pairs_and_only_the_words_it_holds_whole():
     assert set(query_codes("“三好学生”")) == _codes("“三", "三好", "好学", "学生", "生”")
     # digits at the edge may be part of a longer number (学习2005): their pairs, not the word
     assert set(query_codes("学习200")) == _codes("学习", "习2", "20", "00")
-    cet4 = term_code("CET4", word=True)
+    cet4 = term_code("CET4")
     assert set(query_codes("英语 CET4 通过")) == _codes("英语", "CE", "ET", "T4", "通过") | {cet4}
     assert query_codes("张") == [ord("张")] and query_codes("7") == query_codes("。") == []
+
+
+def _reference_codes(text: str, cls: str) -> set[int]:
+    """The term rules written out one by one, slowly (search/terms.py's docstring)."""
+    def in_pairs(ch: str) -> bool:
+        return not ch.isspace() and 0x20 <= ord(ch) <= 0xFFFF and not 0xD800 <= ord(ch) < 0xE000 and ch != "\uffff"
+
+    cjk = {ch for ch in text if "\u3400" <= ch <= "\u4dbf" or "\u4e00" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff"
+           or "\U00020000" <= ch <= "\U0002fa1f" or "\U00030000" <= ch <= "\U0003134f"}
+    pairs = {a + b for a, b in zip(text, text[1:], strict=False) if in_pairs(a) and in_pairs(b)}
+    words = set(re.findall("[0-9A-Za-z]{3,}", text)) | set(class_terms(cls))
+    return {term_code(t) for t in cjk | pairs | words}
+
+
+def test_codes_follow_the_rules_and_a_whole_chunk_at_once_gives_the_same():
+    rng = random.Random(3)
+    alphabet = "张三丰李四。，“”（） \n\t\u3000年月日0123456789ABCxyz-/.𠇔𪚥\uffff"
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.choice((0, 1, 5, 63, 64, 65, 200))))
+             for _ in range(200)]
+    classes = [rng.choice(("1", "4-1", "9-2")) for _ in texts]
+    together = many_page_codes(texts, classes)
+    for text, cls, codes in zip(texts, classes, together, strict=True):
+        assert len(set(codes.tolist())) == len(codes), text  # distinct
+        assert set(codes.tolist()) == _reference_codes(text, cls) == set(page_codes(text, cls).tolist()), text
 
 
 def test_a_text_holds_the_codes_of_every_query_it_contains():

@@ -4,21 +4,23 @@ and name gets its codes from the very functions the index stage uses, so re-inde
 nothing; a few thousand rows at a time through a server-side cursor (a province's pages never
 sit in memory). The text terms and their indexes go."""
 
-from search.terms import page_codes, text_codes
+from search.terms import many_codes, many_page_codes
 from storage.db import copy_binary
 
 BATCH = 5000
 
 
 def _fill(cur, table: str, key: tuple[str, str], column: str, select: str, codes) -> None:
-    """Sets `column` of every row `select` gives (key, then the arguments of `codes`)."""
+    """Sets `column` of every row `select` gives (its key, then what `codes` makes the codes of,
+    a batch of rows at a time)."""
     name, kind = key
     cur.execute(f"CREATE TEMP TABLE new_codes (id {kind} PRIMARY KEY, codes int4[])")
     with cur.connection.cursor(name=f"{table}_to_code") as rows:
         rows.itersize = BATCH
         rows.execute(select)
         while batch := rows.fetchmany(BATCH):
-            copy_binary(cur, "new_codes", (("id", kind), ("codes", "int4[]")), [(r[0], codes(*r[1:])) for r in batch])
+            new = zip((r[0] for r in batch), codes([r[1:] for r in batch]), strict=True)
+            copy_binary(cur, "new_codes", (("id", kind), ("codes", "int4[]")), list(new))
             cur.execute(f"UPDATE {table} t SET {column} = n.codes FROM new_codes n WHERE t.{name} = n.id")
             cur.execute("TRUNCATE new_codes")
     cur.execute("DROP TABLE new_codes")
@@ -31,8 +33,10 @@ def migrate(cur) -> None:
     cur.execute("ALTER TABLE personnel_files DROP COLUMN IF EXISTS name_terms,"
                 " ADD COLUMN name_codes int4[] NOT NULL DEFAULT '{}'")
     _fill(cur, "pages", ("page_id", "int8"), "term_codes",
-          "SELECT p.page_id, p.ocr_text, m.class_code FROM pages p JOIN materials m USING (material_id)", page_codes)
+          "SELECT p.page_id, p.ocr_text, m.class_code FROM pages p JOIN materials m USING (material_id)",
+          lambda rows: many_page_codes([text for text, _ in rows], [cls for _, cls in rows]))
     _fill(cur, "personnel_files", ("file_number", "text"), "name_codes",
-          "SELECT file_number, name FROM personnel_files", text_codes)
+          "SELECT file_number, name FROM personnel_files",
+          lambda rows: many_codes([name for name, in rows], [()] * len(rows)))
     cur.execute("CREATE INDEX pages_term_codes ON pages USING gin (term_codes)")
     cur.execute("CREATE INDEX personnel_files_name_codes ON personnel_files USING gin (name_codes)")
