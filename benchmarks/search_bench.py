@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import pickle
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -136,6 +137,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=20)
     ap.add_argument("--database-url")
     ap.add_argument("--no-load", action="store_true", help="query the already loaded --database-url again")
+    ap.add_argument("--keep", action="store_true", help="leave the private database running to query it again")
     args = ap.parse_args()
     pg = None
     url = args.database_url
@@ -207,8 +209,12 @@ def main() -> None:
         print(f"results identical to the baseline on every sampled query: {'yes' if all_same else 'NO'}")
         print("slowest searches:", "; ".join(slowest))
     finally:
-        if pg:
+        if pg and args.keep:
+            print(f"the database is kept running: --database-url {url} --no-load; stop it with"
+                  f" pg_ctl stop -D {pg.datadir}, then remove {pg.datadir.parent}")
+        elif pg:
             pg.stop()
+            shutil.rmtree(pg.datadir.parent, ignore_errors=True)
 
 
 if __name__ == "__main__":
