@@ -149,7 +149,7 @@ def main() -> None:
         pg.ensure_database("bench")
         url = pg.url("bench")
     try:
-        db = Database(url)
+        db = Database(url, keep=1)  # as the web server keeps its connections
         db.migrate()
         if not args.no_load:
             load(url, args.pages)

@@ -24,9 +24,10 @@ class Services:
     id_hash_key: bytes = _DEMO_ID_HASH_KEY.encode()
 
     @classmethod
-    def from_settings(cls, settings: StorageSettings, agency: str | None = None) -> Services:
+    def from_settings(cls, settings: StorageSettings, agency: str | None = None, keep_connections: int = 0) -> Services:
+        """`keep_connections`: idle database connections kept for reuse (a long-lived server)."""
         return cls(
-            db=Database(settings.database_url),
+            db=Database(settings.database_url, keep=keep_connections),
             store=open_store(settings.s3_endpoint_url, settings.object_root, settings.s3_region),
             staging_bucket=settings.staging_bucket,
             archive_bucket=settings.archive_bucket,
@@ -35,8 +36,8 @@ class Services:
         )
 
     @classmethod
-    def from_env(cls) -> Services:
-        return cls.from_settings(StorageSettings.from_env())
+    def from_env(cls, keep_connections: int = 0) -> Services:
+        return cls.from_settings(StorageSettings.from_env(), keep_connections=keep_connections)
 
     def prepare(self) -> None:
         """Migrates the schema and creates the buckets; safe to call at every start."""

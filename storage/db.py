@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 import struct
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -38,19 +40,51 @@ def connect(url: str) -> psycopg2.extensions.connection:
 
 
 class Database:
-    """A URL plus helpers; each `transaction()` is one connection, committed on success."""
+    """A URL plus helpers; each `transaction()` is one connection, committed on success.
 
-    def __init__(self, url: str) -> None:
+    `keep` > 0 keeps that many idle connections for the next transactions, for a long-lived
+    server: a new connection costs ~4 ms, a search at a million pages 20-60 ms. A kept one is
+    checked with a round trip before use (a restarted server only costs a reconnect), and a
+    forked child never uses its parent's (they share the sockets; psycopg2 closes a connection it
+    collects only in the process that opened it)."""
+
+    def __init__(self, url: str, keep: int = 0) -> None:
         self.url = url
+        self.keep = keep
+        self._idle: list[psycopg2.extensions.connection] = []
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg2.extensions.cursor]:
-        conn = connect(self.url)
+        conn = self._take()
         try:
             with conn, conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
                 yield cur
         finally:
-            conn.close()
+            self._give(conn)
+
+    def _take(self) -> psycopg2.extensions.connection:
+        while True:
+            with self._lock:
+                if self._pid != os.getpid():  # forked
+                    self._idle, self._pid = [], os.getpid()
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                return connect(self.url)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT 1")  # opens the transaction the caller then uses
+                return conn
+            except psycopg2.Error:
+                conn.close()
+
+    def _give(self, conn: psycopg2.extensions.connection) -> None:
+        with self._lock:
+            if not conn.closed and self._pid == os.getpid() and len(self._idle) < self.keep:
+                self._idle.append(conn)
+                return
+        conn.close()
 
     def migrate(self, upto: str | None = None) -> list[str]:
         """Applies pending migrations in order (those numbered up to `upto` only, if given); safe

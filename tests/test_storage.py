@@ -1,7 +1,11 @@
 """Storage contract on a real PostgreSQL and a real S3 endpoint over HTTP (moto), plus the
 local directory store behind the same interface."""
 
+import gc
+import os
+
 import boto3
+import psycopg2.errors
 import pytest
 
 from storage.db import Database, DatabaseUnavailable
@@ -27,6 +31,39 @@ def test_migrations_apply_once_and_rerun_safely(database_url):
     with db.transaction() as cur:
         cur.execute("SELECT count(*) AS n FROM schema_migrations")
         assert cur.fetchone()["n"] == len(applied)
+
+
+def _backend(db: Database) -> int:
+    with db.transaction() as cur:
+        cur.execute("SELECT pg_backend_pid() AS pid")
+        return cur.fetchone()["pid"]
+
+
+def test_kept_connections_are_reused_survive_a_killed_backend_and_a_failed_transaction(database_url):
+    db = Database(database_url, keep=1)
+    first = _backend(db)
+    assert _backend(db) == first  # reused, not a new connection per transaction
+    with Database(database_url).transaction() as cur:  # the server ends that session
+        cur.execute("SELECT pg_terminate_backend(%s)", (first,))
+    second = _backend(db)
+    assert second != first  # the dead one was noticed before use, not handed to the caller
+    with pytest.raises(psycopg2.errors.DivisionByZero), db.transaction() as cur:
+        cur.execute("SELECT 1 / 0")
+    assert _backend(db) == second  # rolled back and kept
+    assert _backend(Database(database_url)) != _backend(Database(database_url))  # keep=0: none kept
+
+
+def test_a_forked_child_leaves_the_parents_connection_alone(database_url):
+    db = Database(database_url, keep=1)
+    parent = _backend(db)
+    pid = os.fork()
+    if pid == 0:  # the child: its own connection, and it must not close the parent's
+        code = 0 if _backend(db) != parent else 1
+        gc.collect()  # the parent's connection, no longer referenced here, must not be closed
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert _backend(db) == parent  # still alive and still ours
 
 
 def test_unreachable_database_named_without_password():
