@@ -120,10 +120,11 @@ FROM materials m WHERE m.file_number = ANY(%s)
 def load_chunk(cur, chunk: Chunk) -> int:
     """COPY one chunk into PostgreSQL; returns the rows inserted or changed. Files and materials
     go through load tables and upserts. The pages of a material that has none yet (a new batch:
-    nearly all) are COPYed straight into `pages`, which takes PostgreSQL a third of the work of
-    a load table and an upsert; those of a material that has pages go through the upsert, which
-    rewrites only what changed. Two loaders racing on the same new material fail on its unique
-    (material, page number), and the retry takes the upsert."""
+    nearly all) are COPYed straight into `pages`, which spares PostgreSQL a load table and an
+    upsert (~53 instead of ~61 µs a page, 100,000 pages); those of a material with pages go
+    through the upsert, which rewrites only what changed. Two loaders racing on the same new
+    material: one fails on its unique (material, page number), and running it again takes the
+    upsert."""
     cur.execute(f"TRUNCATE {', '.join(LOAD_TABLES)}")
     copy_binary(cur, "load_files", FILE_COLUMNS, chunk.files)
     copy_binary(cur, "load_materials", MATERIAL_COLUMNS, chunk.materials)
