@@ -5,8 +5,8 @@
 
 Starts a private PostgreSQL in a temp folder (or uses --database-url), generates personnel
 files of ~50 pages of realistic Chinese text (names, dates, places, forms and prose), and prints
-  - load: rows generated first (not timed), then the index stage's work on them in pages/s:
-    search codes, COPY into load tables, set-wise upsert; then the GIN index build;
+  - load: rows generated first (not timed), then the index stage's work on them in pages/s
+    (stages.index.load_chunks: search codes, binary COPY); then the GIN index build;
   - p50/p95 latency of each query kind (2-char name, 3-char name, 4+-char phrase, ID lookup,
     filtered phrase) through search.query.search, beside a naive LIKE '%q%' (or id_number =)
     baseline in the same run;
