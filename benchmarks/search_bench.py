@@ -71,11 +71,39 @@ def _file_rows(args: tuple[int, int, str]) -> str:
     return str(path)
 
 
-def load(url: str, n_pages: int) -> None:
+def _load_batch(args: tuple[str, list[str]]) -> tuple[int, float]:
+    """One batch as an index run loads it (stages.index.load_chunks: search codes and COPY
+    encoding in a thread, binary COPY), on its own connection, in one transaction; returns
+    (pages, seconds the thread spent on codes and encoding)."""
+    url, paths = args
+    built = 0.0
+
+    def chunks() -> Iterator[Chunk]:
+        nonlocal built
+        for path in paths:
+            chunk = pickle.loads(Path(path).read_bytes())
+            Path(path).unlink()
+            t = time.perf_counter()
+            chunk = prepared(chunk)
+            built += time.perf_counter() - t
+            yield chunk
+
+    conn = connect(url)
+    try:
+        with conn.cursor(cursor_factory=RealDictCursor) as cur:
+            pages = load_chunks(cur, chunks())[2]
+        conn.commit()
+    finally:
+        conn.close()
+    return pages, built
+
+
+def load(url: str, n_pages: int, loaders: int) -> None:
     """Generates the rows first (not timed: they stand for the OCR stage's output), then times
-    what the index stage does with them (stages.index.load_chunks: search codes in a thread,
-    binary COPY), a transaction per batch of 2,000 files. The search indexes are dropped first and
-    built after, as the first migration of a province's files would."""
+    what the index stage does with them, batches of 2,000 files, `loaders` batches at once in
+    processes of their own, as Dagster runs the index step of several batch partitions at once
+    (dagster.yaml: up to 4 runs). The search indexes are dropped first and built after, as the
+    first migration of a province's files would."""
     n_files = max(1, n_pages // PAGES_PER_FILE)
     folder = tempfile.mkdtemp(prefix="search-bench-rows-")
     chunks = [(s, min(s + CHUNK_FILES, n_files), folder) for s in range(0, n_files, CHUNK_FILES)]
@@ -87,24 +115,12 @@ def load(url: str, n_pages: int) -> None:
     with conn.cursor() as cur:
         cur.execute("DROP INDEX IF EXISTS pages_term_codes, personnel_files_name_codes, personnel_files_id_hash")
     conn.commit()
-    codes_s = 0.0
-
-    def chunks(batch: list[str]) -> Iterator[Chunk]:  # read and given codes in the stage's thread
-        nonlocal codes_s
-        for path in batch:
-            chunk = pickle.loads(Path(path).read_bytes())
-            Path(path).unlink()
-            t = time.perf_counter()
-            chunk = prepared(chunk)
-            codes_s += time.perf_counter() - t
-            yield chunk
-
+    batches = [(url, paths[s:s + BATCH_CHUNKS]) for s in range(0, len(paths), BATCH_CHUNKS)]
     t0 = time.perf_counter()
-    for start in range(0, len(paths), BATCH_CHUNKS):  # a transaction per batch, as the stage
-        with conn.cursor(cursor_factory=RealDictCursor) as cur:
-            load_chunks(cur, chunks(paths[start:start + BATCH_CHUNKS]))
-        conn.commit()
+    with ProcessPoolExecutor(loaders) as pool:
+        done = list(pool.map(_load_batch, batches))
     load_s = time.perf_counter() - t0
+    built_s = sum(built for _, built in done)
     Path(folder).rmdir()
     t1 = time.perf_counter()
     with conn.cursor() as cur:
@@ -120,8 +136,9 @@ def load(url: str, n_pages: int) -> None:
         cur.execute("SELECT pg_total_relation_size('pages'), pg_relation_size('pages_term_codes')")
         table_bytes, gin_bytes = cur.fetchone()
     conn.close()
-    print(f"loaded {n_pages:,} pages: {n_pages / load_s:,.0f} pages/s (codes and COPY encoding alone, in the"
-          f" loader's thread: {n_pages / codes_s:,.0f} pages/s); GIN and lookup indexes built in {index_s:.0f} s;"
+    print(f"loaded {n_pages:,} pages: {n_pages / load_s:,.0f} pages/s, {loaders} batch(es) at once (codes and"
+          f" COPY encoding alone, in a loader's thread: {n_pages / built_s:,.0f} pages/s);"
+          f" GIN and lookup indexes built in {index_s:.0f} s;"
           f" searchable {n_pages / (load_s + index_s):,.0f} pages/s overall; pages {table_bytes / 2**20:,.0f} MiB"
           f" with indexes, of which the term index {gin_bytes / 2**20:,.0f} MiB")
 
@@ -135,6 +152,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pages", type=int, default=1_000_000)
     ap.add_argument("--queries", type=int, default=20)
+    ap.add_argument("--loaders", type=int, default=2, help="batches loaded at once (default: one per core here)")
     ap.add_argument("--database-url")
     ap.add_argument("--no-load", action="store_true", help="query the already loaded --database-url again")
     ap.add_argument("--keep", action="store_true", help="leave the private database running to query it again")
@@ -152,7 +170,7 @@ def main() -> None:
         db = Database(url, keep=1)  # as the web server keeps its connections
         db.migrate()
         if not args.no_load:
-            load(url, args.pages)
+            load(url, args.pages, args.loaders)
         rng = random.Random(7)
         n_files = max(1, args.pages // PAGES_PER_FILE)
         people = [make_person(random.Random(n)) for n in rng.sample(range(n_files), min(n_files, 400))]
