@@ -102,21 +102,30 @@ def test_common_phrase_is_ranked_within_a_window_and_says_so(db):
     assert not search(db, "专业", limit=100, actor="t").truncated
 
 
-def test_common_phrases_scanned_give_exactly_what_the_index_gives(db, monkeypatch):
+def test_common_phrases_read_by_page_or_by_material_give_exactly_what_the_index_gives(db, monkeypatch):
     from search import query as search_query
 
+    sources, choose = [], search_query._pages_source
+
+    def spied(cur, params: dict) -> str:
+        sources.append(choose(cur, params))
+        return sources[-1]
+
+    monkeypatch.setattr(search_query, "_pages_source", spied)
     cases = [("专业", None), ("张三", None), ("工资标准", Filters(class_code="9")), ("专业", Filters(class_code="3")),
              ("积极参加", Filters(formed_from="2015-01-01")), ("刻苦", Filters(agency="别的机构"))]
     for q, f in cases:
         results = {}
-        for share in (0.0, 2.0):  # 0: every phrase counts as common (scanned); 2: never (index)
+        for share, hits in ((0.0, 0), (2.0, 2)):  # every phrase counts as common (read), or none (index)
             monkeypatch.setattr(search_query, "SCAN_FROM_SHARE", share)
+            monkeypatch.setattr(search_query, "PROBE_MIN_HITS", hits)
             for window in (5, search_query.RANK_WINDOW):
                 r = search(db, q, f, limit=100, actor="t", window=window)
-                hits = {(h.kind, h.file_number, h.page_id) for h in r.hits}
-                results.setdefault(window, []).append((len(r.hits), r.truncated, hits if not r.truncated else None))
-        for window, (scanned, indexed) in results.items():
-            assert scanned == indexed, (q, f, window)  # same count and flag; same hits when all fit
+                hits_ = {(h.kind, h.file_number, h.page_id) for h in r.hits}
+                results.setdefault(window, []).append((len(r.hits), r.truncated, hits_ if not r.truncated else None))
+        for window, (read, indexed) in results.items():
+            assert read == indexed, (q, f, window)  # same count and flag; same hits when all fit
+    assert {search_query.SCANNED_PAGES, search_query.MATERIAL_PAGES, search_query.INDEXED_PAGES} == set(sources)
 
 
 def test_phrase_search_uses_the_term_index(db):
