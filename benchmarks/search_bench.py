@@ -177,9 +177,10 @@ def main() -> None:
         two = [p.name for p in people if len(p.name) == 2][: args.queries]
         three = [p.name for p in people if len(p.name) == 3][: args.queries]
         with db.transaction() as cur:
-            # by page id, not by block: the same phrases in every run over the same data, even when
-            # a change to the stored terms moves rows between blocks, so runs compare
-            cur.execute("SELECT ocr_text FROM pages WHERE page_id % 397 = 0 ORDER BY page_id LIMIT 500")
+            # by the digest the generator gives each page (file, material, page), not by block or
+            # page id, which parallel loaders interleave: the same phrases in every run, so runs compare
+            cur.execute("SELECT ocr_text FROM (SELECT ocr_text, row_number() OVER (ORDER BY source_sha256) AS n"
+                        " FROM pages) p WHERE n % 397 = 0 ORDER BY n LIMIT 500")
             texts = ["".join(r["ocr_text"].split()) for r in cur.fetchall()]
         phrases = []
         for t in rng.sample(texts, min(len(texts), args.queries)):
