@@ -107,7 +107,7 @@ def test_common_phrases_read_by_page_or_by_material_give_exactly_what_the_index_
 
     sources, choose = [], search_query._pages_source
 
-    def spied(cur, params: dict) -> str:
+    def spied(cur, params: dict) -> tuple[str, list[int]]:
         sources.append(choose(cur, params))
         return sources[-1]
 
@@ -125,7 +125,27 @@ def test_common_phrases_read_by_page_or_by_material_give_exactly_what_the_index_
                 results.setdefault(window, []).append((len(r.hits), r.truncated, hits_ if not r.truncated else None))
         for window, (read, indexed) in results.items():
             assert read == indexed, (q, f, window)  # same count and flag; same hits when all fit
-    assert {search_query.SCANNED_PAGES, search_query.MATERIAL_PAGES, search_query.INDEXED_PAGES} == set(sources)
+    assert {search_query.SCANNED_PAGES, search_query.MATERIAL_PAGES, search_query.INDEXED_PAGES} == {
+        source for source, _ in sources}
+
+
+def test_a_code_on_nearly_every_page_is_not_looked_up_and_the_hits_stay_likes(db):
+    from search import query as search_query
+
+    with db.transaction() as cur:
+        cur.execute("ANALYZE pages")  # 专业 is on 41 of 44 pages, 法学 on one
+    params = {"page_codes": query_codes("法学专业"), "window": 10_000}
+    with db.transaction() as cur:
+        source, codes = search_query._pages_source(cur, params)
+    assert source == search_query.INDEXED_PAGES and set(codes) == _codes("法学", "学专")
+    with db.transaction() as cur:
+        source, codes = search_query._pages_source(cur, {"page_codes": query_codes("专业知识"), "window": 10_000})
+    assert set(codes) == _codes("专业", "业知", "知识")  # all on nearly every page: all looked up
+    for q in ("法学专业", "专业知识", "法学"):
+        with db.transaction() as cur:
+            cur.execute("SELECT page_id FROM pages WHERE ocr_text LIKE %s", (f"%{q}%",))
+            baseline = {r["page_id"] for r in cur.fetchall()}
+        assert {h.page_id for h in search(db, q, limit=100, actor="t").hits if h.kind == "text"} == baseline, q
 
 
 def test_phrase_search_uses_the_term_index(db):
