@@ -137,19 +137,35 @@ SCAN_FROM_SHARE = 0.02
 # ...and when at least this many sampled pages match: a filter leaves a few dozen of the
 # sampled pages, where one match by chance would send a rare phrase through a whole class.
 PROBE_MIN_HITS = 2
-# The table's size, and which of the query's codes ANALYZE last found on at least EVERYWHERE of
-# the pages (most_common_elems): such a code (a pair of digits from the dates on every page)
-# narrows nothing, while GIN decodes its whole list to intersect it. At 1M pages, 3.08— under
-# class 4-1: 29.6 ms in GIN with its code on 100% of pages, 18.6 ms without, the same 2,628
-# candidates. Without statistics (never analyzed) every code is looked up.
+# Codes ANALYZE last found on at least EVERYWHERE of the pages (most_common_elems): such a code
+# (a pair of digits from the dates on every page) narrows nothing, while GIN decodes its whole
+# list to intersect it. At 1M pages, 3.08— under class 4-1: 29.6 ms in GIN with its code on 100%
+# of pages, 18.6 ms without, the same 2,628 candidates. Reading them takes ~2 ms (a thousand
+# elements through pg_stats), so each process keeps them for as long as the table's identity,
+# row estimate and size, which every ANALYZE (or VACUUM) rewrites, stay the same; a stale set
+# could only make a search slower, never change its hits.
 TABLE_SQL = """
-SELECT greatest(c.reltuples, 0) AS pages,
-       (SELECT coalesce(array_agg(e.code), '{}') FROM pg_stats s,
-               unnest(s.most_common_elems::text::int4[], s.most_common_elem_freqs) e (code, share)
-        WHERE s.schemaname = current_schema() AND s.tablename = 'pages' AND s.attname = 'term_codes'
-          AND e.share >= %(everywhere)s AND e.code = ANY(%(page_codes)s)) AS everywhere
-FROM pg_class c WHERE c.oid = 'pages'::regclass"""
+SELECT c.oid, c.reltuples, c.relpages FROM pg_class c WHERE c.oid = 'pages'::regclass"""
+EVERYWHERE_SQL = """
+SELECT coalesce(array_agg(e.code), '{}') AS codes FROM pg_stats s,
+       unnest(s.most_common_elems::text::int4[], s.most_common_elem_freqs) e (code, share)
+WHERE s.schemaname = current_schema() AND s.tablename = 'pages' AND s.attname = 'term_codes'
+  AND e.code IS NOT NULL AND e.share >= %(everywhere)s  -- the shares end with 3 summary values"""
 EVERYWHERE = 0.9
+_everywhere: dict[str, tuple[tuple, frozenset[int]]] = {}  # by connection string: (table state, codes)
+
+
+def _codes_everywhere(cur, table: dict) -> frozenset[int]:
+    """The codes on nearly every page, as the table's statistics last said; none if it was
+    never analyzed."""
+    if table["reltuples"] < 0:
+        return frozenset()
+    state = (table["oid"], table["reltuples"], table["relpages"])
+    dsn = cur.connection.dsn
+    if dsn not in _everywhere or _everywhere[dsn][0] != state:
+        cur.execute(EVERYWHERE_SQL, {"everywhere": EVERYWHERE})
+        _everywhere[dsn] = (state, frozenset(cur.fetchone()["codes"]))
+    return _everywhere[dsn][1]
 
 SEARCH_SQL = """
 SELECT * FROM (
@@ -180,12 +196,14 @@ def _pages_source(cur, params: dict) -> tuple[str, list[int]]:
     codes = params["page_codes"]
     if not codes:  # a lone digit or mark: no term to look up
         return SCANNED_PAGES, codes
-    cur.execute(TABLE_SQL, {"page_codes": codes, "everywhere": EVERYWHERE})
+    cur.execute(TABLE_SQL)
     table = cur.fetchone()
-    lookup = [c for c in codes if c not in set(table["everywhere"])] or codes
+    everywhere = _codes_everywhere(cur, table)
+    lookup = [c for c in codes if c not in everywhere] or codes
     if params["window"] > RANK_WINDOW:  # asked for every match (tests, benchmark): the index
         return INDEXED_PAGES, lookup
-    percent = 100.0 if table["pages"] < PROBE_PAGES else 100.0 * PROBE_PAGES / table["pages"]
+    pages = max(table["reltuples"], 0)
+    percent = 100.0 if pages < PROBE_PAGES else 100.0 * PROBE_PAGES / pages
     on_materials = params["on_materials"]
     cur.execute(PROBE_SQL, {**params, "percent": percent, "filtered": on_materials or params["agency"] is not None})
     probe = cur.fetchone()
