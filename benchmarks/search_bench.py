@@ -1,12 +1,13 @@
 """Search benchmark: N synthetic pages into a fresh database, then query latency against LIKE.
 
-    .venv/bin/python benchmarks/search_bench.py [--pages 1000000] [--queries 20]
+    .venv/bin/python benchmarks/search_bench.py [--pages 1000000] [--queries 20] [--loaders 2] [--keep]
     .venv/bin/python benchmarks/search_bench.py --database-url URL --no-load   # query again
 
 Starts a private PostgreSQL in a temp folder (or uses --database-url), generates personnel
 files of ~50 pages of realistic Chinese text (names, dates, places, forms and prose), and prints
   - load: rows generated first (not timed), then the index stage's work on them in pages/s
-    (stages.index.load_chunks: search codes, binary COPY); then the GIN index build;
+    (stages.index.load_chunks: search codes, binary COPY), batches of 2,000 files, --loaders
+    of them at once; then the GIN index build;
   - p50/p95 latency of each query kind (2-char name, 3-char name, 4+-char phrase, ID lookup,
     filtered phrase) through search.query.search, beside a naive LIKE '%q%' (or id_number =)
     baseline in the same run;
