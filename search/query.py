@@ -167,6 +167,7 @@ def _codes_everywhere(cur, table: dict) -> frozenset[int]:
         _everywhere[dsn] = (state, frozenset(cur.fetchone()["codes"]))
     return _everywhere[dsn][1]
 
+
 SEARCH_SQL = """
 SELECT * FROM (
     SELECT 'name' AS kind, f.file_number, f.name, f.id_masked,
