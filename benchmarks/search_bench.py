@@ -9,8 +9,8 @@ files of ~50 pages of realistic Chinese text (names, dates, places, forms and pr
     (stages.index.load_chunks: search codes, binary COPY), batches of 2,000 files, --loaders
     of them at once; then the GIN index build;
   - p50/p95 latency of each query kind (2-char name, 3-char name, 4+-char phrase, ID lookup,
-    filtered phrase) through search.query.search, beside a naive LIKE '%q%' (or id_number =)
-    baseline in the same run;
+    phrase filtered by class, phrase filtered by a year of formation dates) through
+    search.query.search, beside a naive LIKE '%q%' (or id_number =) baseline in the same run;
   - whether the hits are identical to the baseline's on every query of the sample.
 """
 
@@ -46,22 +46,28 @@ BATCH_CHUNKS = 10  # chunks of 200 files: batches of 2,000 files, 100,000 pages
 CLASSES = ["1", "2", "3", "4-1", "4-2", "6", "7", "9-1", "9-2", "10"]
 
 
+def _batch_of(file_no: int) -> str:
+    """The scan batch of a file: one per BATCH_CHUNKS chunks, as staff hand them in."""
+    return f"bench-{file_no // (CHUNK_FILES * BATCH_CHUNKS):04d}"
+
+
 def _file_rows(args: tuple[int, int, str]) -> str:
     """Rows of files [start, stop) as the index stage builds them, without their search codes
     (the timed load computes those, as the stage does), pickled to a file; deterministic per
     file number."""
     start, stop, folder = args
     chunk = Chunk([], [], [])
+    batch = _batch_of(start)
     for n in range(start, stop):
         rng = random.Random(n)
         p = make_person(rng)
         number = f"GZ-{n:07d}"
         chunk.files.append((number, p.name, idnumber.lookup_hash(p.id_number, KEY), p.id_number,
-                            idnumber.mask(p.id_number), "贵州省人才交流服务中心", None))
+                            idnumber.mask(p.id_number), "贵州省人才交流服务中心", batch))
         for m in range(PAGES_PER_FILE // 5):
             cls = CLASSES[m % len(CLASSES)]
             formed = f"{p.graduated.year + m % 9}-0{1 + m % 9}-01"
-            chunk.materials.append((number, cls, m + 1, f"材料{m + 1}", formed, formed, 1, 5, "", None))
+            chunk.materials.append((number, cls, m + 1, f"材料{m + 1}", formed, formed, 1, 5, "", batch))
             for k in range(5):
                 body = fill(rng.sample(AUTOBIOGRAPHY + APPRAISAL + SELF_ASSESSMENT, 4), p, rng, p.graduated.year + k)
                 text = f"姓名 {p.name} 性别 {p.gender} 籍贯 {p.native_place}\n" + "\n".join(body + history(p, rng)[:2])
@@ -115,6 +121,9 @@ def load(url: str, n_pages: int, loaders: int) -> None:
     conn = connect(url)
     with conn.cursor() as cur:
         cur.execute("DROP INDEX IF EXISTS pages_term_codes, personnel_files_name_codes, personnel_files_id_hash")
+        for batch in sorted({_batch_of(start) for start, _, _ in chunks}):
+            cur.execute("INSERT INTO batches (batch_id, name, content_sha256, holding_agency)"
+                        " VALUES (%s, %s, %s, '贵州省人才交流服务中心')", (batch, batch, batch.ljust(64, "0")))
     conn.commit()
     batches = [(url, paths[s:s + BATCH_CHUNKS]) for s in range(0, len(paths), BATCH_CHUNKS)]
     t0 = time.perf_counter()
@@ -194,6 +203,8 @@ def main() -> None:
             "ID lookup": [(p.id_number, None) for p in people[: args.queries]],
             "filtered phrase": [(q, Filters(class_code=rng.choice(CLASSES))) for q in phrases],
         }
+        kinds["dated phrase"] = [(q, Filters(formed_from=f"{y}-01-01", formed_to=f"{y}-12-31"))
+                                 for q in phrases for y in [rng.randrange(1995, 2025)]]
         print(f"{'kind':<16} {'n':>3} | {'search':<32} | {'LIKE baseline':<32} | identical | truncated")
         all_same, slowest = True, []
         for kind, queries in kinds.items():
@@ -209,10 +220,12 @@ def main() -> None:
                         cur.execute("SELECT file_number FROM personnel_files WHERE id_number = %s", (q,))
                         base = {r["file_number"] for r in cur.fetchall()}
                     else:
-                        cls = f.class_code if f else None
+                        f = f or Filters()
                         cur.execute("SELECT p.page_id FROM pages p JOIN materials m USING (material_id)"
                                     " WHERE p.ocr_text LIKE %s AND (%s::text IS NULL OR m.class_code = %s"
-                                    " OR m.class_code LIKE %s || '-%%')", (f"%{q}%", cls, cls, cls))
+                                    " OR m.class_code LIKE %s || '-%%') AND m.formed_on BETWEEN"
+                                    " coalesce(%s::date, '-infinity') AND coalesce(%s::date, 'infinity')",
+                                    (f"%{q}%", f.class_code, f.class_code, f.class_code, f.formed_from, f.formed_to))
                         base = {r["page_id"] for r in cur.fetchall()}
                 slow.append(time.perf_counter() - t)
                 if kind == "ID lookup":

@@ -14,7 +14,7 @@ import re
 from dataclasses import asdict, dataclass
 
 from catalog import idnumber
-from search.terms import class_code_term, query_codes
+from search.terms import SHARDS, class_code_term, query_codes, salted, salted_all, year_codes
 from storage.db import Database
 
 _ID_LIKE = re.compile(r"^\d{17}[\dXx]$")
@@ -86,11 +86,16 @@ _OF_PAGE = f"""CROSS JOIN LATERAL (
         FROM materials m JOIN personnel_files f USING (file_number)
         WHERE m.material_id = p.material_id AND {PAGE_FILTER} OFFSET 0) mf"""
 # Indexed: the GIN index of terms gives the pages holding every code, LIKE keeps the exact
-# ones; best when few pages match.
+# ones; best when few pages match. Shard by shard (search/terms.py), each with its salted codes,
+# until the window is full: a common phrase's candidates are collected from one shard, not all.
 INDEXED_PAGES = f"""
     SELECT mf.*, p.page_no, p.page_id, p.ocr_text
-    FROM pages p {_OF_PAGE}
-    WHERE p.term_codes @> %(page_codes)s::int4[] AND p.ocr_text LIKE %(like)s
+    FROM generate_series(1, %(shards)s) s CROSS JOIN LATERAL (
+        SELECT p.material_id, p.page_no, p.page_id, p.ocr_text FROM pages p
+        WHERE p.term_codes @> (%(shard_codes)s::int4[])[s:s]
+          AND (%(year_codes)s::int4[] IS NULL OR p.term_codes && (%(year_codes)s::int4[])[s:s])
+          AND p.ocr_text LIKE %(like)s) p
+    {_OF_PAGE}
     LIMIT %(window)s + 1"""
 # Scanned: pages read in storage order until the window is full; best when the phrase is
 # common (form labels, set phrases), where the index would first collect every match.
@@ -120,52 +125,72 @@ MATERIAL_PAGES = f"""
         OFFSET 0) f
     LIMIT %(window)s + 1"""
 # How common the phrase is: among ~PROBE_PAGES pages drawn from blocks all over the table,
-# those the filters allow and those of them holding the phrase. The first pages alone belong
-# to a few files and can misjudge a phrase specific to them (the likely cause of one 8.7 s full
-# scan at 1M pages when the probe read them). REPEATABLE: the same table gives the same
-# choice, so paging through results is stable.
-PROBE_SQL = f"""
-SELECT count(*) AS sampled, count(*) FILTER (WHERE allowed) AS allowed, count(*) FILTER (WHERE allowed AND hit) AS n
-FROM (SELECT p.ocr_text LIKE %(like)s AS hit, NOT %(filtered)s OR EXISTS (
-          SELECT 1 FROM materials m JOIN personnel_files f USING (file_number)
-          WHERE m.material_id = p.material_id AND {PAGE_FILTER}) AS allowed
-      FROM pages p TABLESAMPLE SYSTEM (%(percent)s) REPEATABLE (7)) sampled"""
+# those the filters allow, those of them holding the phrase, and the pages holding it that the
+# index hands back (those of the class and years asked for, which are codes; exact dates and
+# batches are not). The first pages alone belong to a few files and can misjudge a phrase
+# specific to them (the likely cause of one 8.7 s full scan at 1M pages when the probe read
+# them). REPEATABLE: the same table gives the same choice, so paging through is stable.
+PROBE_SQL = """
+SELECT count(*) AS sampled, count(*) FILTER (WHERE kind & 2 > 0) AS allowed,
+       count(*) FILTER (WHERE kind & 2 > 0 AND hit) AS n, count(*) FILTER (WHERE kind & 1 > 0 AND hit) AS indexed
+FROM (SELECT p.ocr_text LIKE %(like)s AS hit, CASE WHEN NOT %(filtered)s THEN 3 ELSE (
+          SELECT (PAGE_FILTER)::int * 2
+                 + ((%(class)s::text IS NULL OR m.class_code = %(class)s OR m.class_code LIKE %(class)s || '-%%')
+                    AND (%(years)s::int[] IS NULL OR extract(year FROM m.formed_on) = ANY(%(years)s)))::int
+          FROM materials m JOIN personnel_files f USING (file_number) WHERE m.material_id = p.material_id)
+      END AS kind  -- one lookup a sampled page: allowed (2), handed back by the index (1)
+      FROM pages p TABLESAMPLE SYSTEM (%(percent)s) REPEATABLE (7)
+      OFFSET 0) sampled""".replace("PAGE_FILTER", PAGE_FILTER)  # the fence: `kind` once, not once a count
 PROBE_PAGES = 300  # it runs before every query: 3 ms warm at 1M pages (1,000: 5 ms)
-# Reading pages wins when at least this share of the pages read match: the window then fills
-# within RANK_WINDOW / SCAN_FROM_SHARE pages (25,000 at 2%).
-SCAN_FROM_SHARE = 0.02
+# Without a filter on materials, pages are read when at least this share of those read match:
+# the window then fills within RANK_WINDOW / SCAN_FROM_SHARE pages (5,000 at 10%). At 1M pages,
+# 8 shards: a phrase on 5-10% of pages took 10-13 ms either way, on 2-4% 6-12 ms through the
+# index and 17-39 ms reading, on 20-40% 15-23 ms through the index and 5-11 ms reading.
+SCAN_FROM_SHARE = 0.1
 # ...and when at least this many sampled pages match: a filter leaves a few dozen of the
 # sampled pages, where one match by chance would send a rare phrase through a whole class.
 PROBE_MIN_HITS = 2
-# Codes ANALYZE last found on at least EVERYWHERE of the pages (most_common_elems): such a code
-# (a pair of digits from the dates on every page) narrows nothing, while GIN decodes its whole
-# list to intersect it. At 1M pages, 3.08— under class 4-1: 29.6 ms in GIN with its code on 100%
-# of pages, 18.6 ms without, the same 2,628 candidates. Reading them takes ~2 ms (a thousand
-# elements through pg_stats), so each process keeps them for as long as the table's identity,
-# row estimate and size, which every ANALYZE (or VACUUM) rewrites, stay the same; a stale set
-# could only make a search slower, never change its hits.
+# With a filter on materials, their pages are read when fewer pages are allowed than the index
+# would hand back (times this): then the filter is what narrows, as a range of formation dates
+# does, which the index cannot ask for. At 1M pages, a quarter's dates (1.1% of materials): five
+# phrases took 8-42 ms reading by material, 215-712 ms through the index (before years were codes). A class filter is a
+# code, so what the index hands back is allowed: at 1M pages, phrases under class 9-1 took 6-14
+# ms through the index, the same or up to 2-3 ms more than reading, from 1% of the class's
+# pages up (8% took 9 ms indexed, 30 ms read).
+MATERIALS_BELOW = 1.0
+# A filter on formation dates within this many years asks the index for a page of one of them.
+YEAR_CODES = 10
+# Codes ANALYZE last found on at least EVERYWHERE of the pages (most_common_elems, summed over
+# their salted forms): such a code (a pair of digits from the dates on every page) narrows
+# nothing, while GIN decodes its whole list to intersect it. At 1M pages, 3.08— under class
+# 4-1: 29.6 ms in GIN with its code on 100% of pages, 18.6 ms without, the same 2,628
+# candidates. Reading the statistics takes ~2 ms (a thousand elements through pg_stats), so
+# each process keeps them for as long as the table's identity, row estimate and size, which
+# every ANALYZE (or VACUUM) rewrites, stay the same; a stale set could only make a search
+# slower, never change its hits.
 TABLE_SQL = """
 SELECT c.oid, c.reltuples, c.relpages FROM pg_class c WHERE c.oid = 'pages'::regclass"""
-EVERYWHERE_SQL = """
-SELECT coalesce(array_agg(e.code), '{}') AS codes FROM pg_stats s,
-       unnest(s.most_common_elems::text::int4[], s.most_common_elem_freqs) e (code, share)
-WHERE s.schemaname = current_schema() AND s.tablename = 'pages' AND s.attname = 'term_codes'
-  AND e.code IS NOT NULL AND e.share >= %(everywhere)s  -- the shares end with 3 summary values"""
+COMMON_CODES_SQL = """
+SELECT s.most_common_elems::text::int4[] AS codes, s.most_common_elem_freqs AS shares FROM pg_stats s
+WHERE s.schemaname = current_schema() AND s.tablename = 'pages' AND s.attname = 'term_codes'"""
 EVERYWHERE = 0.9
-_everywhere: dict[str, tuple[tuple, frozenset[int]]] = {}  # by connection string: (table state, codes)
+_common: dict[str, tuple[tuple, dict[int, float]]] = {}  # by connection string: (table state, share by code)
 
 
-def _codes_everywhere(cur, table: dict) -> frozenset[int]:
-    """The codes on nearly every page, as the table's statistics last said; none if it was
-    never analyzed."""
+def _codes_everywhere(cur, table: dict, codes: list[int]) -> set[int]:
+    """Those of `codes` on nearly every page, as the table's statistics last said; none if it
+    was never analyzed."""
     if table["reltuples"] < 0:
-        return frozenset()
+        return set()
     state = (table["oid"], table["reltuples"], table["relpages"])
     dsn = cur.connection.dsn
-    if dsn not in _everywhere or _everywhere[dsn][0] != state:
-        cur.execute(EVERYWHERE_SQL, {"everywhere": EVERYWHERE})
-        _everywhere[dsn] = (state, frozenset(cur.fetchone()["codes"]))
-    return _everywhere[dsn][1]
+    if dsn not in _common or _common[dsn][0] != state:
+        cur.execute(COMMON_CODES_SQL)
+        row = cur.fetchone() or {"codes": None, "shares": None}
+        # the shares end with 3 summary values, beyond the codes
+        _common[dsn] = (state, dict(zip(row["codes"] or [], row["shares"] or [], strict=False)))
+    share = _common[dsn][1]
+    return {c for c in codes if sum(share.get(s, 0.0) for s in salted_all(c)) >= EVERYWHERE}
 
 
 SEARCH_SQL = """
@@ -191,15 +216,16 @@ LIMIT %(limit)s OFFSET %(offset)s
 
 
 def _pages_source(cur, params: dict) -> tuple[str, list[int]]:
-    """Reading pages (by material under a material filter) for a phrase common among the pages
-    the filters allow, whose window fills early; the index for a rare one. With it, the codes
-    to look up in the index: all but those on nearly every page, unless that leaves none."""
+    """Reading pages for a phrase common enough for the window to fill early, or by material
+    under a filter on materials that allows fewer pages than the index would hand back; the
+    index otherwise. With it, the codes to look up in the index: all but those on nearly every
+    page, unless that leaves none."""
     codes = params["page_codes"]
     if not codes:  # a lone digit or mark: no term to look up
         return SCANNED_PAGES, codes
     cur.execute(TABLE_SQL)
     table = cur.fetchone()
-    everywhere = _codes_everywhere(cur, table)
+    everywhere = _codes_everywhere(cur, table, codes)
     lookup = [c for c in codes if c not in everywhere] or codes
     if params["window"] > RANK_WINDOW:  # asked for every match (tests, benchmark): the index
         return INDEXED_PAGES, lookup
@@ -208,9 +234,22 @@ def _pages_source(cur, params: dict) -> tuple[str, list[int]]:
     on_materials = params["on_materials"]
     cur.execute(PROBE_SQL, {**params, "percent": percent, "filtered": on_materials or params["agency"] is not None})
     probe = cur.fetchone()
+    if on_materials:
+        narrower = probe["allowed"] < MATERIALS_BELOW * probe["indexed"]
+        return (MATERIAL_PAGES, codes) if narrower else (INDEXED_PAGES, lookup)
     if probe["n"] < max(PROBE_MIN_HITS, SCAN_FROM_SHARE * probe["allowed"]):
         return INDEXED_PAGES, lookup
-    return (MATERIAL_PAGES if on_materials else SCANNED_PAGES), codes
+    return SCANNED_PAGES, codes
+
+
+def _years(filters: Filters) -> list[int] | None:
+    """The years of formation a filter on dates spans, when they are few enough (YEAR_CODES) for
+    the index to ask for one of them."""
+    try:
+        first, last = int(filters.formed_from[:4]), int(filters.formed_to[:4])
+    except (TypeError, ValueError):  # an open end: too many years
+        return None
+    return list(range(first, last + 1)) if 0 < last - first + 1 <= YEAR_CODES else None
 
 
 @dataclass
@@ -229,6 +268,7 @@ def search(db: Database, query: str, filters: Filters | None = None, limit: int 
     filters = filters or Filters()
     hits: list[Hit] = []
     with db.transaction() as cur:
+        cur.execute("SET LOCAL jit = off")  # compiling took 8 ms of a search whose plan looked costly
         if offset == 0 and _ID_LIKE.match(q) and id_hash_key is not None:
             cur.execute("SELECT file_number, name, id_masked FROM personnel_files WHERE id_hash = %s",
                         (idnumber.lookup_hash(q, id_hash_key),))
@@ -243,8 +283,12 @@ def search(db: Database, query: str, filters: Filters | None = None, limit: int 
                 "page_codes": codes + ([class_code_term(filters.class_code)] if filters.class_code else []),
                 "agency": filters.agency, "class": filters.class_code, "from": filters.formed_from,
                 "to": filters.formed_to, "batch": filters.batch_id, "on_materials": filters.on_materials,
+                "years": _years(filters),
                 "limit": limit, "offset": offset, "window": window}
-            source, params["page_codes"] = _pages_source(cur, params)
+            source, lookup = _pages_source(cur, params)
+            params.update(shards=SHARDS, shard_codes=[salted(lookup, s) for s in range(SHARDS)],
+                          year_codes=[salted(year_codes(params["years"]), s) for s in range(SHARDS)]
+                          if params["years"] else None)
             cur.execute(SEARCH_SQL.replace("__PAGES__", source), params)
             rows = cur.fetchall()
             truncated = any((r["candidates"] or 0) > window for r in rows)

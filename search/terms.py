@@ -6,8 +6,9 @@ cannot serve 2-character queries such as 张三. A text's terms are
   - every pair of adjacent characters, neither a space: CJK bigrams (张三), a character beside
     punctuation (力。 。不) or a digit (9年), two digits (20);
   - every Latin/digit word of three characters or more (CET4, 2009; shorter ones are pairs);
-and a page also carries its material's class (cls:4, cls:4-1), so a class filter narrows the
-index lookup itself. A query's terms must all be present (a GIN index answers that), then the
+and a page also carries its material's class (cls:4, cls:4-1) and year of formation (yr:2016),
+so a class filter, or one on formation dates within a few years, narrows the index lookup
+itself. A query's terms must all be present (a GIN index answers that), then the
 exact substring is checked: the result is exactly what `LIKE '%q%'` finds, only fast. Whether
 two characters make a term depends on those two characters only, so a query's pairs are always
 among its matches' terms.
@@ -18,6 +19,15 @@ is its code point; a pair is first << 16 | second (both in the Basic Multilingua
 every CJK character and punctuation mark in use is); a word or class is its CRC-32. Characters
 and pairs never share a code; a word may share one with either (1 in 2^32), which only adds a
 candidate the LIKE check drops.
+
+Shards: a page's codes are stored XORed with the salt of one of SHARDS shards, chosen by its
+personnel file, which no rescan or resubmission changes (a page's codes stay the same) and whose
+pages lie together in the table. A query looks its codes up shard by shard, salted the same
+way, and stops once it has its window of pages: GIN builds the whole candidate list of a lookup
+before the first row, and for a phrase on thousands of pages (3.08—, 合作社任质, 4.06) that took
+24-45 ms of 36-80 ms at 1M pages; their first 501 pages took 27-51 ms from one index, 6-11 ms
+on a copy of the table split in 8. Shard 0's salt is 0: its codes are the codes themselves. A
+salted code can meet another code, which only adds a candidate the LIKE check drops.
 """
 
 from __future__ import annotations
@@ -59,11 +69,33 @@ def _word_code(word: str) -> int:
     return code if code != _NONE else code - 1
 
 
-def many_codes(texts: Sequence[str], extras: Sequence[tuple[str, ...]] | None = None) -> list[np.ndarray]:
-    """Distinct codes of each text's terms and of its `extras` words, as int4. Texts of similar
-    length are laid out as the rows of one array, padded with spaces, so the ~15 array
-    operations run once for them all: each costs 1-3 µs however short the text, which made
-    ~45 µs a page one page at a time, 15-28 µs this way (10,000 synthetic pages, runs vary)."""
+SHARDS = 8
+# multiples of the golden ratio's 32 bits: salts that differ in many bits; shard 0's is 0
+SALTS = np.array([(s * 0x9E3779B9) & 0xFFFFFFFF for s in range(SHARDS)], dtype=np.uint32)
+
+
+def shard_of(file_number: str) -> int:
+    """The shard of a personnel file's pages."""
+    return zlib.crc32(file_number.encode()) % SHARDS
+
+
+def salted(codes: Sequence[int], shard: int) -> list[int]:
+    """`codes` as they are stored in `shard`."""
+    return (np.asarray(codes, dtype=np.int32).view(np.uint32) ^ SALTS[shard]).view(np.int32).tolist()
+
+
+def salted_all(code: int) -> list[int]:
+    """One code as each shard stores it."""
+    return (np.uint32(code & 0xFFFFFFFF) ^ SALTS).view(np.int32).tolist()
+
+
+def many_codes(texts: Sequence[str], extras: Sequence[tuple[str, ...]] | None = None,
+               shards: Sequence[int] | None = None) -> list[np.ndarray]:
+    """Distinct codes of each text's terms and of its `extras` words, as int4, salted for its
+    shard if `shards` are given. Texts of similar length are laid out as the rows of one array,
+    padded with spaces, so the ~15 array operations run once for them all: each costs 1-3 µs
+    however short the text, which made ~45 µs a page one page at a time, 15-28 µs this way
+    (10,000 synthetic pages, runs vary)."""
     extras = extras or [()] * len(texts)
     out: list[np.ndarray] = [np.empty(0, dtype=np.int32)] * len(texts)
     by_width: dict[int, list[int]] = {}
@@ -75,10 +107,7 @@ def many_codes(texts: Sequence[str], extras: Sequence[tuple[str, ...]] | None = 
         cjk, pairs, pair_codes = _classify(c)
         starts, _, words = _words(block, c)
         per_row = np.bincount(starts // width, minlength=len(rows))
-        extra_rows: dict[tuple[str, ...], list[int]] = {}
-        for row, i in enumerate(rows):
-            extra_rows.setdefault(tuple(extras[i]), []).append(row)
-        n_extra = max(map(len, extra_rows))
+        n_extra = max(len(extras[i]) for i in rows)
         codes = np.full((len(rows), 2 * width - 1 + int(per_row.max(initial=0)) + n_extra), _NONE, dtype=np.uint32)
         codes[:, :width] = np.where(cjk, c, _NONE)
         codes[:, width:2 * width - 1] = np.where(pairs, pair_codes, _NONE)
@@ -86,18 +115,25 @@ def many_codes(texts: Sequence[str], extras: Sequence[tuple[str, ...]] | None = 
             row_of = starts // width
             nth = np.arange(len(words)) - np.concatenate(([0], np.cumsum(per_row)))[row_of]
             codes[row_of, 2 * width - 1 + nth] = words
-        for extra, extra_of in extra_rows.items():
-            if extra:
-                codes[np.array(extra_of)[:, None], codes.shape[1] - n_extra + np.arange(len(extra))] = \
-                    [_word_code(w) for w in extra]
+        if n_extra:  # each row's extra words in the last columns, padded
+            codes[:, codes.shape[1] - n_extra:] = [_extra_codes(tuple(extras[i]), n_extra) for i in rows]
         codes.sort(axis=1)
         keep = codes != _NONE
         keep[:, 1:] &= codes[:, 1:] != codes[:, :-1]
-        flat = codes[keep].view(np.int32)
-        offsets = np.concatenate(([0], np.cumsum(keep.sum(axis=1)))).tolist()
+        counts = keep.sum(axis=1)
+        flat = codes[keep]
+        if shards is not None:  # each row's codes XOR its shard's salt
+            flat ^= np.repeat(SALTS[[shards[i] for i in rows]], counts)
+        flat = flat.view(np.int32)
+        offsets = np.concatenate(([0], np.cumsum(counts))).tolist()
         for row, i in enumerate(rows):
             out[i] = flat[offsets[row]:offsets[row + 1]]
     return out
+
+
+@functools.lru_cache(maxsize=1 << 12)  # a page's class and year: a few hundred combinations
+def _extra_codes(words: tuple[str, ...], width: int) -> tuple[int, ...]:
+    return tuple(_word_code(w) for w in words) + (int(_NONE),) * (width - len(words))
 
 
 def _words(block: str, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[int]]:
@@ -128,14 +164,28 @@ def class_code_term(class_code: str) -> int:
     return term_code(class_terms(class_code)[-1])
 
 
-def page_codes(text: str, class_code: str) -> np.ndarray:
-    """What a page stores: its text's term codes and its material's class terms."""
-    return text_codes(text, class_terms(class_code))
+def year_term(year: int) -> str:
+    """The term of a material's year of formation (yr:2016): a filter on formation dates within
+    a few years asks for one of them, so the index narrows by dates too."""
+    return f"yr:{year}"
 
 
-def many_page_codes(texts: Sequence[str], class_codes: Sequence[str]) -> list[np.ndarray]:
+def year_codes(years: range) -> list[int]:
+    """The codes a filter on those years of formation asks for, one of which a page must have."""
+    return [term_code(year_term(y)) for y in years]
+
+
+def page_codes(text: str, class_code: str, year: int, shard: int) -> np.ndarray:
+    """What a page stores: its text's term codes, its material's class terms and year of
+    formation, salted for its shard."""
+    return many_page_codes([text], [class_code], [year], [shard])[0]
+
+
+def many_page_codes(texts: Sequence[str], class_codes: Sequence[str], years: Sequence[int],
+                    shards: Sequence[int]) -> list[np.ndarray]:
     """page_codes of many pages at once (see many_codes for how much faster)."""
-    return many_codes(texts, [class_terms(c) for c in class_codes])
+    terms = [class_terms(c) + (year_term(y),) for c, y in zip(class_codes, years, strict=True)]
+    return many_codes(texts, terms, shards)
 
 
 def query_codes(query: str) -> list[int]:

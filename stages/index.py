@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from catalog import idnumber
 from catalog.manifest import Material, PersonnelFile
-from search.terms import many_codes, many_page_codes
+from search.terms import many_codes, many_page_codes, shard_of
 from stages.intake import load_catalog
 from stages.ocr import load_ocr
 from stages.progress import advance
@@ -179,10 +179,13 @@ def _prefetched(items: Iterable[Chunk]) -> Iterator[Chunk]:
 
 def prepared(chunk: Chunk) -> Chunk:
     """The chunk with its search codes appended to each file row (its name's) and page row (its
-    text's and class's), computed for the whole chunk at once, and its pages' binary COPY fields,
-    so that the thread building chunks does this work, not the one loading them."""
+    text's, its material's class and year, salted for its file's shard), computed for the whole chunk at once, and
+    its pages' binary COPY fields, so that the thread building chunks does this work, not the
+    one loading them."""
     names = many_codes([f[1] for f in chunk.files])
-    codes = many_page_codes([p[10] for p in chunk.pages], [p[1] for p in chunk.pages])
+    year = {m[:3]: int(str(m[5])[:4]) for m in chunk.materials}  # of formation: formed_on
+    codes = many_page_codes([p[10] for p in chunk.pages], [p[1] for p in chunk.pages],
+                            [year[p[:3]] for p in chunk.pages], [shard_of(p[0]) for p in chunk.pages])
     pages = [p + (c,) for p, c in zip(chunk.pages, codes, strict=True)]
     return Chunk([f + (c,) for f, c in zip(chunk.files, names, strict=True)], chunk.materials, pages,
                  encode_fields(PAGE_COLUMNS[3:], [p[3:] for p in pages]))

@@ -4,26 +4,27 @@ that write nothing on a rerun, only what changed otherwise, and text that surviv
 import pytest
 
 from catalog import idnumber
-from search.terms import page_codes, text_codes
-from stages.index import Chunk, create_load_tables, load_chunk, load_chunks
+from search.terms import page_codes, shard_of, text_codes
+from stages.index import Chunk, create_load_tables, load_chunk, load_chunks, prepared
 from storage.db import Database
 
 ID = "11010519491231002X"
 AWKWARD = "第一行\t制表符\n第二行 \\N 反斜杠\\ 回车\r末尾"
 
 
-def _chunk(text: str = "个人简历：张三。", title: str = "登记表") -> Chunk:
+def _chunk(text: str = "个人简历：张三。", title: str = "登记表", batch: str | None = None) -> Chunk:
+    shard = shard_of("GZ-L1")  # 2: salted codes
     return Chunk(
-        files=[("GZ-L1", "张三", idnumber.lookup_hash(ID, b"k"), ID, idnumber.mask(ID), "机构", None,
+        files=[("GZ-L1", "张三", idnumber.lookup_hash(ID, b"k"), ID, idnumber.mask(ID), "机构", batch,
                 text_codes("张三"))],
-        materials=[("GZ-L1", "1", 1, title, "2001-05", "2001-05-01", 1, 2, "", None),
-                   ("GZ-L1", "4-1", 1, "自传", "2002", "2002-01-01", 1, 1, "", None)],
+        materials=[("GZ-L1", "1", 1, title, "2001-05", "2001-05-01", 1, 2, "", batch),
+                   ("GZ-L1", "4-1", 1, "自传", "2002", "2002-01-01", 1, 1, "", batch)],
         pages=[("GZ-L1", "1", 1, 1, "a" * 64, 0, "p1.jpg", 300, 2480, 3508, text, 91.5, "e", "o1",
-                page_codes(text, "1")),
+                page_codes(text, "1", 2001, shard)),
                ("GZ-L1", "1", 1, 2, "b" * 64, 0, "p2.jpg", 300, 2480, 3508, AWKWARD, 90.0, "e", "o2",
-                page_codes(AWKWARD, "1")),
+                page_codes(AWKWARD, "1", 2001, shard)),
                ("GZ-L1", "4-1", 1, 1, "c" * 64, 0, "p3.jpg", 300, 2480, 3508, "自传正文", 95.0, "e", "o3",
-                page_codes("自传正文", "4-1"))])
+                page_codes("自传正文", "4-1", 2002, shard))])
 
 
 def _load(db: Database, chunk: Chunk) -> int:
@@ -51,15 +52,18 @@ def test_rerun_writes_nothing_and_a_changed_page_writes_one_row_and_stales_its_p
     assert awkward == AWKWARD and db.count("pages") == 3 and db.count("personnel_files") == 1
 
 
-def test_code_migration_writes_what_the_index_stage_writes(database_url):
+def test_code_migrations_write_what_the_index_stage_writes(database_url):
     """Pages and names indexed with text terms (before 0008) get the very codes the stage now
-    writes, so re-indexing them rewrites nothing."""
+    writes, salted for their file's shard (0009), so re-indexing them rewrites nothing."""
     db = Database(database_url)
     db.migrate(upto="0007")
-    chunk = _chunk()
+    batch = "B-1"
+    chunk = _chunk(batch=batch)
     chunk.pages.append(("GZ-L1", "4-1", 1, 2, "d" * 64, 0, "p4.jpg", 300, 2480, 3508, "", 0.0, "e", "o4",
-                        page_codes("", "4-1")))
+                        page_codes("", "4-1", 2002, shard_of("GZ-L1"))))
     with db.transaction() as cur:  # as the stage wrote them before: terms as text
+        cur.execute("INSERT INTO batches (batch_id, name, content_sha256, holding_agency) VALUES (%s, %s, %s, '机构')",
+                    (batch, batch, "0" * 64))
         f = chunk.files[0]
         cur.execute("INSERT INTO personnel_files (file_number, name, id_hash, id_number, id_masked, holding_agency,"
                     " batch_id, name_terms) VALUES (%s, %s, %s, %s, %s, %s, %s, '张 张三 三')", f[:7])
@@ -71,14 +75,16 @@ def test_code_migration_writes_what_the_index_stage_writes(database_url):
                         " height, ocr_text, ocr_confidence, ocr_engine, ocr_sha256, search_terms)"
                         " SELECT material_id, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'old terms'"
                         " FROM materials WHERE (file_number, class_code, seq) = (%s, %s, %s)", p[3:14] + p[:3])
-    assert db.migrate() == ["0008_term_codes.py"]
+    assert db.migrate() == ["0008_term_codes.py", "0009_term_years_shards.py"]
     with db.transaction() as cur:
-        cur.execute("SELECT ocr_text, term_codes, m.class_code FROM pages JOIN materials m USING (material_id)")
-        pages = cur.fetchall()
+        cur.execute("SELECT page_no, term_codes, m.class_code, m.seq FROM pages JOIN materials m USING (material_id)")
+        pages = {(r["class_code"], r["seq"], r["page_no"]): r["term_codes"] for r in cur.fetchall()}
         cur.execute("SELECT name, name_codes FROM personnel_files")
         names = cur.fetchall()
-    assert len(pages) == 4 and all(r["term_codes"] == page_codes(r["ocr_text"], r["class_code"]).tolist()
-                                   for r in pages)
+    # the index stage's own codes: computed by prepared() from rows without them
+    bare = Chunk([f[:-1] for f in chunk.files], chunk.materials, [p[:-1] for p in chunk.pages])
+    assert pages == {p[1:4]: p[-1].tolist() for p in prepared(bare).pages}
+    assert pages[("1", 1, 1)] != page_codes(chunk.pages[0][10], "1", 2001, 0).tolist()  # salted: not shard 0's
     assert [r["name_codes"] for r in names] == [text_codes("张三").tolist()]
     assert _load(db, chunk) == 0
 

@@ -9,8 +9,19 @@ import pytest
 
 from catalog import idnumber
 from search.query import Filters, search
-from search.terms import class_terms, many_page_codes, page_codes, query_codes, term_code, text_codes
-from stages.index import Chunk, create_load_tables, load_chunk
+from search.terms import (
+    SHARDS,
+    class_code_term,
+    class_terms,
+    many_page_codes,
+    page_codes,
+    query_codes,
+    salted,
+    shard_of,
+    term_code,
+    text_codes,
+)
+from stages.index import Chunk, create_load_tables, load_chunk, prepared
 from storage.db import Database
 
 KEY = b"test-key"
@@ -39,7 +50,7 @@ def db(database_url):
                             "贵州省人才交流服务中心", None, text_codes(name)))
         chunk.materials.append((number, cls, 1, "材料", formed, formed, 1, 1, "", None))
         chunk.pages.append((number, cls, 1, 1, f"{n:064d}", 0, "p.jpg", None, None, None, text, None, None, None,
-                            page_codes(text, cls)))
+                            page_codes(text, cls, int(formed[:4]), shard_of(number))))
     with db.transaction() as cur:  # through the index stage's own bulk loader
         create_load_tables(cur)
         assert load_chunk(cur, chunk) == 3 * len(rows)
@@ -116,9 +127,10 @@ def test_common_phrases_read_by_page_or_by_material_give_exactly_what_the_index_
              ("积极参加", Filters(formed_from="2015-01-01")), ("刻苦", Filters(agency="别的机构"))]
     for q, f in cases:
         results = {}
-        for share, hits in ((0.0, 0), (2.0, 2)):  # every phrase counts as common (read), or none (index)
+        for share, hits, below in ((0.0, 0, 1e9), (2.0, 2, 0.0)):  # every phrase counts as common (read), or none
             monkeypatch.setattr(search_query, "SCAN_FROM_SHARE", share)
             monkeypatch.setattr(search_query, "PROBE_MIN_HITS", hits)
+            monkeypatch.setattr(search_query, "MATERIALS_BELOW", below)
             for window in (5, search_query.RANK_WINDOW):
                 r = search(db, q, f, limit=100, actor="t", window=window)
                 hits_ = {(h.kind, h.file_number, h.page_id) for h in r.hits}
@@ -127,6 +139,34 @@ def test_common_phrases_read_by_page_or_by_material_give_exactly_what_the_index_
             assert read == indexed, (q, f, window)  # same count and flag; same hits when all fit
     assert {search_query.SCANNED_PAGES, search_query.MATERIAL_PAGES, search_query.INDEXED_PAGES} == {
         source for source, _ in sources}
+
+
+def test_materials_are_read_when_their_filter_allows_fewer_pages_than_the_index_gives(db):
+    from search import query as search_query
+
+    def source(q: str, f: Filters) -> str:
+        codes = query_codes(q) + ([class_code_term(f.class_code)] if f.class_code else [])
+        params = {"page_codes": codes, "like": f"%{q}%", "window": search_query.RANK_WINDOW, "agency": None,
+                  "class": f.class_code, "from": f.formed_from, "to": f.formed_to, "batch": None,
+                  "on_materials": f.on_materials, "years": search_query._years(f)}
+        with db.transaction() as cur:
+            return search_query._pages_source(cur, params)[0]
+
+    since = Filters(formed_from="2016-06-01")  # a third of the 44 pages; open-ended: no code asks for it
+    with db.transaction() as cur:
+        cur.execute("SELECT count(*) AS n FROM materials WHERE formed_on >= '2016-06-01'")
+        assert 0 < cur.fetchone()["n"] < 20
+    assert source("专业", since) == search_query.MATERIAL_PAGES  # on 41 pages: the dates narrow
+    assert source("法学", since) == search_query.INDEXED_PAGES  # on one page: the phrase narrows
+    assert source("专业", Filters(class_code="3")) == search_query.INDEXED_PAGES  # the class is a code
+    year = Filters(formed_from="2015-01-01", formed_to="2015-12-31")  # so is a year
+    assert source("专业", year) == search_query.INDEXED_PAGES
+    with db.transaction() as cur:
+        cur.execute("SELECT p.page_id FROM pages p JOIN materials m USING (material_id)"
+                    " WHERE p.ocr_text LIKE '%%专业%%' AND m.formed_on BETWEEN '2015-01-01' AND '2015-12-31'")
+        baseline = {r["page_id"] for r in cur.fetchall()}
+    assert baseline and {h.page_id for h in search(db, "专业", year, limit=100, actor="t").hits
+                         if h.kind == "text"} == baseline
 
 
 def test_a_code_on_nearly_every_page_is_not_looked_up_and_the_hits_stay_likes(db):
@@ -151,6 +191,41 @@ def test_a_code_on_nearly_every_page_is_not_looked_up_and_the_hits_stay_likes(db
         cur.execute("ANALYZE pages")
     with db.transaction() as cur:
         assert set(search_query._pages_source(cur, params)[1]) == _codes("法学", "学专", "专业")
+
+
+def test_pages_of_every_shard_are_found_and_a_full_window_reads_only_the_first_shards(db):
+    from search import query as search_query
+
+    numbers = {}
+    for n in range(1000):  # three files in each shard
+        numbers.setdefault(shard_of(f"GZ-S{n}"), []).append(f"GZ-S{n}")
+    assert sorted(numbers) == list(range(SHARDS))
+    chunk = Chunk([], [], [])
+    for shard, files in numbers.items():
+        for i, number in enumerate(files[:3]):
+            text = f"分片{shard}第{i}页 同一句话在每个分片 贵州大学法学"
+            chunk.files.append((number, "某人", "h", "x", "x", "贵州省人才交流服务中心", None))
+            chunk.materials.append((number, "3", 1, "材料", "2001-01", "2001-01-01", 1, 1, "", None))
+            chunk.pages.append((number, "3", 1, 1, f"{shard}{i:063d}", 0, "p.jpg", None, None, None, text,
+                                None, None, None))
+    with db.transaction() as cur:
+        create_load_tables(cur)
+        load_chunk(cur, prepared(chunk))  # salted as the index stage salts them
+    for q in ("同一句话在每个分片", "贵州大学法学", "分片5第", "法学"):
+        with db.transaction() as cur:
+            cur.execute("SELECT page_id FROM pages WHERE ocr_text LIKE %s", (f"%{q}%",))
+            baseline = {r["page_id"] for r in cur.fetchall()}
+        assert {h.page_id for h in search(db, q, limit=100, actor="t", window=10_000).hits if h.kind == "text"} \
+            == baseline, q
+    codes = query_codes("同一句话在每个分片")  # on 3 pages of every shard: a window of 5 reads shards 0 and 1
+    params = {"like": "%同一句话在每个分片%", "window": 5, "shards": SHARDS, "agency": None, "class": None,
+              "from": None, "to": None, "batch": None, "shard_codes": [salted(codes, s) for s in range(SHARDS)],
+              "year_codes": None}
+    with db.transaction() as cur:
+        cur.execute("SET LOCAL enable_seqscan = off")  # 68 pages: a scan would be cheaper
+        cur.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + search_query.INDEXED_PAGES, params)
+        plan = json.dumps(cur.fetchone()["QUERY PLAN"])
+    assert re.findall(r'"Node Type": "Bitmap Index Scan".*?"Actual Loops": (\d+)', plan) == ["2"]
 
 
 def test_phrase_search_uses_the_term_index(db):
@@ -190,7 +265,7 @@ def test_query_asks_for_its_pairs_and_only_the_words_it_holds_whole():
     assert query_codes("张") == [ord("张")] and query_codes("7") == query_codes("。") == []
 
 
-def _reference_codes(text: str, cls: str) -> set[int]:
+def _reference_codes(text: str, cls: str, year: int) -> set[int]:
     """The term rules written out one by one, slowly (search/terms.py's docstring)."""
     def in_pairs(ch: str) -> bool:
         return not ch.isspace() and 0x20 <= ord(ch) <= 0xFFFF and not 0xD800 <= ord(ch) < 0xE000 and ch != "\uffff"
@@ -198,7 +273,7 @@ def _reference_codes(text: str, cls: str) -> set[int]:
     cjk = {ch for ch in text if "\u3400" <= ch <= "\u4dbf" or "\u4e00" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff"
            or "\U00020000" <= ch <= "\U0002fa1f" or "\U00030000" <= ch <= "\U0003134f"}
     pairs = {a + b for a, b in zip(text, text[1:], strict=False) if in_pairs(a) and in_pairs(b)}
-    words = set(re.findall("[0-9A-Za-z]{3,}", text)) | set(class_terms(cls))
+    words = set(re.findall("[0-9A-Za-z]{3,}", text)) | set(class_terms(cls)) | {f"yr:{year}"}
     return {term_code(t) for t in cjk | pairs | words}
 
 
@@ -208,10 +283,13 @@ def test_codes_follow_the_rules_and_a_whole_chunk_at_once_gives_the_same():
     texts = ["".join(rng.choice(alphabet) for _ in range(rng.choice((0, 1, 5, 63, 64, 65, 200))))
              for _ in range(200)]
     classes = [rng.choice(("1", "4-1", "9-2")) for _ in texts]
-    together = many_page_codes(texts, classes)
-    for text, cls, codes in zip(texts, classes, together, strict=True):
+    years = [rng.randrange(1950, 2030) for _ in texts]
+    together = many_page_codes(texts, classes, years, [0] * len(texts))
+    for text, cls, year, codes in zip(texts, classes, years, together, strict=True):
         assert len(set(codes.tolist())) == len(codes), text  # distinct
-        assert set(codes.tolist()) == _reference_codes(text, cls) == set(page_codes(text, cls).tolist()), text
+        assert set(codes.tolist()) == _reference_codes(text, cls, year) == set(page_codes(text, cls, year, 0).tolist())
+    salted_ = many_page_codes(texts, classes, years, [5] * len(texts))  # shard 5: each code XOR its salt
+    assert all(set(s.tolist()) == set(salted(c.tolist(), 5)) for s, c in zip(salted_, together, strict=True))
 
 
 def test_a_text_holds_the_codes_of_every_query_it_contains():
@@ -219,7 +297,7 @@ def test_a_text_holds_the_codes_of_every_query_it_contains():
     alphabet = "张三丰李四工作单位。，：“”（）《》—…、 \n0123456789ABCxyz-/.𠇔𪚥"
     for _ in range(300):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 40)))
-        codes = set(page_codes(text, "4-1").tolist())
+        codes = set(page_codes(text, "4-1", 2001, 0).tolist())
         for i in range(len(text)):
             for j in range(i + 1, min(len(text), i + 8) + 1):
                 assert set(query_codes(text[i:j])) <= codes, (text, text[i:j])

@@ -1,10 +1,10 @@
 """Search terms as int4 codes instead of space-joined text (search/terms.py): GIN over int4[]
-builds 2.4-2.9x faster (a million pages), the rows are smaller, and the index stage COPYs them in binary. Every page
-and name gets its codes from the very functions the index stage uses, so re-indexing rewrites
-nothing; a few thousand rows at a time through a server-side cursor (a province's pages never
-sit in memory). The text terms and their indexes go."""
+builds 2.4-2.9x faster (a million pages), the rows are smaller, and the index stage COPYs them
+in binary. Every page gets the codes of its text and class, every name those of the name, a few
+thousand rows at a time through a server-side cursor (a province's pages never sit in memory);
+0009 adds what pages have carried since. The text terms and their indexes go."""
 
-from search.terms import many_codes, many_page_codes
+from search.terms import class_terms, many_codes
 from storage.db import copy_binary
 
 BATCH = 5000
@@ -34,7 +34,7 @@ def migrate(cur) -> None:
                 " ADD COLUMN name_codes int4[] NOT NULL DEFAULT '{}'")
     _fill(cur, "pages", ("page_id", "int8"), "term_codes",
           "SELECT p.page_id, p.ocr_text, m.class_code FROM pages p JOIN materials m USING (material_id)",
-          lambda rows: many_page_codes([text for text, _ in rows], [cls for _, cls in rows]))
+          lambda rows: many_codes([text for text, _ in rows], [class_terms(cls) for _, cls in rows]))
     _fill(cur, "personnel_files", ("file_number", "text"), "name_codes",
           "SELECT file_number, name FROM personnel_files",
           lambda rows: many_codes([name for name, in rows]))
