@@ -139,8 +139,12 @@ def _extra_codes(words: tuple[str, ...], width: int) -> tuple[int, ...]:
 def _words(block: str, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """(starts, ends, codes) of the Latin/digit words of three characters or more in `block`
     (shorter ones are pairs already); `c` its code points."""
-    is_word = _IS_WORD[np.minimum(c.ravel(), 0xFFFF)].astype(np.int8)
-    edges = np.flatnonzero(np.diff(is_word, prepend=0, append=0))
+    is_word = _IS_WORD[np.minimum(c.ravel(), 0xFFFF)]
+    edges = np.flatnonzero(is_word[1:] != is_word[:-1]) + 1  # where a run of word characters starts or ends
+    if len(is_word) and is_word[0]:
+        edges = np.concatenate(([0], edges))
+    if len(is_word) and is_word[-1]:
+        edges = np.append(edges, len(is_word))
     starts, ends = edges[0::2], edges[1::2]
     long = ends - starts >= 3
     starts, ends = starts[long], ends[long]
