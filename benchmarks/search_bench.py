@@ -203,6 +203,7 @@ def main() -> None:
             "ID lookup": [(p.id_number, None) for p in people[: args.queries]],
             "filtered phrase": [(q, Filters(class_code=rng.choice(CLASSES))) for q in phrases],
         }
+        # drawn after the others, so that theirs are the same as in runs before this kind
         kinds["dated phrase"] = [(q, Filters(formed_from=f"{y}-01-01", formed_to=f"{y}-12-31"))
                                  for q in phrases for y in [rng.randrange(1995, 2025)]]
         print(f"{'kind':<16} {'n':>3} | {'search':<32} | {'LIKE baseline':<32} | identical | truncated")

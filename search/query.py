@@ -69,8 +69,9 @@ def snippet(text: str, query: str) -> str:
             + ("…" if end < len(flat) else ""))
 
 
-MATERIAL_FILTER = """
-    (%(class)s::text IS NULL OR m.class_code = %(class)s OR m.class_code LIKE %(class)s || '-%%')
+CLASS_FILTER = "(%(class)s::text IS NULL OR m.class_code = %(class)s OR m.class_code LIKE %(class)s || '-%%')"
+MATERIAL_FILTER = f"""
+    {CLASS_FILTER}
     AND (%(from)s::date IS NULL OR m.formed_on >= %(from)s::date)
     AND (%(to)s::date IS NULL OR m.formed_on <= %(to)s::date)
     AND (%(batch)s::text IS NULL OR m.batch_id = %(batch)s)"""
@@ -105,9 +106,9 @@ SCANNED_PAGES = f"""
     WHERE p.ocr_text LIKE %(like)s
     LIMIT %(window)s + 1"""
 # By material: the materials the filters allow, in storage order, then each one's pages by key
-# until the window is full; best when the phrase is common among those materials' pages. GIN
-# must collect every match before the first row, and a common phrase under a class filter is on
-# tens of thousands of pages: at 1M pages, six phrases under a class took 2-12 ms to execute
+# until the window is full; best when the filter narrows more than the index can (exact dates, a
+# batch). GIN must collect every match before the first row: before the shards, and before a
+# class was always left to the index, six phrases common under a class took 2-12 ms to execute
 # this way, 32-50 ms through the index (限公司任 under 4-2: 81,292 candidates). The fence
 # (OFFSET 0) keeps the file lookup after the pages: 湖南省长 under class 6 read 1,360 materials
 # to fill its window and took 20-26 ms looking up each one's file first, 16 ms this way.
@@ -135,17 +136,17 @@ SELECT count(*) AS sampled, count(*) FILTER (WHERE kind & 2 > 0) AS allowed,
        count(*) FILTER (WHERE kind & 2 > 0 AND hit) AS n, count(*) FILTER (WHERE kind & 1 > 0 AND hit) AS indexed
 FROM (SELECT p.ocr_text LIKE %(like)s AS hit, CASE WHEN NOT %(filtered)s THEN 3 ELSE (
           SELECT (PAGE_FILTER)::int * 2
-                 + ((%(class)s::text IS NULL OR m.class_code = %(class)s OR m.class_code LIKE %(class)s || '-%%')
-                    AND (%(years)s::int[] IS NULL OR extract(year FROM m.formed_on) = ANY(%(years)s)))::int
+                 + (CLASS_FILTER AND (%(years)s::int[] IS NULL OR extract(year FROM m.formed_on) = ANY(%(years)s)))::int
           FROM materials m JOIN personnel_files f USING (file_number) WHERE m.material_id = p.material_id)
       END AS kind  -- one lookup a sampled page: allowed (2), handed back by the index (1)
       FROM pages p TABLESAMPLE SYSTEM (%(percent)s) REPEATABLE (7)
-      OFFSET 0) sampled""".replace("PAGE_FILTER", PAGE_FILTER)  # the fence: `kind` once, not once a count
+      OFFSET 0) sampled""".replace("PAGE_FILTER", PAGE_FILTER).replace("CLASS_FILTER", CLASS_FILTER)
+# (the fence, OFFSET 0: `kind` is computed once a page, not once a count)
 PROBE_PAGES = 300  # it runs before every query: 3 ms warm at 1M pages (1,000: 5 ms)
 # Without a filter on materials, pages are read when at least this share of those read match:
 # the window then fills within RANK_WINDOW / SCAN_FROM_SHARE pages (5,000 at 10%). At 1M pages,
-# 8 shards: a phrase on 5-10% of pages took 10-13 ms either way, on 2-4% 6-12 ms through the
-# index and 17-39 ms reading, on 20-40% 15-23 ms through the index and 5-11 ms reading.
+# 8 shards: a phrase on 5-10% of pages took 6-13 ms through the index and 9-15 ms reading, on
+# 2-4% 6-12 ms through the index and 17-39 ms reading, on 20-40% 9-23 ms and 5-11 ms.
 SCAN_FROM_SHARE = 0.1
 # ...and when at least this many sampled pages match: a filter leaves a few dozen of the
 # sampled pages, where one match by chance would send a rare phrase through a whole class.
@@ -153,10 +154,11 @@ PROBE_MIN_HITS = 2
 # With a filter on materials, their pages are read when fewer pages are allowed than the index
 # would hand back (times this): then the filter is what narrows, as a range of formation dates
 # does, which the index cannot ask for. At 1M pages, a quarter's dates (1.1% of materials): five
-# phrases took 8-42 ms reading by material, 215-712 ms through the index (before years were codes). A class filter is a
-# code, so what the index hands back is allowed: at 1M pages, phrases under class 9-1 took 6-14
-# ms through the index, the same or up to 2-3 ms more than reading, from 1% of the class's
-# pages up (8% took 9 ms indexed, 30 ms read).
+# phrases took 8-42 ms reading by material, 215-712 ms through the index (before years were
+# codes). A class filter is a code, so what the index hands back is allowed: at 1M pages,
+# phrases on 3-100% of class 9-1's pages took 6-14 ms through the index, at most 3.4 ms more
+# than reading (on 1-3%: 10-21 ms, reading 63-139); 在华南理工, on 8% of 9-2, 9 ms indexed, 30
+# read.
 MATERIALS_BELOW = 1.0
 # A filter on formation dates within this many years asks the index for a page of one of them.
 YEAR_CODES = 10
@@ -286,9 +288,10 @@ def search(db: Database, query: str, filters: Filters | None = None, limit: int 
                 "years": _years(filters),
                 "limit": limit, "offset": offset, "window": window}
             source, lookup = _pages_source(cur, params)
-            params.update(shards=SHARDS, shard_codes=[salted(lookup, s) for s in range(SHARDS)],
-                          year_codes=[salted(year_codes(params["years"]), s) for s in range(SHARDS)]
-                          if params["years"] else None)
+            if source is INDEXED_PAGES:  # the codes as each shard stores them
+                years = year_codes(params["years"]) if params["years"] else None
+                params.update(shards=SHARDS, shard_codes=[salted(lookup, s) for s in range(SHARDS)],
+                              year_codes=[salted(years, s) for s in range(SHARDS)] if years else None)
             cur.execute(SEARCH_SQL.replace("__PAGES__", source), params)
             rows = cur.fetchall()
             truncated = any((r["candidates"] or 0) > window for r in rows)

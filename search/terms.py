@@ -174,7 +174,7 @@ def year_term(year: int) -> str:
     return f"yr:{year}"
 
 
-def year_codes(years: range) -> list[int]:
+def year_codes(years: Sequence[int]) -> list[int]:
     """The codes a filter on those years of formation asks for, one of which a page must have."""
     return [term_code(year_term(y)) for y in years]
 

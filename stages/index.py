@@ -179,9 +179,9 @@ def _prefetched(items: Iterable[Chunk]) -> Iterator[Chunk]:
 
 def prepared(chunk: Chunk) -> Chunk:
     """The chunk with its search codes appended to each file row (its name's) and page row (its
-    text's, its material's class and year, salted for its file's shard), computed for the whole chunk at once, and
-    its pages' binary COPY fields, so that the thread building chunks does this work, not the
-    one loading them."""
+    text's, its material's class and year, salted for its file's shard), computed for the whole
+    chunk at once, and its pages' binary COPY fields, so that the thread building chunks does
+    this work, not the one loading them."""
     names = many_codes([f[1] for f in chunk.files])
     year = {m[:3]: int(str(m[5])[:4]) for m in chunk.materials}  # of formation: formed_on
     codes = many_page_codes([p[10] for p in chunk.pages], [p[1] for p in chunk.pages],
