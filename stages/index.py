@@ -110,10 +110,13 @@ def create_load_tables(cur) -> None:
 
 NEW_PAGE_COLUMNS = (("material_id", "int8"),) + PAGE_COLUMNS[3:]  # straight into `pages`
 
+# KEY SHARE: no material can be deleted while pages are written under it, the lock a foreign
+# key check took once a page before migration 0010 (the upsert above already holds most).
 MATERIAL_IDS = """
 SELECT m.material_id, m.file_number, m.class_code, m.seq,
        EXISTS (SELECT 1 FROM pages p WHERE p.material_id = m.material_id) AS has_pages
 FROM materials m WHERE m.file_number = ANY(%s)
+FOR KEY SHARE OF m
 """
 
 
