@@ -51,11 +51,11 @@ def _batch_of(file_no: int) -> str:
     return f"bench-{file_no // (CHUNK_FILES * BATCH_CHUNKS):04d}"
 
 
-def _file_rows(args: tuple[int, int, str]) -> str:
+def _file_rows(args: tuple[int, int, str, int]) -> str:
     """Rows of files [start, stop) as the index stage builds them, without their search codes
-    (the timed load computes those, as the stage does), pickled to a file; deterministic per
-    file number."""
-    start, stop, folder = args
+    (the timed load computes those, as the stage does), materials of `per_material` pages,
+    pickled to a file; deterministic per file number."""
+    start, stop, folder, per_material = args
     chunk = Chunk([], [], [])
     batch = _batch_of(start)
     for n in range(start, stop):
@@ -64,11 +64,11 @@ def _file_rows(args: tuple[int, int, str]) -> str:
         number = f"GZ-{n:07d}"
         chunk.files.append((number, p.name, idnumber.lookup_hash(p.id_number, KEY), p.id_number,
                             idnumber.mask(p.id_number), "贵州省人才交流服务中心", batch))
-        for m in range(PAGES_PER_FILE // 5):
+        for m in range(PAGES_PER_FILE // per_material):
             cls = CLASSES[m % len(CLASSES)]
             formed = f"{p.graduated.year + m % 9}-0{1 + m % 9}-01"
-            chunk.materials.append((number, cls, m + 1, f"材料{m + 1}", formed, formed, 1, 5, "", batch))
-            for k in range(5):
+            chunk.materials.append((number, cls, m + 1, f"材料{m + 1}", formed, formed, 1, per_material, "", batch))
+            for k in range(per_material):
                 body = fill(rng.sample(AUTOBIOGRAPHY + APPRAISAL + SELF_ASSESSMENT, 4), p, rng, p.graduated.year + k)
                 text = f"姓名 {p.name} 性别 {p.gender} 籍贯 {p.native_place}\n" + "\n".join(body + history(p, rng)[:2])
                 chunk.pages.append((number, cls, m + 1, k + 1, f"{n:048d}{m:08d}{k:08d}", 0, "p.jpg", None, None, None,
@@ -105,7 +105,7 @@ def _load_batch(args: tuple[str, list[str]]) -> tuple[int, float]:
     return pages, built
 
 
-def load(url: str, n_pages: int, loaders: int) -> None:
+def load(url: str, n_pages: int, loaders: int, per_material: int = 5) -> None:
     """Generates the rows first (not timed: they stand for the OCR stage's output), then times
     what the index stage does with them, batches of 2,000 files, `loaders` batches at once in
     processes of their own, as Dagster runs the index step of several batch partitions at once
@@ -113,15 +113,16 @@ def load(url: str, n_pages: int, loaders: int) -> None:
     first migration of a province's files would."""
     n_files = max(1, n_pages // PAGES_PER_FILE)
     folder = tempfile.mkdtemp(prefix="search-bench-rows-")
-    chunks = [(s, min(s + CHUNK_FILES, n_files), folder) for s in range(0, n_files, CHUNK_FILES)]
+    chunks = [(s, min(s + CHUNK_FILES, n_files), folder, per_material) for s in range(0, n_files, CHUNK_FILES)]
     t0 = time.perf_counter()
     with ProcessPoolExecutor(2) as pool:
         paths = list(pool.map(_file_rows, chunks))
-    print(f"generated {n_pages:,} pages ({n_files:,} files) in {time.perf_counter() - t0:.0f} s (not timed below)")
+    print(f"generated {n_pages:,} pages ({n_files:,} files, materials of {per_material} pages) in"
+          f" {time.perf_counter() - t0:.0f} s (not timed below)")
     conn = connect(url)
     with conn.cursor() as cur:
         cur.execute("DROP INDEX IF EXISTS pages_term_codes, personnel_files_name_codes, personnel_files_id_hash")
-        for batch in sorted({_batch_of(start) for start, _, _ in chunks}):
+        for batch in sorted({_batch_of(start) for start, *_ in chunks}):
             cur.execute("INSERT INTO batches (batch_id, name, content_sha256, holding_agency)"
                         " VALUES (%s, %s, %s, '贵州省人才交流服务中心')", (batch, batch, batch.ljust(64, "0")))
     conn.commit()
@@ -163,6 +164,8 @@ def main() -> None:
     ap.add_argument("--pages", type=int, default=1_000_000)
     ap.add_argument("--queries", type=int, default=20)
     ap.add_argument("--loaders", type=int, default=2, help="batches loaded at once (default: one per core here)")
+    ap.add_argument("--material-pages", type=int, default=5, choices=(1, 2, 5, 10),
+                    help="pages a material (default 5; real files have many one-sheet materials)")
     ap.add_argument("--database-url")
     ap.add_argument("--no-load", action="store_true", help="query the already loaded --database-url again")
     ap.add_argument("--keep", action="store_true", help="leave the private database running to query it again")
@@ -180,7 +183,7 @@ def main() -> None:
         db = Database(url, keep=1)  # as the web server keeps its connections
         db.migrate()
         if not args.no_load:
-            load(url, args.pages, args.loaders)
+            load(url, args.pages, args.loaders, args.material_pages)
         rng = random.Random(7)
         n_files = max(1, args.pages // PAGES_PER_FILE)
         people = [make_person(random.Random(n)) for n in rng.sample(range(n_files), min(n_files, 400))]

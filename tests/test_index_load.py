@@ -1,11 +1,14 @@
 """The index stage's bulk loader on a real PostgreSQL: COPY into load tables, set-wise upserts
 that write nothing on a rerun, only what changed otherwise, and text that survives COPY."""
 
+import uuid
+
+import psycopg2
 import pytest
 
 from catalog import idnumber
 from search.terms import page_codes, shard_of, text_codes
-from stages.index import Chunk, create_load_tables, load_chunk, load_chunks, prepared
+from stages.index import Chunk, MissingParent, begin_load, load_chunk, load_chunks, prepared
 from storage.db import Database
 
 ID = "11010519491231002X"
@@ -29,7 +32,7 @@ def _chunk(text: str = "个人简历：张三。", title: str = "登记表", bat
 
 def _load(db: Database, chunk: Chunk) -> int:
     with db.transaction() as cur:
-        create_load_tables(cur)
+        begin_load(cur)
         return load_chunk(cur, chunk)
 
 
@@ -106,8 +109,8 @@ def test_chunks_load_while_the_next_is_built_and_a_failure_loses_the_whole_batch
 
 
 def test_deleting_a_file_deletes_its_materials_and_pages_and_long_pages_stay_inline(database_url):
-    """Pages have no per-row foreign key since 0010 (its check cost a query a page): deleting
-    materials still takes their pages with them, and only theirs."""
+    """Deleting a file takes its materials and their pages with it (0010 replaced the pages' key
+    by a trigger, 0011 restored it), and only theirs; a long page is stored as it came."""
     db = Database(database_url)
     db.migrate()
     dense = "个人简历：张三，一九八五年生于贵州省遵义市。" * 60  # ~4 KB: compressed before 0010
@@ -127,3 +130,48 @@ def test_deleting_a_file_deletes_its_materials_and_pages_and_long_pages_stay_inl
         cur.execute("SELECT DISTINCT m.file_number FROM pages p JOIN materials m USING (material_id)")
         assert [r["file_number"] for r in cur.fetchall()] == ["GZ-L2"]
     assert db.count("pages") == 3 and db.count("materials") == 2
+
+
+def test_the_loader_checks_its_keys_set_wise_and_the_database_for_everyone_else(database_url):
+    """The loader turns PostgreSQL's per-row key checks off in its transaction (a superuser here)
+    and checks the same references itself: a material of a file or batch not in the index is
+    refused by name and nothing is written; a page written by anyone else still meets the key."""
+    db = Database(database_url)
+    db.migrate()
+    orphan = _chunk()
+    orphan.materials.append(("GZ-NOFILE", "1", 1, "登记表", "2001", "2001-01-01", 1, 1, "", None))
+    unregistered = _chunk(batch="B-NONE")
+    for chunk, name in ((orphan, "personnel file GZ-NOFILE"), (unregistered, "batch B-NONE")):
+        with pytest.raises(MissingParent, match=name), db.transaction() as cur:
+            assert begin_load(cur) is True
+            load_chunk(cur, chunk)
+    assert db.count("personnel_files") == 0 and db.count("materials") == 0
+    _load(db, _chunk())
+    with pytest.raises(psycopg2.errors.ForeignKeyViolation), db.transaction() as cur:
+        cur.execute("INSERT INTO pages (material_id, page_no, source_sha256, source_path)"
+                    " VALUES (-1, 1, 'x', 'x.jpg')")
+
+
+def test_a_role_that_may_not_skip_the_checks_loads_the_same_rows_checked(database_url):
+    role = f"loader_{uuid.uuid4().hex[:8]}"
+    admin = Database(database_url)
+    admin.migrate()
+    with admin.transaction() as cur:
+        cur.execute(f"CREATE ROLE {role} LOGIN")
+        cur.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}")
+        cur.execute(f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}")
+    loader = Database(database_url.replace("//archive@", f"//{role}@"))
+    try:
+        with loader.transaction() as cur:
+            assert begin_load(cur) is False  # the checks run
+            assert load_chunk(cur, _chunk()) == 1 + 2 + 3
+        with admin.transaction() as cur:
+            cur.execute(f"GRANT SET ON PARAMETER session_replication_role TO {role}")
+        with loader.transaction() as cur:
+            assert begin_load(cur) is True
+            assert load_chunk(cur, _chunk(text="第二次")) == 1
+        assert admin.count("pages") == 3
+    finally:
+        with admin.transaction() as cur:
+            cur.execute(f"DROP OWNED BY {role}")
+            cur.execute(f"DROP ROLE {role}")

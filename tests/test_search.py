@@ -21,7 +21,7 @@ from search.terms import (
     term_code,
     text_codes,
 )
-from stages.index import Chunk, create_load_tables, load_chunk, prepared
+from stages.index import Chunk, begin_load, load_chunk, prepared
 from storage.db import Database
 
 KEY = b"test-key"
@@ -52,7 +52,7 @@ def db(database_url):
         chunk.pages.append((number, cls, 1, 1, f"{n:064d}", 0, "p.jpg", None, None, None, text, None, None, None,
                             page_codes(text, cls, int(formed[:4]), shard_of(number))))
     with db.transaction() as cur:  # through the index stage's own bulk loader
-        create_load_tables(cur)
+        begin_load(cur)
         assert load_chunk(cur, chunk) == 3 * len(rows)
     return db
 
@@ -209,7 +209,7 @@ def test_pages_of_every_shard_are_found_and_a_full_window_reads_only_the_first_s
             chunk.pages.append((number, "3", 1, 1, f"{shard}{i:063d}", 0, "p.jpg", None, None, None, text,
                                 None, None, None))
     with db.transaction() as cur:
-        create_load_tables(cur)
+        begin_load(cur)
         load_chunk(cur, prepared(chunk))  # salted as the index stage salts them
     for q in ("同一句话在每个分片", "贵州大学法学", "分片5第", "法学"):
         with db.transaction() as cur:
