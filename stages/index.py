@@ -159,12 +159,12 @@ FOR KEY SHARE OF m
 def load_chunk(cur, chunk: Chunk) -> int:
     """COPY one chunk into PostgreSQL (in a transaction begin_load prepared); returns the rows
     inserted or changed. Files and materials go through load tables and upserts, the references
-    of both checked set-wise first (KEYS; MissingParent names what is missing). The pages of a material that has none yet (a new batch:
-    nearly all) are COPYed straight into `pages`, which spares PostgreSQL a load table and an
-    upsert (53 µs a page on 100,000 pages; the load table and upsert took ~61, their encoding
-    taken out); those of a material with pages go through the upsert, which rewrites only what
-    changed. Two loaders racing on the same new material: one fails on its unique (material,
-    page number), and running it again takes the upsert."""
+    of both checked set-wise first (KEYS; MissingParent names what is missing). The pages of a
+    material that has none yet (a new batch: nearly all) are COPYed straight into `pages`, which
+    spares PostgreSQL a load table and an upsert (53 µs a page on 100,000 pages; the load table
+    and upsert took ~61, their encoding taken out); those of a material with pages go through
+    the upsert, which rewrites only what changed. Two loaders racing on the same new material:
+    one fails on its unique (material, page number), and running it again takes the upsert."""
     cur.execute(f"TRUNCATE {', '.join(LOAD_TABLES)}")
     copy_binary(cur, "load_files", FILE_COLUMNS, chunk.files)
     copy_binary(cur, "load_materials", MATERIAL_COLUMNS, chunk.materials)
