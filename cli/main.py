@@ -1,12 +1,14 @@
-"""`archive`: demo, services, ui, run, ocr and sample generation.
+"""`archive`: demo, services, ui, run, ocr, search, history and sample generation.
 
-Known problems (missing packages, unreachable services) print one bilingual sentence and exit
-with status 2; bad input exits 1; a traceback means a bug.
+A known state (errors.ArchiveError: bad input, setup, not ready, refused, integrity) prints
+one bilingual sentence and exits with its status (errors/__init__.py lists them); a traceback
+means a bug.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -14,19 +16,24 @@ import subprocess
 import sys
 from pathlib import Path
 
-from devservices.postgres import SetupError
-from ocr.engine import OcrSetupError
-from storage.db import DatabaseUnavailable
-from storage.objects import ObjectStoreUnavailable
-
-EXIT_BAD_INPUT, EXIT_SETUP = 1, 2
+from errors import BadInput, BatchRefused, known_cause
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from cli.demo import demo
 
-    summary = demo(keep_running=args.keep_running)
+    return _finish(demo(keep_running=args.keep_running))
+
+
+def _finish(summary) -> int:
+    """Prints a run's summary; a batch where nothing can go on is refused (its one sentence)."""
     print("\n".join(summary.lines()))
+    if summary.nothing_goes_on:
+        first = summary.refused[0] if summary.refused else "the catalog lists no material"
+        batch = summary.batch_id
+        raise BatchRefused(f"批次 {batch} 没有可继续处理的材料（{first}），详见 `archive report {batch}`",
+                           f"nothing in batch {summary.batch_id} can go on ({first}); see "
+                           f"`archive report {summary.batch_id}`", item=summary.batch_id)
     return 0
 
 
@@ -78,11 +85,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     with local_database_if_unconfigured():
         services = Services.from_env()
         services.db.migrate()
-        try:
-            report = batch_report(args.batch_id, services)
-        except LookupError as exc:
-            print(f"没有这个批次 / {exc}", file=sys.stderr)
-            return EXIT_BAD_INPUT
+        report = batch_report(args.batch_id, services)
     if args.html:
         Path(args.html).write_text(report_html(report), encoding="utf-8")
         print(args.html)
@@ -149,8 +152,7 @@ def cmd_ocr(args: argparse.Namespace) -> int:
     paths = [Path(p) for p in args.files]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
-        print(f"文件不存在 / no such file: {', '.join(missing)}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        raise BadInput(f"文件不存在：{', '.join(missing)}", f"no such file: {', '.join(missing)}", item=missing[0])
     out = []
     with OcrPool(EngineConfig(lang=args.lang)) as pool:
         for path, pages in zip(paths, pool.map(p.read_bytes() for p in paths), strict=True):
@@ -169,7 +171,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     import getpass
 
     from devservices.instance import local_database_if_unconfigured
-    from search.query import Filters, search
+    from search.query import RANK_WINDOW, Filters, search
     from stages.services import Services
 
     with local_database_if_unconfigured():  # the demo's database unless one is configured
@@ -184,8 +186,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2))
     else:
         if result.truncated:
-            print("匹配的页面太多，仅排序了前 2000 页，请用 --class、--from、--to 缩小范围 / "
-                  "too many pages match: only the first 2000 were ranked; narrow with --class, --from, --to")
+            print(f"匹配的页面太多，仅排序了前 {RANK_WINDOW} 页，请用 --class、--from、--to 缩小范围 / "
+                  f"too many pages match: only the first {RANK_WINDOW} were ranked; narrow with --class, --from, --to")
         for h in hits:
             where = f" {h.material} {h.title} p.{h.page_no}" if h.material else ""
             print(f"[{h.kind}] {h.file_number} {h.name} ({h.id_masked}){where}")
@@ -287,33 +289,16 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-SETUP_ERRORS = (SetupError, OcrSetupError, DatabaseUnavailable, ObjectStoreUnavailable)
-
-
-def _known_cause(exc: BaseException) -> BaseException | None:
-    """The setup error behind `exc`, looking through Dagster's step-failure wrappers."""
-    seen = 0
-    while exc is not None and seen < 10:
-        if isinstance(exc, SETUP_ERRORS):
-            return exc
-        exc = getattr(exc, "user_exception", None) or exc.__cause__
-        seen += 1
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except FileNotFoundError as exc:
-        print(f"输入错误 / bad input: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except Exception as exc:
-        cause = _known_cause(exc)
-        if cause is None:
+    except Exception as exc:  # the one place the CLI maps the project's errors
+        known = known_cause(exc)
+        if known is None:
             raise
-        print(f"配置错误 / setup problem: {cause}", file=sys.stderr)
-        return EXIT_SETUP
+        print(f"{known.label}: {known}", file=sys.stderr)
+        return known.exit_code
 
 
 if __name__ == "__main__":

@@ -15,9 +15,7 @@ from pathlib import Path
 
 import psycopg2
 
-
-class SetupError(RuntimeError):
-    """Something the machine lacks; the message names it and how to fix it."""
+from errors import SetupError
 
 
 def find_bindir() -> Path:
@@ -27,7 +25,8 @@ def find_bindir() -> Path:
     found = shutil.which("pg_ctl")
     if found and shutil.which("initdb"):
         return Path(found).resolve().parent
-    raise SetupError("PostgreSQL server binaries (initdb, pg_ctl) not found; install them with "
+    raise SetupError("未找到 PostgreSQL 服务器程序（initdb、pg_ctl），请运行 `make setup`",
+                     "PostgreSQL server binaries (initdb, pg_ctl) not found; install them with "
                      "`apt-get install postgresql-15` (or run `make setup`)")
 
 
@@ -47,7 +46,8 @@ class LocalPostgres:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if check and proc.returncode != 0:
-            raise SetupError(f"{args[0]} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}"
+            raise SetupError(f"PostgreSQL 命令 {args[0]} 执行失败（{proc.returncode}）",
+                             f"{args[0]} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}"
                              f"{self._log_tail()}")
         return proc
 
@@ -63,13 +63,15 @@ class LocalPostgres:
             try:
                 pw = pwd.getpwnam("postgres")
             except KeyError as exc:
-                raise SetupError("running as root needs the `postgres` system user to own the cluster; "
+                raise SetupError("以 root 运行需要系统用户 postgres，请安装 postgresql-15",
+                                 "running as root needs the `postgres` system user to own the cluster; "
                                  "`apt-get install postgresql-15` creates it") from exc
             os.chown(self.datadir, pw.pw_uid, pw.pw_gid)
             # the server user must be able to reach the folder
             for parent in self.datadir.parents:
                 if parent.stat().st_mode & 0o001 == 0:
-                    raise SetupError(f"{parent} is not searchable by the postgres user (mode "
+                    raise SetupError(f"postgres 用户无法进入目录 {parent}",
+                                     f"{parent} is not searchable by the postgres user (mode "
                                      f"{oct(parent.stat().st_mode & 0o777)}); use another folder or chmod o+x")
         self.datadir.chmod(0o700)
 

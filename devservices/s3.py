@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from errors import SetupError
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -44,14 +46,15 @@ class MotoServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"moto server exited: {Path(self.log.name).read_text(errors='replace')[-2000:]}")
+                raise SetupError("moto S3 服务器启动失败",
+                                 f"moto server exited: {Path(self.log.name).read_text(errors='replace')[-2000:]}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     return
             except OSError:
                 time.sleep(0.2)
         self.stop()
-        raise RuntimeError(f"moto server did not listen on port {self.port} within {timeout}s")
+        raise SetupError("moto S3 服务器未能启动", f"moto server did not listen on port {self.port} within {timeout}s")
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -9,6 +9,7 @@ from typing import Protocol
 
 from PIL import Image
 
+from errors import SetupError
 from ocr.layout import Line
 
 # Bump when preprocessing, gates, settings or text clean-up change: it keys the OCR cache.
@@ -20,7 +21,7 @@ TESSDATA_CANDIDATES = (
 )
 
 
-class OcrSetupError(RuntimeError):
+class OcrSetupError(SetupError):
     """An engine or its model data is missing; the message says how to install it."""
 
 
@@ -33,6 +34,7 @@ def find_tessdata(langs: str) -> str:
             return path
     pkgs = " ".join(f"tesseract-ocr-{lang.replace('_', '-')}" for lang in needed)
     raise OcrSetupError(
+        f"未找到 tesseract 语言数据 {', '.join(needed)}，请运行 `make setup`",
         f"tesseract language data {', '.join(needed)} not found in {', '.join(candidates)}; "
         f"install it with: apt-get install tesseract-ocr {pkgs} (or run `make setup`)")
 

@@ -10,6 +10,7 @@ import time
 
 from PIL import Image
 
+from errors import SetupError
 from ocr import gates
 from ocr import text as textnorm
 from ocr.engine import EngineConfig, PageResult, RawPage, Recogniser, Word
@@ -25,7 +26,7 @@ def make_engine(name: str, config: EngineConfig) -> Recogniser:
         from ocr.tesseract import TesseractEngine
 
         return TesseractEngine(config.lang, config.psm)
-    raise ValueError(f"unknown OCR engine {name!r}")
+    raise SetupError(f"未知的识别引擎 {name!r}", f"unknown OCR engine {name!r}")
 
 
 def assemble(raw: RawPage) -> tuple[str, float, list[Word]]:

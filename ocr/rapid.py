@@ -64,7 +64,8 @@ class RapidEngine:
             import rapidocr_onnxruntime
             from rapidocr_onnxruntime import RapidOCR
         except ImportError as exc:  # opencv needs libGL at import time
-            raise OcrSetupError(f"rapidocr cannot be loaded ({exc}); run `make setup` "
+            raise OcrSetupError("无法加载 RapidOCR，请运行 `make setup`",
+                                f"rapidocr cannot be loaded ({exc}); run `make setup` "
                                 "(apt-get install libgl1 libglib2.0-0)") from exc
         self.det_side, self.rec_side = det_side, rec_side
         self.ocr = RapidOCR(intra_op_num_threads=1, inter_op_num_threads=1, use_cls=False)

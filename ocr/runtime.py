@@ -25,7 +25,8 @@ class OpenVinoModel:
         try:
             import openvino as ov
         except ImportError as exc:
-            raise OcrSetupError(f"openvino cannot be loaded ({exc}); run `make setup`") from exc
+            raise OcrSetupError("无法加载 OpenVINO，请运行 `make setup`",
+                                f"openvino cannot be loaded ({exc}); run `make setup`") from exc
         self.request = ov.Core().compile_model(str(path), "CPU", CONFIG).create_infer_request()
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:

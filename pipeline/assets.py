@@ -2,18 +2,20 @@
 
 import dagster as dg
 
+from pipeline.failures import known_failures
 from pipeline.partitions import scan_batches
 from pipeline.resources import ArchiveServicesResource, OcrEngineResource, SignerResource
 from stages.archive import archive_batch
 from stages.index import index_batch, link_problems
 from stages.intake import intake_batch, load_catalog
 from stages.ocr import ocr_batch
-from stages.transfer import prepare_transfer
+from stages.transfer import TransferNotReady, prepare_transfer
 
 DEFAULT_RECEIVER = "广东省人才交流服务中心"
 
 
 @dg.asset(name="intake", partitions_def=scan_batches, group_name="scan_batch", kinds={"postgres", "s3"})
+@known_failures
 def intake_asset(context: dg.AssetExecutionContext, services: ArchiveServicesResource) -> dg.MaterializeResult:
     """Validates the handed-in batch: manifest, scan files by content, catalog-to-image link."""
     r = intake_batch(context.partition_key, services.services())
@@ -35,6 +37,7 @@ GATE_CHECKS = {
           kinds={"onnx", "tesseract"},
           check_specs=[dg.AssetCheckSpec(name, asset="ocr", description=f"{text}, after the fallback engine")
                        for name, text in GATE_CHECKS.values()])
+@known_failures
 def ocr_asset(context: dg.AssetExecutionContext, services: ArchiveServicesResource,
               ocr_engine: OcrEngineResource):
     """OCRs every accepted scan not yet OCR'd by this engine version (cache keyed by sha256).
@@ -57,6 +60,7 @@ def ocr_asset(context: dg.AssetExecutionContext, services: ArchiveServicesResour
           check_specs=[dg.AssetCheckSpec("catalog_image_link", asset="index",
                                          description="数据挂接: every material has its catalogued pages, numbered "
                                                      "1..n, and every listed page file is under one material")])
+@known_failures
 def index_asset(context: dg.AssetExecutionContext, services: ArchiveServicesResource,
                 ocr_engine: OcrEngineResource):
     """Files, materials, pages and OCR text into PostgreSQL, searchable in Chinese."""
@@ -71,6 +75,7 @@ def index_asset(context: dg.AssetExecutionContext, services: ArchiveServicesReso
 
 
 @dg.asset(name="archive", deps=["index"], partitions_def=scan_batches, group_name="scan_batch", kinds={"s3"})
+@known_failures
 def archive_asset(context: dg.AssetExecutionContext, services: ArchiveServicesResource,
                   ocr_engine: OcrEngineResource) -> dg.MaterializeResult:
     """Originals, OCR results and one searchable PDF per material into preservation storage, verified."""
@@ -87,9 +92,12 @@ class TransferConfig(dg.Config):
 
 @dg.asset(name="transfer", deps=["archive"], partitions_def=scan_batches, group_name="scan_batch",
           kinds={"json"})
+@known_failures
 def transfer_asset(context: dg.AssetExecutionContext, config: TransferConfig, services: ArchiveServicesResource,
                    signer: SignerResource) -> dg.MaterializeResult:
-    """A signed transfer record for one file of the batch, addressed to a receiving agency."""
+    """A signed transfer record for one file of the batch, addressed to a receiving agency: the
+    one configured, else the batch's first file (the demo's), which is skipped with a warning
+    when it is not ready, so a problem with one file never fails the batch's run."""
     svc = services.services()
     number = config.file_number
     if not number:
@@ -98,7 +106,13 @@ def transfer_asset(context: dg.AssetExecutionContext, config: TransferConfig, se
             context.log.warning("no file of this batch passed intake: nothing to transfer")
             return dg.MaterializeResult(metadata={"transfer_id": "none"})
         number = files[0]
-    r = prepare_transfer(number, config.receiving_agency, svc, signer.signer(), config.reason)
+    try:
+        r = prepare_transfer(number, config.receiving_agency, svc, signer.signer(), config.reason)
+    except TransferNotReady as exc:
+        if config.file_number:
+            raise
+        context.log.warning(str(exc))
+        return dg.MaterializeResult(metadata={"transfer_id": "none", "not_ready": str(exc)})
     return dg.MaterializeResult(metadata={
         "transfer_id": r.transfer_id, "file_number": r.file_number, "receiving_agency": r.receiving_agency,
         "record_key": r.record_key, "record_sha256": r.record_sha256, "created": r.created})

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 from PIL import Image, ImageDraw, ImageFont
 
+from errors import SetupError
+
 A4_INCHES = (8.27, 11.69)
 FONT_CANDIDATES = {
     "hei": ["/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc", "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"],
@@ -20,8 +22,8 @@ FONT_CANDIDATES = {
 }
 
 
-class FontMissing(RuntimeError):
-    pass
+class FontMissing(SetupError):
+    """No CJK font to render sample pages with."""
 
 
 def available_fonts() -> dict[str, str]:
@@ -33,7 +35,8 @@ def available_fonts() -> dict[str, str]:
                 found[style] = path
                 break
     if not found:
-        raise FontMissing("no CJK font found: install fonts-wqy-zenhei (run `make setup`)")
+        raise FontMissing("未找到中文字体，请运行 `make setup`", "no CJK font found: install fonts-wqy-zenhei "
+                          "(run `make setup`)")
     return found
 
 

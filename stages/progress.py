@@ -6,6 +6,7 @@ earlier stage (new intake rules, say) leaves an archived batch archived.
 
 from __future__ import annotations
 
+from errors import NotFound
 from stages.services import Services
 
 # (status, Chinese, English) in pipeline order; a batch's status is the last stage it finished
@@ -58,7 +59,7 @@ def batch_status(batch_id: str, services: Services) -> dict:
         cur.execute(_SELECT.format(where="WHERE b.batch_id = %s"), (batch_id, 1))
         row = cur.fetchone()
     if row is None:
-        raise LookupError(f"batch {batch_id} is unknown")
+        raise NotFound(f"没有批次 {batch_id}", f"batch {batch_id} is unknown", item=batch_id)
     return _summary(row)
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import html
 from collections import Counter
 
+from errors import NotFound
 from stages.services import Services
 
-STATUS_ZH = {"accepted": "已接收", "rejected": "已拒收", "received": "已收到", "warning": "有警告"}
+STATUS_ZH = {"accepted": "已接收", "rejected": "已拒收", "received": "已收到", "warning": "有警告", "ignored": "已忽略"}
 SEVERITY_ZH = {"error": "错误", "warning": "警告"}
 
 
@@ -21,7 +22,7 @@ def batch_report(batch_id: str, services: Services) -> dict:
                     " WHERE batch_id = %s", (batch_id,))
         batch = cur.fetchone()
         if batch is None:
-            raise LookupError(f"batch {batch_id} is unknown")
+            raise NotFound(f"没有批次 {batch_id}", f"batch {batch_id} is unknown", item=batch_id)
         cur.execute("SELECT path, role, status, media_type, page_count, dpi, skew_degrees, bytes, sha256"
                     " FROM batch_files WHERE batch_id = %s ORDER BY path", (batch_id,))
         files = cur.fetchall()

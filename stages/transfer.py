@@ -11,6 +11,7 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 
+from errors import NotReady
 from stages.services import Services
 from storage import events
 from storage.events import Event
@@ -19,7 +20,7 @@ from transfer.record import StoredObject, build_record, transfer_id
 from transfer.signing import Signer, canonical_json
 
 
-class TransferNotReady(RuntimeError):
+class TransferNotReady(NotReady):
     """The file is unknown or some of its objects are not yet preserved."""
 
 
@@ -49,7 +50,9 @@ def _materials_and_objects(cur, file_number: str, bucket: str) -> tuple[list[dic
         digests[r["source_sha256"]] = "original"
         digests[r["ocr_sha256"]] = "ocr"
         if r["pdf_sha256"] is None:
-            raise TransferNotReady(f"file {file_number}: material {m['code']} has no searchable PDF yet")
+            raise TransferNotReady(f"档案 {file_number} 的材料 {m['code']} 尚无可检索 PDF",
+                                   f"file {file_number}: material {m['code']} has no searchable PDF yet",
+                                   item=file_number)
         digests[r["pdf_sha256"]] = "searchable-pdf"
     objects = []
     for sha, role in sorted(digests.items()):
@@ -57,7 +60,9 @@ def _materials_and_objects(cur, file_number: str, bucket: str) -> tuple[list[dic
                     (bucket, content_key(sha)))
         row = cur.fetchone()
         if row is None:
-            raise TransferNotReady(f"file {file_number}: {role} object {sha} is not in preservation storage yet")
+            raise TransferNotReady(f"档案 {file_number} 的对象 {sha} 尚未归档保存",
+                                   f"file {file_number}: {role} object {sha} is not in preservation storage yet",
+                                   item=file_number)
         objects.append(StoredObject(role, row["sha256"], row["bytes"], row["bucket"], row["key"], row["media_type"]))
     return list(materials.values()), objects
 
@@ -68,10 +73,12 @@ def prepare_transfer(file_number: str, receiving_agency: str, services: Services
         cur.execute("SELECT file_number, name, id_masked FROM personnel_files WHERE file_number = %s", (file_number,))
         person = cur.fetchone()
         if person is None:
-            raise TransferNotReady(f"file {file_number} is not indexed")
+            raise TransferNotReady(f"档案 {file_number} 尚未入库", f"file {file_number} is not indexed",
+                                   item=file_number)
         materials, objects = _materials_and_objects(cur, file_number, services.archive_bucket)
         if not materials:
-            raise TransferNotReady(f"file {file_number} has no indexed pages")
+            raise TransferNotReady(f"档案 {file_number} 没有已入库的页面", f"file {file_number} has no indexed pages",
+                                   item=file_number)
         tid = transfer_id(file_number, receiving_agency, [o.sha256 for o in objects])
         cur.execute("SELECT record, record_key, record_sha256 FROM transfers WHERE transfer_id = %s", (tid,))
         existing = cur.fetchone()

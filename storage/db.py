@@ -17,11 +17,13 @@ import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
 
+from errors import SetupError
+
 _MIGRATION = re.compile(r"^(\d{4})_[\w-]+\.(sql|py)$")
 _LOCK_ID = 0x5041_0001  # advisory lock: one migrator at a time
 
 
-class DatabaseUnavailable(RuntimeError):
+class DatabaseUnavailable(SetupError):
     """PostgreSQL could not be reached; the message names the URL (without password)."""
 
 
@@ -35,6 +37,7 @@ def connect(url: str) -> psycopg2.extensions.connection:
     except psycopg2.OperationalError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DatabaseUnavailable(
+            f"无法连接数据库 {redact(url)}",
             f"cannot connect to PostgreSQL at {redact(url)}: {first}. Start it with "
             "`archive services start` (demo) or set ARCHIVE_DATABASE_URL") from exc
 

@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from errors import IntegrityFailure, SetupError
 
-class ObjectStoreUnavailable(RuntimeError):
+
+class ObjectStoreUnavailable(SetupError):
     """The object store cannot be reached or used; the message says which and how to fix it."""
 
 
-class IntegrityError(RuntimeError):
+class IntegrityError(IntegrityFailure):
     """An object read back does not have the digest it was written with."""
 
 
@@ -55,7 +57,8 @@ def put_verified(store: ObjectStore, bucket: str, key: str, data: bytes,
     store.put(bucket, key, data, digest, content_type)
     back = sha256_hex(store.get(bucket, key))
     if back != digest:
-        raise IntegrityError(f"{bucket}/{key}: wrote sha256 {digest}, read back {back}")
+        raise IntegrityError(f"对象 {bucket}/{key} 读回的摘要与写入时不符",
+                             f"{bucket}/{key}: wrote sha256 {digest}, read back {back}", item=key)
     return digest
 
 
@@ -85,6 +88,7 @@ class S3ObjectStore:
 
     def _unavailable(self, exc: Exception) -> ObjectStoreUnavailable:
         return ObjectStoreUnavailable(
+            f"无法使用对象存储 {self.description}",
             f"object store {self.description} is unreachable or refused the request: {exc}. "
             "Check ARCHIVE_S3_ENDPOINT_URL and AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
             "or unset ARCHIVE_S3_ENDPOINT_URL to use the local directory store")
@@ -151,7 +155,8 @@ class LocalObjectStore:
         try:
             (self.root / bucket).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ObjectStoreUnavailable(f"cannot create {self.root / bucket}: {exc}") from exc
+            raise ObjectStoreUnavailable(f"无法创建目录 {self.root / bucket}",
+                                         f"cannot create {self.root / bucket}: {exc}") from exc
 
     def put(self, bucket: str, key: str, data: bytes, sha256: str,
             content_type: str = "application/octet-stream") -> None:
@@ -190,5 +195,5 @@ def open_store(endpoint_url: str | None, object_root: str | None, region: str = 
         return S3ObjectStore(endpoint_url, region)
     if object_root:
         return LocalObjectStore(object_root)
-    raise ObjectStoreUnavailable("no object store configured: set ARCHIVE_S3_ENDPOINT_URL (S3) "
+    raise ObjectStoreUnavailable("未配置对象存储", "no object store configured: set ARCHIVE_S3_ENDPOINT_URL (S3) "
                                  "or ARCHIVE_OBJECT_ROOT (local directory)")

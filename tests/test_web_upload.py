@@ -181,4 +181,4 @@ def test_an_unreachable_database_is_one_readable_sentence(tmp_path):
 
     down = Services(Database("postgresql://u:secret@127.0.0.1:1/x"), LocalObjectStore(tmp_path), "s", "a")
     res = TestClient(create_app(down)).get("/api/batches")
-    assert res.status_code == 503 and "存储服务暂不可用" in res.json()["detail"] and "secret" not in res.text
+    assert res.status_code == 503 and "服务暂不可用" in res.json()["detail"] and "secret" not in res.text

@@ -6,6 +6,7 @@ import zipfile
 
 import pytest
 
+from errors import BadInput
 from stages.intake import intake_batch, load_catalog
 from stages.services import Services
 from stages.submit import submit_folder, submit_path
@@ -70,9 +71,9 @@ def test_zip_unsafe_members_refused_by_name_the_rest_goes_on(tmp_path, services)
 
 def test_not_a_batch(tmp_path, services):
     (tmp_path / "notes.txt").write_text("hello")
-    with pytest.raises(ValueError, match="neither a batch folder nor a zip"):
+    with pytest.raises(BadInput, match="neither a batch folder nor a zip"):
         submit_path(tmp_path / "notes.txt", services)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(BadInput, match="does not exist"):
         submit_path(tmp_path / "missing", services)
 
 

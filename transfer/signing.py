@@ -16,6 +16,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from errors import SetupError
+
 
 def canonical_json(data: dict) -> bytes:
     return json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
@@ -35,7 +37,7 @@ class Signer:
     def from_pem(cls, pem: bytes) -> Signer:
         key = serialization.load_pem_private_key(pem, password=None)
         if not isinstance(key, Ed25519PrivateKey):
-            raise ValueError("the signing key must be an Ed25519 private key")
+            raise SetupError("签名密钥必须是 Ed25519 私钥", "the signing key must be an Ed25519 private key")
         return cls(key)
 
     @classmethod

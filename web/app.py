@@ -20,13 +20,12 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.datastructures import UploadFile  # what request.form() yields (FastAPI's is a subclass)
 
 from catalog.manifest import template_csv
+from errors import ArchiveError, SetupError
 from search.query import Filters, mask_query, search
 from stages.progress import batch_status, recent_batches
 from stages.report import batch_report, report_html
 from stages.services import Services
-from storage.db import DatabaseUnavailable
-from storage.objects import ObjectStoreUnavailable
-from web.uploads import BadUpload, hand_in_upload
+from web.uploads import hand_in_upload
 
 UPLOAD_PAGE = Path(__file__).parent / "static" / "upload.html"
 MAX_UPLOAD_FILES = 100_000  # a batch folder holds thousands of pages; Starlette's default is 1,000
@@ -44,12 +43,13 @@ def create_app(services: Services | None = None, launch: Callable[[str], None] |
     app = FastAPI(title="人事档案数字化 / personnel archive", version="1")
     state: dict = {"services": services}
 
-    @app.exception_handler(DatabaseUnavailable)
-    @app.exception_handler(ObjectStoreUnavailable)
-    async def unavailable(request: Request, exc: Exception) -> JSONResponse:
-        # staff see one readable sentence; the engineers' detail (URL, no password) goes with it
-        return JSONResponse({"detail": f"存储服务暂不可用，请稍后重试 / storage is unavailable, retry later: {exc}"},
-                            status_code=503)
+    @app.exception_handler(ArchiveError)
+    async def known_state(request: Request, exc: ArchiveError) -> JSONResponse:
+        """The one place the web maps the project's errors: the bilingual sentence, and its kind."""
+        detail = str(exc)
+        if isinstance(exc, SetupError):  # staff can do nothing but wait; the detail is for engineers
+            detail = f"服务暂不可用，请稍后重试 / a service is unavailable, retry later: {exc}"
+        return JSONResponse({"detail": detail, **exc.to_dict()}, status_code=exc.http_status)
 
     def svc() -> Services:
         if state["services"] is None:
@@ -90,10 +90,7 @@ def create_app(services: Services | None = None, launch: Callable[[str], None] |
         async with request.form(max_files=MAX_UPLOAD_FILES, max_fields=MAX_UPLOAD_FILES) as form:
             files = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
             name = form.get("name") if isinstance(form.get("name"), str) else None
-            try:
-                sub = await run_in_threadpool(hand_in_upload, [(f.filename or "", f.file) for f in files], svc(), name)
-            except BadUpload as exc:
-                raise HTTPException(422, str(exc)) from exc
+            sub = await run_in_threadpool(hand_in_upload, [(f.filename or "", f.file) for f in files], svc(), name)
         if launch is not None and batch_status(sub.batch_id, svc())["status"] == "submitted":
             launch(sub.batch_id)
         return JSONResponse({"batch_id": sub.batch_id, "new": sub.new, "files": sub.files,
@@ -105,10 +102,7 @@ def create_app(services: Services | None = None, launch: Callable[[str], None] |
         return {"batches": recent_batches(svc(), limit)}
 
     def of_batch(read: Callable[[str, Services], dict], batch_id: str) -> dict:
-        try:
-            return read(batch_id, svc())
-        except LookupError as exc:
-            raise HTTPException(404, f"没有这个批次 / {exc}") from exc
+        return read(batch_id, svc())
 
     @app.get("/api/batches/{batch_id}")
     def api_batch(batch_id: str) -> dict:

@@ -14,12 +14,13 @@ from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from errors import BadInput
 from intake.zipsafe import unsafe_name
 from stages.services import Services
 from stages.submit import Submission, submit_path
 
 
-class BadUpload(ValueError):
+class BadUpload(BadInput):
     """An upload that cannot be a batch; the message is bilingual and names the item."""
 
 
@@ -31,7 +32,7 @@ def batch_layout(paths: list[str]) -> tuple[str | None, list[str]]:
         p = p.replace("\\", "/")
         reason = unsafe_name(p) or ("empty name" if not p.strip("/") else None)
         if reason:
-            raise BadUpload(f"文件路径不安全：{p}（{reason}）/ unsafe file path {p!r}: {reason}")
+            raise BadUpload(f"文件路径不安全：{p}（{reason}）", f"unsafe file path {p!r}: {reason}", item=p)
         clean.append(PurePosixPath(p).as_posix())
     tops = {c.split("/", 1)[0] for c in clean}
     if len(tops) == 1 and all("/" in c for c in clean):
@@ -47,7 +48,7 @@ def hand_in_upload(files: Iterable[tuple[str, BinaryIO]], services: Services, na
     the batch folder itself."""
     files = list(files)
     if not files:
-        raise BadUpload("没有选择任何文件 / no files were uploaded")
+        raise BadUpload("没有选择任何文件", "no files were uploaded")
     top, rels = batch_layout([p for p, _ in files])
     batch_name = (name or top or "upload").replace("/", "-").replace("\\", "-").strip(" .") or "upload"
     with tempfile.TemporaryDirectory(prefix="upload-") as tmp:
@@ -56,13 +57,14 @@ def hand_in_upload(files: Iterable[tuple[str, BinaryIO]], services: Services, na
             with open(target, "wb") as out:
                 shutil.copyfileobj(files[0][1], out, 1024 * 1024)
             if not zipfile.is_zipfile(target):
-                raise BadUpload(f"压缩包损坏，无法打开：{rels[0]} / the zip archive is corrupt or not a zip: {rels[0]}")
+                raise BadUpload(f"压缩包损坏，无法打开：{rels[0]}",
+                                f"the zip archive is corrupt or not a zip: {rels[0]}", item=rels[0])
             return submit_path(target, services)
         folder = Path(tmp) / batch_name
         for rel, (_, stream) in zip(rels, files, strict=True):
             dest = folder / rel
             if dest.exists():
-                raise BadUpload(f"同一文件上传了两次：{rel} / the same file was uploaded twice: {rel}")
+                raise BadUpload(f"同一文件上传了两次：{rel}", f"the same file was uploaded twice: {rel}", item=rel)
             dest.parent.mkdir(parents=True, exist_ok=True)
             with open(dest, "wb") as out:
                 shutil.copyfileobj(stream, out, 1024 * 1024)
