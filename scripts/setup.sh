@@ -7,14 +7,15 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   tesseract-ocr tesseract-ocr-chi-sim tesseract-ocr-eng   # OCR engine and language data
   poppler-utils                                           # pdftoppm for PDF pages (pdf2image)
-  postgresql-15 postgresql-contrib                        # server binaries for the private cluster
+  postgresql-15                                           # server binaries for the private cluster
   fonts-wqy-zenhei fonts-arphic-uming fonts-arphic-ukai   # CJK fonts for the sample generator
   util-linux                                              # runuser: postgres refuses to run as root
   libgl1 libglib2.0-0                                     # opencv (RapidOCR's image ops) loads them
 )
 # `make test` (ARCHIVE_SETUP_TESTS=1) also needs a browser for the upload page's test
 if [[ ${ARCHIVE_SETUP_TESTS:-0} == 1 ]]; then
-  APT_PACKAGES+=(chromium)                                # Playwright drives Debian's Chromium headless
+  APT_PACKAGES+=(chromium                                 # Playwright drives Debian's Chromium headless
+                 zip)                                     # Info-ZIP, one of the zip makers the tests hand in
 fi
 
 missing=()

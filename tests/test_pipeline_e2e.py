@@ -23,14 +23,18 @@ COUNTED = ("batches", "batch_files", "personnel_files", "materials", "pages", "s
            "transfer_events", "events")
 
 
-def materialize(services: Services, batch_id: str, key_file: Path) -> dict:
-    resources = {
+def resources_for(services: Services, key_file: Path) -> dict:
+    return {
         "services": ArchiveServicesResource(
             database_url=services.db.url, s3_endpoint_url=services.store.endpoint_url,
             staging_bucket=services.staging_bucket, archive_bucket=services.archive_bucket),
         "ocr_engine": OcrEngineResource(),
         "signer": SignerResource(key_file=str(key_file)),
     }
+
+
+def materialize(services: Services, batch_id: str, key_file: Path) -> dict:
+    resources = resources_for(services, key_file)
     with dg.DagsterInstance.ephemeral() as instance:
         result = run_batch(batch_id, resources, instance)
         assert result.success
@@ -124,7 +128,14 @@ def test_one_verified_object_per_original(run):
 
 
 def test_each_material_has_a_searchable_pdf(run, tmp_path):
+    """Self-contained PDF/A-2b whose text comes out of poppler (no poppler-data needed: every
+    font embedded with a /ToUnicode map) and of pypdf."""
+    import io
     import subprocess
+
+    import pypdf
+
+    from ocr.pdf_check import self_contained_problems
 
     services = run["services"]
     with services.db.transaction() as cur:
@@ -138,9 +149,13 @@ def test_each_material_has_a_searchable_pdf(run, tmp_path):
         assert hashlib.sha256(body).hexdigest() == r["pdf_sha256"] and body.startswith(b"%PDF")
         path = tmp_path / "m.pdf"
         path.write_bytes(body)
-        extracted = subprocess.run(["pdftotext", str(path), "-"], capture_output=True, text=True).stdout
+        assert self_contained_problems(body) == []
+        poppler = subprocess.run(["pdftotext", str(path), "-"], capture_output=True, text=True, check=True)
+        assert "Missing language pack" not in poppler.stderr
+        by_pypdf = "".join(p.extract_text() for p in pypdf.PdfReader(io.BytesIO(body)).pages)
         phrase = max(r["text"].split(), key=len)  # the longest phrase of the material is searchable
-        assert len(phrase) >= 6 and phrase in "".join(extracted.split())
+        assert len(phrase) >= 6
+        assert phrase in "".join(poppler.stdout.split()) and phrase in "".join(by_pypdf.split())
 
 
 def test_transfer_record_checksums_match_stored_objects(run):
