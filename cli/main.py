@@ -224,6 +224,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_history(args: argparse.Namespace) -> int:
+    """Every version of every material of a personnel file, and the events recorded for it."""
+    from devservices.instance import local_database_if_unconfigured
+    from stages.history import file_history
+    from stages.services import Services
+
+    with local_database_if_unconfigured():
+        services = Services.from_env()
+        services.db.migrate()
+        history = file_history(args.file_number, services)
+    if args.json:
+        print(json.dumps(dataclasses.asdict(history), ensure_ascii=False, indent=2, default=str))
+        return 0
+    print(f"{history.file_number} {history.name}")
+    for v in history.versions:
+        state = ("现行 / current" if v.current else
+                 f"已被替代 / superseded {v.superseded_at:%Y-%m-%d %H:%M} by {v.superseded_by}")
+        scans = ", ".join(p["source_sha256"][:12] for p in v.pages)
+        print(f"  {v.material:<7} v{v.version} {v.title} ({v.formed}) batch {v.batch_id}: {state}")
+        print(f"          pages {len(v.pages)} [{scans}] pdf {(v.pdf_sha256 or 'not made yet')[:12]}")
+    print("events / 事件")
+    for e in history.events:
+        print(f"  {e.at:%Y-%m-%d %H:%M:%S} {e.event_type:<11} {e.outcome:<7} {e.batch_id or ''} "
+              f"{(e.object_sha256 or '')[:12]} {json.dumps(e.detail, ensure_ascii=False)[:120]}")
+    return 0
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from sample_scans.generate import generate
 
@@ -272,6 +299,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--offset", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_search)
+    p = sub.add_parser("history", help="every version of a personnel file's materials, and its events")
+    p.add_argument("file_number")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_history)
     p = sub.add_parser("serve", help="the staff web (upload page, reports, search API) on 127.0.0.1")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)

@@ -11,8 +11,10 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from errors import NotReady
 from ocr.images import load_pages
 from ocr.pdf import searchable_pdf
+from stages.intake import CATALOG_MATERIALS
 from stages.ocr import load_ocr, ocr_key
 from stages.progress import advance
 from stages.services import Services
@@ -31,10 +33,13 @@ class ArchiveResult:
 
 
 def objects_to_preserve(batch_id: str, services: Services, engine_key: str) -> list[tuple[str, str, str, str]]:
-    """(sha256, staging key, role, media type) of the batch's accepted originals and their OCR."""
+    """(sha256, staging key, role, media type) of the batch's manifest, the originals of the
+    materials going on, and their OCR results."""
     with services.db.transaction() as cur:
         cur.execute("SELECT sha256, staging_key, role, media_type, status FROM batch_files WHERE batch_id = %s"
-                    " AND (role = 'manifest' OR status = 'accepted') ORDER BY path", (batch_id,))
+                    " AND (role = 'manifest' OR (status = 'accepted' AND path IN"
+                    f" (SELECT jsonb_array_elements_text(page_files) FROM ({CATALOG_MATERIALS}) c))) ORDER BY path",
+                    (batch_id, batch_id))
         rows = cur.fetchall()
     out = []
     for r in rows:
@@ -43,7 +48,8 @@ def objects_to_preserve(batch_id: str, services: Services, engine_key: str) -> l
             key = ocr_key(engine_key, r["sha256"])
             info = services.store.head(services.staging_bucket, key)
             if info is None or not info.sha256:
-                raise LookupError(f"OCR result {key} of {r['staging_key']} is missing: run the ocr stage first")
+                raise NotReady(f"{r['staging_key']} 的识别结果缺失，请先运行识别阶段",
+                               f"OCR result {key} of {r['staging_key']} is missing: run the ocr stage first", item=key)
             out.append((info.sha256, key, "ocr", "application/json"))
     return out
 
@@ -61,13 +67,15 @@ def _record(services: Services, key: str, sha: str, size: int, role: str, media_
 
 
 def material_pdfs(batch_id: str, services: Services, engine_key: str) -> tuple[int, int]:
-    """Makes and stores the searchable PDF of every material of the batch that lacks a current one."""
+    """Makes and stores the searchable PDF of every material in the batch's catalog whose current
+    version has none: a version this batch made, or one an earlier batch made and did not finish."""
     with services.db.transaction() as cur:
-        cur.execute("SELECT m.material_id, m.file_number, m.class_code, m.seq, m.title, p.page_no, p.source_sha256,"
-                    " p.source_page, f.staging_key FROM materials m JOIN pages p USING (material_id)"
+        cur.execute(f"WITH listed AS ({CATALOG_MATERIALS}) SELECT m.material_id, m.file_number, m.class_code,"
+                    " m.seq, m.title, m.version, p.page_no, p.source_sha256, p.source_page, f.staging_key"
+                    " FROM listed l JOIN materials m USING (file_number, class_code, seq)"
+                    " JOIN pages p USING (material_id)"
                     " JOIN LATERAL (SELECT staging_key FROM batch_files WHERE sha256 = p.source_sha256 LIMIT 1) f"
-                    " ON true WHERE m.batch_id = %s AND m.pdf_sha256 IS NULL ORDER BY m.material_id, p.page_no",
-                    (batch_id,))
+                    " ON true WHERE m.pdf_sha256 IS NULL ORDER BY m.material_id, p.page_no", (batch_id,))
         rows = cur.fetchall()
     by_material: dict[int, list[dict]] = {}
     for r in rows:
@@ -81,13 +89,14 @@ def material_pdfs(batch_id: str, services: Services, engine_key: str) -> tuple[i
             rendered.append((image, results[p["source_page"]]))
         first = pages[0]
         title = f"{first['file_number']} {first['class_code']}-{first['seq']} {first['title']}"
-        pdf = searchable_pdf(rendered, title)
+        pdf = searchable_pdf(rendered, title, services.agency)
         sha = sha256_hex(pdf)
         key = content_key(sha)
         put_verified(services.store, services.archive_bucket, key, pdf, "application/pdf")
         _record(services, key, sha, len(pdf), "searchable-pdf", "application/pdf", batch_id)
-        with services.db.transaction() as cur:
-            cur.execute("UPDATE materials SET pdf_sha256 = %s WHERE material_id = %s", (sha, material_id))
+        with services.db.transaction() as cur:  # only if still the version it was made of
+            cur.execute("UPDATE materials SET pdf_sha256 = %s WHERE material_id = %s AND version = %s",
+                        (sha, material_id, first["version"]))
         made += 1
         size += len(pdf)
     return made, size
@@ -112,7 +121,8 @@ def archive_batch(batch_id: str, services: Services, engine_key: str) -> Archive
             continue
         data = services.store.get(services.staging_bucket, staging_key)
         if sha256_hex(data) != sha:
-            raise IntegrityError(f"staging object {staging_key} does not match its sha256 {sha}")
+            raise IntegrityError(f"暂存对象 {staging_key} 与其摘要不符", f"staging object {staging_key} does not match "
+                                 f"its sha256 {sha}", item=staging_key)
         put_verified(services.store, bucket, key, data, media_type)
         _record(services, key, sha, len(data), role, media_type, batch_id)
         stored += 1

@@ -2,11 +2,12 @@
 
 Rows are built a chunk of personnel files at a time, the next chunk in a thread while the
 current one loads (the stage never holds more than two chunks' OCR text), and COPYed in
-PostgreSQL's binary format: files and materials into temporary tables, then upserted set-wise
+PostgreSQL's binary format: files and materials into temporary tables, then written set-wise
 keyed by file number and (file, class, sequence); pages of materials new to the index straight
-into `pages`, the others upserted keyed by (material, page number). A row whose content did not
-change is not rewritten, so a rerun writes nothing; a material whose pages changed loses its
-searchable PDF, which the archive stage then makes anew."""
+into `pages`. A material handed in again is one version if its catalog row, scans and OCR
+results are the same (a rerun writes nothing) and a new version otherwise: the old one is kept
+in `material_versions` (storage/migrations/0012), the pages replaced, and the searchable PDF
+left for the archive stage to make anew."""
 
 from __future__ import annotations
 
@@ -16,12 +17,14 @@ from dataclasses import dataclass
 
 from catalog import idnumber
 from catalog.manifest import Material, PersonnelFile
+from errors import NotReady
 from search.terms import many_codes, many_page_codes, shard_of
-from stages.intake import load_catalog
+from stages.intake import CATALOG_MATERIALS, load_catalog
 from stages.ocr import load_ocr
 from stages.progress import advance
 from stages.services import Services
 from storage.db import copy_binary, copy_encoded, encode_fields, field_count
+from storage.events import AGENT
 
 CHUNK_FILES = 200  # personnel files per COPY round: ~10,000 pages of text at most in memory
 
@@ -45,36 +48,100 @@ ON CONFLICT (file_number) DO UPDATE SET name = EXCLUDED.name, id_hash = EXCLUDED
     name_codes = EXCLUDED.name_codes, indexed_at = now()
 WHERE (personnel_files.name, personnel_files.id_hash, personnel_files.name_codes)
     IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.id_hash, EXCLUDED.name_codes)
+  AND NOT EXISTS (SELECT 1 FROM batches later, batches this  -- an older batch run again changes nothing
+                  WHERE later.batch_id = personnel_files.batch_id AND this.batch_id = EXCLUDED.batch_id
+                    AND later.submitted_at > this.submitted_at)
 """
-UPSERT_MATERIALS = """
+# Materials new to the index; one already indexed changes only by becoming a new version.
+INSERT_MATERIALS = """
 INSERT INTO materials (file_number, class_code, seq, title, formed, formed_on, copies, page_count, remarks, batch_id)
 SELECT file_number, class_code, seq, title, formed, formed_on, copies, page_count, remarks, batch_id
 FROM load_materials
-ON CONFLICT (file_number, class_code, seq) DO UPDATE SET title = EXCLUDED.title, formed = EXCLUDED.formed,
-    formed_on = EXCLUDED.formed_on, copies = EXCLUDED.copies, page_count = EXCLUDED.page_count,
-    remarks = EXCLUDED.remarks, batch_id = EXCLUDED.batch_id
-WHERE (materials.title, materials.formed, materials.copies, materials.page_count, materials.remarks)
-    IS DISTINCT FROM (EXCLUDED.title, EXCLUDED.formed, EXCLUDED.copies, EXCLUDED.page_count, EXCLUDED.remarks)
+ON CONFLICT (file_number, class_code, seq) DO NOTHING
+RETURNING material_id
 """
-UPSERT_PAGES = """
-WITH written AS (
-    INSERT INTO pages (material_id, page_no, source_sha256, source_page, source_path, dpi, width, height,
-                       ocr_text, ocr_confidence, ocr_engine, ocr_sha256, term_codes)
-    SELECT m.material_id, l.page_no, l.source_sha256, l.source_page, l.source_path, l.dpi, l.width, l.height,
-           l.ocr_text, l.ocr_confidence, l.ocr_engine, l.ocr_sha256, l.term_codes
-    FROM load_pages l JOIN materials m USING (file_number, class_code, seq)
-    ON CONFLICT (material_id, page_no) DO UPDATE SET source_sha256 = EXCLUDED.source_sha256,
-        source_page = EXCLUDED.source_page, source_path = EXCLUDED.source_path, dpi = EXCLUDED.dpi,
-        width = EXCLUDED.width, height = EXCLUDED.height, ocr_text = EXCLUDED.ocr_text,
-        ocr_confidence = EXCLUDED.ocr_confidence, ocr_engine = EXCLUDED.ocr_engine,
-        ocr_sha256 = EXCLUDED.ocr_sha256, term_codes = EXCLUDED.term_codes
-    WHERE (pages.source_sha256, pages.source_page, pages.ocr_sha256, pages.term_codes)
-        IS DISTINCT FROM (EXCLUDED.source_sha256, EXCLUDED.source_page, EXCLUDED.ocr_sha256, EXCLUDED.term_codes)
-    RETURNING material_id
-), stale AS (  -- their searchable PDFs no longer match the pages
-    UPDATE materials SET pdf_sha256 = NULL WHERE material_id IN (SELECT material_id FROM written)
+# A material indexed before but left without pages (rows deleted by hand): its catalog row as brought.
+REFRESH_CATALOG = """
+UPDATE materials m SET title = l.title, formed = l.formed, formed_on = l.formed_on, copies = l.copies,
+    page_count = l.page_count, remarks = l.remarks, batch_id = l.batch_id
+FROM load_materials l
+WHERE m.material_id = ANY(%s) AND (m.file_number, m.class_code, m.seq) = (l.file_number, l.class_code, l.seq)
+"""
+# What a version is: its catalog row and its pages' scans and OCR results, in page order. Known
+# materials the chunk brings otherwise are `changed_materials`; `outdated` when the version
+# indexed came from a batch handed in later (an older batch run again must not bring its scans
+# back).
+CHANGED_MATERIALS = """
+WITH incoming AS (
+    SELECT file_number, class_code, seq,
+           array_agg(ARRAY[page_no::text, source_sha256, source_page::text, ocr_sha256] ORDER BY page_no) AS pages
+    FROM load_pages GROUP BY file_number, class_code, seq
+), indexed AS (
+    SELECT material_id,
+           array_agg(ARRAY[page_no::text, source_sha256, source_page::text, ocr_sha256] ORDER BY page_no) AS pages
+    FROM pages WHERE material_id = ANY(%(known)s) GROUP BY material_id
+), compared AS (
+    SELECT m.material_id, l.batch_id,
+           (m.title, m.formed, m.copies, m.page_count, m.remarks)
+               IS DISTINCT FROM (l.title, l.formed, l.copies, l.page_count, l.remarks) AS catalog_changed,
+           i.pages IS DISTINCT FROM x.pages AS pages_changed,
+           coalesce(cb.submitted_at > nb.submitted_at, false) AS outdated
+    FROM load_materials l JOIN materials m USING (file_number, class_code, seq)
+    LEFT JOIN incoming i USING (file_number, class_code, seq) LEFT JOIN indexed x ON x.material_id = m.material_id
+    LEFT JOIN batches cb ON cb.batch_id = m.batch_id LEFT JOIN batches nb ON nb.batch_id = l.batch_id
+    WHERE m.material_id = ANY(%(known)s)
 )
-SELECT count(*) AS n FROM written
+INSERT INTO changed_materials SELECT * FROM compared WHERE catalog_changed OR pages_changed
+"""
+# The version being replaced, kept with where to find its objects; its event in the file's history.
+SUPERSEDE = """
+WITH kept AS (
+    INSERT INTO material_versions (material_id, version, batch_id, title, formed, copies, page_count, remarks,
+                                   pdf_sha256, pages, created_at, superseded_by)
+    SELECT m.material_id, m.version, m.batch_id, m.title, m.formed, m.copies, m.page_count, m.remarks, m.pdf_sha256,
+           coalesce((SELECT jsonb_agg(jsonb_build_object('page_no', p.page_no, 'source_sha256', p.source_sha256,
+                                                         'source_page', p.source_page, 'source_path', p.source_path,
+                                                         'ocr_sha256', p.ocr_sha256) ORDER BY p.page_no)
+                     FROM pages p WHERE p.material_id = m.material_id), '[]'::jsonb),
+           m.versioned_at, c.batch_id
+    FROM changed_materials c JOIN materials m USING (material_id) WHERE NOT c.outdated
+    RETURNING material_id
+)
+INSERT INTO events (event_type, outcome, agent, batch_id, file_number, object_sha256, detail)
+SELECT 'superseded', 'success', %(agent)s, c.batch_id, m.file_number, m.pdf_sha256,
+       jsonb_build_object('material', m.class_code || '-' || m.seq, 'version', m.version,
+                          'new_version', m.version + 1, 'version_batch', m.batch_id, 'new_version_batch', c.batch_id,
+                          'pages_changed', c.pages_changed, 'catalog_changed', c.catalog_changed)
+FROM changed_materials c JOIN materials m USING (material_id) WHERE c.material_id IN (SELECT material_id FROM kept)
+"""
+NEW_VERSION = """
+UPDATE materials m SET title = l.title, formed = l.formed, formed_on = l.formed_on, copies = l.copies,
+    page_count = l.page_count, remarks = l.remarks, batch_id = l.batch_id, version = m.version + 1,
+    versioned_at = now(), pdf_sha256 = NULL  -- the new version's PDF is the archive stage's to make
+FROM load_materials l, changed_materials c
+WHERE m.material_id = c.material_id AND NOT c.outdated
+  AND (m.file_number, m.class_code, m.seq) = (l.file_number, l.class_code, l.seq)
+"""
+NEW_VERSION_PAGES = """
+INSERT INTO pages (material_id, page_no, source_sha256, source_page, source_path, dpi, width, height,
+                   ocr_text, ocr_confidence, ocr_engine, ocr_sha256, term_codes)
+SELECT c.material_id, l.page_no, l.source_sha256, l.source_page, l.source_path, l.dpi, l.width, l.height,
+       l.ocr_text, l.ocr_confidence, l.ocr_engine, l.ocr_sha256, l.term_codes
+FROM load_pages l JOIN materials m USING (file_number, class_code, seq) JOIN changed_materials c USING (material_id)
+WHERE NOT c.outdated
+"""
+# Pages of an unchanged version whose derived columns differ (search codes of a newer rule, say).
+UPSERT_PAGES = """
+INSERT INTO pages (material_id, page_no, source_sha256, source_page, source_path, dpi, width, height,
+                   ocr_text, ocr_confidence, ocr_engine, ocr_sha256, term_codes)
+SELECT m.material_id, l.page_no, l.source_sha256, l.source_page, l.source_path, l.dpi, l.width, l.height,
+       l.ocr_text, l.ocr_confidence, l.ocr_engine, l.ocr_sha256, l.term_codes
+FROM load_pages l JOIN materials m USING (file_number, class_code, seq)
+WHERE m.material_id NOT IN (SELECT material_id FROM changed_materials)
+ON CONFLICT (material_id, page_no) DO UPDATE SET source_path = EXCLUDED.source_path, dpi = EXCLUDED.dpi,
+    width = EXCLUDED.width, height = EXCLUDED.height, ocr_text = EXCLUDED.ocr_text,
+    ocr_confidence = EXCLUDED.ocr_confidence, ocr_engine = EXCLUDED.ocr_engine, term_codes = EXCLUDED.term_codes
+WHERE (pages.ocr_text, pages.term_codes) IS DISTINCT FROM (EXCLUDED.ocr_text, EXCLUDED.term_codes)
 """
 
 
@@ -114,6 +181,8 @@ def begin_load(cur) -> bool:
     rows. The keys stay declared, enforced for every other writer."""
     for table, columns in LOAD_TABLES.items():
         cur.execute(f"CREATE TEMP TABLE {table} ({', '.join(f'{c} {t}' for c, t in columns)}) ON COMMIT DROP")
+    cur.execute("CREATE TEMP TABLE changed_materials (material_id int8 PRIMARY KEY, batch_id text,"
+                " catalog_changed bool, pages_changed bool, outdated bool) ON COMMIT DROP")
     cur.execute("SELECT has_parameter_privilege('session_replication_role', 'SET') AS may")
     if may := cur.fetchone()["may"]:
         cur.execute("SET LOCAL session_replication_role = replica")
@@ -140,7 +209,7 @@ ORDER BY 1, 2 LIMIT 5
 """
 
 
-class MissingParent(ValueError):
+class MissingParent(NotReady):
     """A chunk's row refers to a personnel file or batch that is not in the index."""
 
 
@@ -158,13 +227,13 @@ FOR KEY SHARE OF m
 
 def load_chunk(cur, chunk: Chunk) -> int:
     """COPY one chunk into PostgreSQL (in a transaction begin_load prepared); returns the rows
-    inserted or changed. Files and materials go through load tables and upserts, the references
-    of both checked set-wise first (KEYS; MissingParent names what is missing). The pages of a
-    material that has none yet (a new batch: nearly all) are COPYed straight into `pages`, which
-    spares PostgreSQL a load table and an upsert (53 µs a page on 100,000 pages; the load table
-    and upsert took ~61, their encoding taken out); those of a material with pages go through
-    the upsert, which rewrites only what changed. Two loaders racing on the same new material:
-    one fails on its unique (material, page number), and running it again takes the upsert."""
+    inserted or changed. Files go through a load table and an upsert, materials through a load
+    table, the references of both checked set-wise first (KEYS; MissingParent names what is
+    missing). The pages of a material that has none yet (a new batch: nearly all) are COPYed
+    straight into `pages`, sparing PostgreSQL a load table and an upsert. A material indexed
+    before is compared with what the chunk brings (new_versions): the same version writes
+    nothing, another one supersedes it. Two loaders racing on the same new material: one fails
+    on its unique (material, page number), and running it again takes the comparison."""
     cur.execute(f"TRUNCATE {', '.join(LOAD_TABLES)}")
     copy_binary(cur, "load_files", FILE_COLUMNS, chunk.files)
     copy_binary(cur, "load_materials", MATERIAL_COLUMNS, chunk.materials)
@@ -172,29 +241,57 @@ def load_chunk(cur, chunk: Chunk) -> int:
     written = cur.rowcount
     cur.execute(KEYS)
     if missing := cur.fetchall():
-        raise MissingParent("rows refer to what is not indexed: " + ", ".join(f"{r['parent']} {r['key']}"
-                                                                             for r in missing))
-    cur.execute(UPSERT_MATERIALS)
-    written += cur.rowcount
+        named = ", ".join(f"{r['parent']} {r['key']}" for r in missing)
+        raise MissingParent(f"入库数据引用了尚未入库的对象：{named}", f"rows refer to what is not indexed: {named}")
+    cur.execute(INSERT_MATERIALS)
+    inserted = {r["material_id"] for r in cur.fetchall()}
+    written += len(inserted)
     cur.execute(MATERIAL_IDS, (sorted({f[0] for f in chunk.files} | {p[0] for p in chunk.pages}),))
+    rows = cur.fetchall()
     count = field_count(NEW_PAGE_COLUMNS)
     heads = {(r["file_number"], r["class_code"], r["seq"]):  # a new page row up to its tail
              count + encode_fields(NEW_PAGE_COLUMNS[:1], [(r["material_id"],)])[0]
-             for r in cur.fetchall() if not r["has_pages"]}
+             for r in rows if not r["has_pages"]}
+    brought = {m[:3] for m in chunk.materials}
+    known = [r["material_id"] for r in rows if r["has_pages"] and (r["file_number"], r["class_code"], r["seq"])
+             in brought]
+    if emptied := [r["material_id"] for r in rows if not r["has_pages"] and r["material_id"] not in inserted
+                   and (r["file_number"], r["class_code"], r["seq"]) in brought]:
+        cur.execute(REFRESH_CATALOG, (emptied,))
     tails = chunk.page_tails or encode_fields(PAGE_COLUMNS[3:], [p[3:] for p in chunk.pages])
-    new, known = [], []
+    new, old = [], []
     for page, tail in zip(chunk.pages, tails, strict=True):
         if head := heads.get(page[:3]):
             new.append(head + tail)
-        else:  # a material with pages already; an unknown one is dropped by the upsert's join
-            known.append(page)
+        else:  # a material with pages already; an unknown one is dropped by the joins on materials
+            old.append(page)
     copy_encoded(cur, "pages", NEW_PAGE_COLUMNS, new)
     written += len(new)
     if known:
-        copy_binary(cur, "load_pages", PAGE_COLUMNS, known)
-        cur.execute(UPSERT_PAGES)
-        written += cur.fetchone()["n"]
+        copy_binary(cur, "load_pages", PAGE_COLUMNS, old)
+        written += new_versions(cur, known)
     return written
+
+
+def new_versions(cur, known: list[int]) -> int:
+    """Compares the indexed materials `known` with what load_materials and load_pages bring:
+    each one whose catalog row, scans or OCR results differ becomes a new version (the old one
+    kept in material_versions with a 'superseded' event, its pages replaced, its PDF to be made
+    anew), unless the version indexed came from a batch handed in later; pages of an unchanged
+    version get what else differs (search codes). Returns the rows written."""
+    cur.execute("TRUNCATE changed_materials")
+    cur.execute(CHANGED_MATERIALS, {"known": known})
+    changed = 0
+    if cur.rowcount:
+        cur.execute(SUPERSEDE, {"agent": AGENT})
+        cur.execute("DELETE FROM pages WHERE material_id IN"
+                    " (SELECT material_id FROM changed_materials WHERE NOT outdated)")
+        cur.execute(NEW_VERSION)
+        changed = cur.rowcount
+        cur.execute(NEW_VERSION_PAGES)
+        changed += cur.rowcount
+    cur.execute(UPSERT_PAGES)
+    return changed + cur.rowcount
 
 
 def load_chunks(cur, chunks: Iterable[Chunk]) -> tuple[int, int, int]:
@@ -282,32 +379,47 @@ def index_batch(batch_id: str, services: Services, engine_key: str) -> IndexResu
     return IndexResult(batch_id, len(catalog.files), materials, pages, written)
 
 
-LINK_CHECK = """
-SELECT m.file_number, m.class_code, m.seq, m.page_count, count(p.page_id) AS pages,
-       coalesce(max(p.page_no), 0) AS last_page
-FROM materials m LEFT JOIN pages p USING (material_id)
-WHERE m.batch_id = %s
-GROUP BY m.material_id
-HAVING count(p.page_id) <> m.page_count OR coalesce(max(p.page_no), 0) <> count(p.page_id)
+LINK_CHECK = f"""
+WITH listed AS ({CATALOG_MATERIALS})
+SELECT l.file_number, l.class_code, l.seq, l.page_files, m.material_id, m.page_count,
+       coalesce(array_agg(p.source_sha256 ORDER BY p.page_no) FILTER (WHERE p.page_id IS NOT NULL), '{{}}') AS scans,
+       count(p.page_id) AS pages, coalesce(max(p.page_no), 0) AS last_page,
+       coalesce(bool_or(later.submitted_at > this.submitted_at), false) AS superseded
+FROM listed l LEFT JOIN materials m USING (file_number, class_code, seq) LEFT JOIN pages p USING (material_id)
+LEFT JOIN batches later ON later.batch_id = m.batch_id LEFT JOIN batches this ON this.batch_id = %s
+GROUP BY l.file_number, l.class_code, l.seq, l.page_files, m.material_id
 """
 
 
 def link_problems(batch_id: str, services: Services) -> list[str]:
-    """The catalog-to-image link (数据挂接), as indexed: every material has exactly its catalogued
-    pages numbered 1..n, and every page file the catalog lists is indexed under one material."""
+    """The catalog-to-image link (数据挂接), as indexed: every material of the batch's catalog
+    has exactly its catalogued pages numbered 1..n, every page file the catalog lists is indexed
+    under its material, and none under two. A material is checked in its current version, made
+    by this batch or, when this batch brought it unchanged, by an earlier one; one that a batch
+    handed in later has superseded is that batch's to check."""
     problems = []
     with services.db.transaction() as cur:
-        cur.execute(LINK_CHECK, (batch_id,))
-        for r in cur.fetchall():
-            problems.append(f"{r['file_number']} {r['class_code']}-{r['seq']}: catalog says {r['page_count']} pages, "
-                            f"{r['pages']} indexed (last page number {r['last_page']})")
-        cur.execute("SELECT catalog FROM batches WHERE batch_id = %s", (batch_id,))
-        row = cur.fetchone()
-        listed = {p for f in (row["catalog"] or {}).get("files", []) for m in f["materials"] for p in m["page_files"]} \
-            if row else set()
-        cur.execute("SELECT p.source_path, count(DISTINCT p.material_id) AS n FROM pages p JOIN materials m"
-                    " USING (material_id) WHERE m.batch_id = %s GROUP BY p.source_path", (batch_id,))
-        indexed = {r["source_path"]: r["n"] for r in cur.fetchall()}
-    problems += [f"{path}: listed in the catalog but not indexed" for path in sorted(listed - set(indexed))]
-    problems += [f"{path}: indexed under {n} materials" for path, n in sorted(indexed.items()) if n > 1]
+        cur.execute("SELECT path, sha256 FROM batch_files WHERE batch_id = %s", (batch_id,))
+        sha_of = {r["path"]: r["sha256"] for r in cur.fetchall()}
+        cur.execute(LINK_CHECK, (batch_id, batch_id))
+        rows = cur.fetchall()
+    under: dict[str, set[int]] = {}
+    for r in rows:
+        code = f"{r['file_number']} {r['class_code']}-{r['seq']}"
+        if r["material_id"] is None:
+            problems.append(f"{code}: in the catalog but not indexed")
+            continue
+        if r["superseded"]:  # a later batch brought another version: that batch's check holds it
+            continue
+        if r["pages"] != r["page_count"] or r["last_page"] != r["pages"]:
+            problems.append(f"{code}: catalog says {r['page_count']} pages, {r['pages']} indexed "
+                            f"(last page number {r['last_page']})")
+        for path in r["page_files"]:
+            if sha_of.get(path) not in r["scans"]:
+                problems.append(f"{path}: listed in the catalog but not indexed")
+        for sha in r["scans"]:
+            under.setdefault(sha, set()).add(r["material_id"])
+    path_of = {sha: path for path, sha in sorted(sha_of.items(), reverse=True)}
+    problems += [f"{path_of.get(sha, sha)}: indexed under {len(ids)} materials"
+                 for sha, ids in sorted(under.items()) if len(ids) > 1]
     return problems

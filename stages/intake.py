@@ -164,11 +164,21 @@ def _record(updates: list[tuple], page_counts: dict, findings: list[Finding], ba
         batch_id, path))
 
 
+# The materials of a batch's catalog as intake kept it, a row each, for the stages after it to
+# join on (file_number, class_code, seq); the batch id is its one parameter.
+CATALOG_MATERIALS = """
+SELECT f->>'file_number' AS file_number, m->>'class_code' AS class_code, (m->>'seq')::int AS seq,
+       m->'page_files' AS page_files
+FROM batches b, jsonb_array_elements(b.catalog->'files') f, jsonb_array_elements(f->'materials') m
+WHERE b.batch_id = %s
+"""
+
+
 def load_catalog(batch_id: str, services: Services) -> Catalog:
     """The validated catalog intake left for the later stages."""
     with services.db.transaction() as cur:
         cur.execute("SELECT catalog FROM batches WHERE batch_id = %s", (batch_id,))
         row = cur.fetchone()
     if not row or row["catalog"] is None:
-        raise UnknownBatch(f"batch {batch_id} has not been through intake")
+        raise UnknownBatch(f"批次 {batch_id} 尚未校验", f"batch {batch_id} has not been through intake", item=batch_id)
     return Catalog.from_dict(row["catalog"])

@@ -15,14 +15,14 @@ ID = "11010519491231002X"
 AWKWARD = "第一行\t制表符\n第二行 \\N 反斜杠\\ 回车\r末尾"
 
 
-def _chunk(text: str = "个人简历：张三。", title: str = "登记表", batch: str | None = None) -> Chunk:
+def _chunk(text: str = "个人简历：张三。", title: str = "登记表", batch: str | None = None, ocr: str = "o1") -> Chunk:
     shard = shard_of("GZ-L1")  # 2: salted codes
     return Chunk(
         files=[("GZ-L1", "张三", idnumber.lookup_hash(ID, b"k"), ID, idnumber.mask(ID), "机构", batch,
                 text_codes("张三"))],
         materials=[("GZ-L1", "1", 1, title, "2001-05", "2001-05-01", 1, 2, "", batch),
                    ("GZ-L1", "4-1", 1, "自传", "2002", "2002-01-01", 1, 1, "", batch)],
-        pages=[("GZ-L1", "1", 1, 1, "a" * 64, 0, "p1.jpg", 300, 2480, 3508, text, 91.5, "e", "o1",
+        pages=[("GZ-L1", "1", 1, 1, "a" * 64, 0, "p1.jpg", 300, 2480, 3508, text, 91.5, "e", ocr,
                 page_codes(text, "1", 2001, shard)),
                ("GZ-L1", "1", 1, 2, "b" * 64, 0, "p2.jpg", 300, 2480, 3508, AWKWARD, 90.0, "e", "o2",
                 page_codes(AWKWARD, "1", 2001, shard)),
@@ -36,23 +36,47 @@ def _load(db: Database, chunk: Chunk) -> int:
         return load_chunk(cur, chunk)
 
 
-def test_rerun_writes_nothing_and_a_changed_page_writes_one_row_and_stales_its_pdf(database_url):
+def test_rerun_writes_nothing_and_a_changed_material_becomes_a_new_version(database_url):
     db = Database(database_url)
     db.migrate()
     assert _load(db, _chunk()) == 1 + 2 + 3
     with db.transaction() as cur:
         cur.execute("UPDATE materials SET pdf_sha256 = 'pdf'")  # as the archive stage leaves them
     assert _load(db, _chunk()) == 0
-    assert _load(db, _chunk(text="个人简历 张三 更正")) == 1  # a new OCR result for one page
-    assert _load(db, _chunk(text="个人简历 张三 更正", title="登记表（补）")) == 1  # the catalog title only
+    # a new OCR result for one page: its material is version 2, both its pages written anew
+    assert _load(db, _chunk(text="个人简历 张三 更正", ocr="o1b")) == 1 + 2
+    assert _load(db, _chunk(text="个人简历 张三 更正", ocr="o1b", title="登记表（补）")) == 1 + 2  # the title only
+    assert _load(db, _chunk(text="个人简历 张三", ocr="o1b", title="登记表（补）")) == 1  # derived text: no version
     with db.transaction() as cur:
-        cur.execute("SELECT class_code, title, pdf_sha256 FROM materials ORDER BY class_code")
+        cur.execute("SELECT class_code, title, version, pdf_sha256 FROM materials ORDER BY class_code")
         rows = cur.fetchall()
+        cur.execute("SELECT version, title, pdf_sha256, pages->0->>'ocr_sha256' AS ocr FROM material_versions"
+                    " ORDER BY version")
+        kept = cur.fetchall()
+        cur.execute("SELECT detail FROM events WHERE event_type = 'superseded' ORDER BY event_id")
+        superseded = [r["detail"] for r in cur.fetchall()]
         cur.execute("SELECT ocr_text FROM pages WHERE source_path = 'p2.jpg'")
         awkward = cur.fetchone()["ocr_text"]
-    assert [(r["class_code"], r["title"], r["pdf_sha256"]) for r in rows] == [
-        ("1", "登记表（补）", None), ("4-1", "自传", "pdf")]  # only the changed material's PDF is stale
+    assert [(r["class_code"], r["title"], r["version"], r["pdf_sha256"]) for r in rows] == [
+        ("1", "登记表（补）", 3, None), ("4-1", "自传", 1, "pdf")]  # only the changed material's PDF is gone
+    assert [(k["version"], k["title"], k["pdf_sha256"], k["ocr"]) for k in kept] == [
+        (1, "登记表", "pdf", "o1"), (2, "登记表", None, "o1b")]
+    assert [(d["material"], d["pages_changed"], d["catalog_changed"]) for d in superseded] == [
+        ("1-1", True, False), ("1-1", False, True)]
     assert awkward == AWKWARD and db.count("pages") == 3 and db.count("personnel_files") == 1
+
+
+def test_a_rescan_with_fewer_pages_leaves_none_of_the_old_ones(database_url):
+    db = Database(database_url)
+    db.migrate()
+    _load(db, _chunk())
+    shorter = _chunk()
+    shorter.materials[0] = shorter.materials[0][:7] + (1,) + shorter.materials[0][8:]
+    shorter.pages.pop(1)
+    assert _load(db, shorter) == 1 + 1
+    with db.transaction() as cur:
+        cur.execute("SELECT p.page_no FROM pages p JOIN materials m USING (material_id) WHERE m.class_code = '1'")
+        assert [r["page_no"] for r in cur.fetchall()] == [1]
 
 
 def test_code_migrations_write_what_the_index_stage_writes(database_url):
