@@ -17,6 +17,9 @@ from catalog import idnumber
 from catalog.categories import is_valid_class_code
 from catalog.findings import Finding, error, warning
 
+# File names a batch's manifest may have, compared lower-case.
+MANIFEST_NAMES = ("manifest.csv", "catalog.csv", "目录.csv")
+
 # canonical field -> accepted header spellings
 COLUMNS: dict[str, tuple[str, ...]] = {
     "file_number": ("档号", "file_number"),

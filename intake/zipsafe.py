@@ -3,20 +3,38 @@
 Refused: paths escaping the batch (`..`, absolute, drive letters), symlinks, encrypted
 members, duplicate names, and members whose size or compression ratio says zip bomb; the
 whole archive is capped too. What is refused never touches the disk; the rest is extracted.
+
+Zips as staff make them are taken as they come: member names in the code page of the
+machine that made them (Chinese Windows writes GBK without the UTF-8 flag), the batch folder
+itself as the one top folder ("Send to > Compressed folder", `zip -r B.zip B`), and the files
+desktop tools add (intake/junk.py), which are left out with a note.
 """
 
 from __future__ import annotations
 
 import stat
+import struct
 import zipfile
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from catalog.findings import Finding, error
+from catalog.findings import Finding, error, warning
+from catalog.manifest import MANIFEST_NAMES
+from intake.junk import is_desktop_junk
 
 MAX_MEMBER_BYTES = 2 * 1024**3        # one scan file
 MAX_TOTAL_BYTES = 50 * 1024**3        # one batch
 MAX_RATIO = 200                       # scans compress ~1-10x; a bomb compresses ~1000x
 CHUNK = 1 << 20
+UTF8_FLAG = 0x800
+UNICODE_PATH_FIELD = 0x7075           # Info-ZIP's UTF-8 name beside a legacy-encoded one (WinRAR, 7-Zip)
+
+
+@dataclass
+class Extraction:
+    findings: list[Finding] = field(default_factory=list)
+    top_folder: str | None = None     # the one folder every member was under, now the batch root
 
 
 def unsafe_name(name: str) -> str | None:
@@ -28,23 +46,70 @@ def unsafe_name(name: str) -> str | None:
     return None
 
 
-def safe_extract(archive: Path, target: Path) -> list[Finding]:
+def _unicode_path(info: zipfile.ZipInfo, raw: bytes) -> str | None:
+    """The name in an Info-ZIP Unicode Path extra field, if one is there for this very name."""
+    extra = info.extra
+    while len(extra) >= 4:
+        tag, size = struct.unpack("<HH", extra[:4])
+        body, extra = extra[4:4 + size], extra[4 + size:]
+        if tag == UNICODE_PATH_FIELD and len(body) > 5 and body[0] == 1:
+            (crc,) = struct.unpack("<I", body[1:5])
+            if crc == zlib.crc32(raw):  # written for this name, not left over from a rename
+                try:
+                    return body[5:].decode("utf-8")
+                except UnicodeDecodeError:
+                    return None
+    return None
+
+
+def member_name(info: zipfile.ZipInfo) -> str:
+    """The member's name as the person who zipped it wrote it. Without the UTF-8 flag Python
+    reads the bytes as cp437; they are the maker's code page: UTF-8 from Linux and macOS tools
+    that omit the flag, GBK (read as its superset GB18030) from Chinese Windows."""
+    if info.flag_bits & UTF8_FLAG:
+        return info.filename
+    raw = info.filename.encode("cp437")
+    if unicode := _unicode_path(info, raw):
+        return unicode
+    for codec in ("utf-8", "gb18030"):
+        try:
+            return raw.decode(codec)
+        except UnicodeDecodeError:
+            continue
+    return info.filename
+
+
+def _top_folder(names: list[str]) -> str | None:
+    """The batch folder the zip was made of: the one folder all names are under, holding the
+    manifest (a zip of the pages alone has no batch folder to strip)."""
+    tops = {n.split("/", 1)[0] for n in names}
+    if len(tops) != 1 or not all("/" in n for n in names):
+        return None
+    top = tops.pop()
+    return top if any(n.split("/", 1)[1].lower() in MANIFEST_NAMES for n in names) else None
+
+
+def safe_extract(archive: Path, target: Path) -> Extraction:
     """Extracts the safe members of `archive` into `target`; findings for the rest."""
-    findings: list[Finding] = []
+    out = Extraction()
     item = archive.name
     try:
         zf = zipfile.ZipFile(archive)
     except zipfile.BadZipFile as exc:
-        return [error("zip.corrupt", item, f"压缩包损坏，无法打开：{exc}", f"zip archive is corrupt: {exc}")]
+        out.findings.append(error("zip.corrupt", item, f"压缩包损坏，无法打开：{exc}",
+                                  f"zip archive is corrupt: {exc}"))
+        return out
     seen: set[str] = set()
+    junk: list[str] = []
+    chosen: list[tuple[zipfile.ZipInfo, str]] = []
     total = 0
     with zf:
         for info in zf.infolist():
-            name = info.filename
+            name = member_name(info).replace("\\", "/")
             where = f"{item}:{name}"
 
             def refuse(code: str, zh: str, en: str, where: str = where) -> None:
-                findings.append(error(f"zip.{code}", where, zh, en))
+                out.findings.append(error(f"zip.{code}", where, zh, en))
 
             if info.is_dir():
                 continue
@@ -52,6 +117,8 @@ def safe_extract(archive: Path, target: Path) -> list[Finding]:
             mode = info.external_attr >> 16
             if reason:
                 refuse("path", f"路径不安全（{reason}），已拒收", f"unsafe path ({reason}), refused")
+            elif is_desktop_junk(name):
+                junk.append(name)
             elif stat.S_ISLNK(mode):
                 refuse("symlink", "符号链接，已拒收", "symbolic link, refused")
             elif info.flag_bits & 0x1:
@@ -68,8 +135,17 @@ def safe_extract(archive: Path, target: Path) -> list[Finding]:
             else:
                 seen.add(name)
                 total += info.file_size
-                _extract(zf, info, target / PurePosixPath(name.replace("\\", "/")), findings, where)
-    return findings
+                chosen.append((info, name))
+        out.top_folder = _top_folder([name for _, name in chosen])
+        strip = len(out.top_folder) + 1 if out.top_folder else 0
+        for info, name in chosen:
+            _extract(zf, info, target / PurePosixPath(name[strip:]), out.findings, f"{item}:{name}")
+    if junk:
+        shown = "、".join(junk[:5]) + (f" 等 {len(junk)} 个" if len(junk) > 5 else "")
+        out.findings.append(warning("zip.desktop_files", item, f"已忽略压缩工具或系统附带的文件：{shown}",
+                                    f"left out {len(junk)} files that desktop tools add: "
+                                    f"{', '.join(junk[:5])}{' …' if len(junk) > 5 else ''}"))
+    return out
 
 
 def _extract(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path, findings: list[Finding], where: str) -> None:

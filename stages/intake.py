@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from catalog.findings import Finding, Severity, error
 from catalog.manifest import Catalog, parse_manifest
+from errors import NotFound
 from intake.linkage import check_linkage
 from intake.scanfile import ScanInfo, inspect_scan, too_large
 from ocr.pool import default_workers, ordered_map, spawn_pool
@@ -35,13 +36,13 @@ class IntakeResult:
 
 
 # Bump when validation rules change: batches validated by older rules are validated again.
-INTAKE_VERSION = 3
+INTAKE_VERSION = 4
 # Below this many page files, starting worker processes (~1 s) costs more than it saves.
 PARALLEL_FROM = 24
 
 
-class UnknownBatch(LookupError):
-    pass
+class UnknownBatch(NotFound):
+    """No batch of that id was handed in, or it has not reached the stage asked for."""
 
 
 def _previous(batch_id: str, services: Services) -> IntakeResult | None:
@@ -72,10 +73,11 @@ def intake_batch(batch_id: str, services: Services) -> IntakeResult:
                     " ORDER BY path", (batch_id,))
         rows = cur.fetchall()
     if not rows:
-        raise UnknownBatch(f"batch {batch_id} was never submitted (no files registered)")
+        raise UnknownBatch(f"批次 {batch_id} 从未提交", f"batch {batch_id} was never submitted (no files registered)",
+                           item=batch_id)
 
     # what the zip it came in refused (unsafe names, bombs, links) was found at hand-in
-    findings: list[Finding] = [Finding.from_dict(f) for r in rows if r["role"] == "container"
+    findings: list[Finding] = [Finding.from_dict(f) for r in rows if r["role"] in ("container", "ignored")
                                for f in (r["findings"] or [])]
     manifests = [r for r in rows if r["role"] == "manifest"]
     catalog, manifest_path = Catalog(), "manifest.csv"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from ocr import EngineConfig, OcrPool, PageResult
 from ocr.gates import GATES
+from stages.intake import CATALOG_MATERIALS
 from stages.progress import advance
 from stages.services import Services
 from storage import events
@@ -45,9 +46,13 @@ def ocr_key(engine_key: str, sha256: str) -> str:
 
 
 def accepted_scans(batch_id: str, services: Services) -> list[dict]:
+    """The accepted scan files of the materials intake let go on; a file outside the catalog is
+    kept in staging but not processed, as its finding says."""
     with services.db.transaction() as cur:
-        cur.execute("SELECT path, sha256, staging_key FROM batch_files WHERE batch_id = %s AND role = 'page' "
-                    "AND status = 'accepted' ORDER BY path", (batch_id,))
+        cur.execute("SELECT path, sha256, staging_key FROM batch_files WHERE batch_id = %s AND role = 'page'"
+                    " AND status = 'accepted' AND path IN"
+                    f" (SELECT jsonb_array_elements_text(page_files) FROM ({CATALOG_MATERIALS}) c) ORDER BY path",
+                    (batch_id, batch_id))
         return cur.fetchall()
 
 

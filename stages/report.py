@@ -33,7 +33,7 @@ def batch_report(batch_id: str, services: Services) -> dict:
     rows = []
     for f in files:
         own = by_item.get(f["path"], [])
-        status = f["status"]
+        status = "ignored" if f["role"] == "ignored" else f["status"]
         if status == "accepted" and own:
             status = "warning"
         rows.append({**{k: f[k] for k in ("path", "role", "media_type", "page_count", "dpi", "skew_degrees", "bytes",

@@ -15,14 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from catalog.findings import Finding
+from catalog.findings import Finding, warning
+from catalog.manifest import MANIFEST_NAMES
+from errors import BadInput
+from intake.junk import is_desktop_junk
 from intake.zipsafe import safe_extract
 from stages.services import Services
 from storage import events
 from storage.events import Event
 from storage.objects import content_key, put_if_absent, sha256_hex
-
-MANIFEST_NAMES = ("manifest.csv", "catalog.csv", "目录.csv")
 
 
 @dataclass(frozen=True)
@@ -33,13 +34,20 @@ class Submission:
 
 
 def scan_folder(folder: Path) -> list[tuple[str, Path]]:
-    """Relative POSIX paths of the regular files of a batch folder, hidden files excluded."""
+    """Relative POSIX paths of the regular files of a batch folder, hidden files excluded but for
+    those desktop tools add (.DS_Store), which are handed in to be noted and ignored."""
     out = []
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder).as_posix()
-        if path.is_file() and not path.is_symlink() and not any(p.startswith(".") for p in rel.split("/")):
+        hidden = any(p.startswith(".") for p in rel.split("/"))
+        if path.is_file() and not path.is_symlink() and (not hidden or is_desktop_junk(rel)):
             out.append((rel, path))
     return out
+
+
+def _ignored(rel: str) -> str:
+    return json.dumps([warning("batch.desktop_file", rel, "系统或压缩工具附带的文件，已忽略",
+                               "a file that desktop tools add; ignored").to_dict()], ensure_ascii=False)
 
 
 def batch_id_for(name: str, digests: list[tuple[str, str]]) -> tuple[str, str]:
@@ -59,11 +67,13 @@ def submit_path(path: Path, services: Services, progress: Callable[[str, int], N
         return submit_folder(path, services, progress=progress)
     if path.is_file() and zipfile.is_zipfile(path):
         with tempfile.TemporaryDirectory(prefix="batch-zip-") as tmp:
-            findings = safe_extract(path, Path(tmp))
-            return submit_folder(Path(tmp), services, name=path.stem, container=(path, findings), progress=progress)
+            extraction = safe_extract(path, Path(tmp))
+            return submit_folder(Path(tmp), services, name=extraction.top_folder or path.stem,
+                                 container=(path, extraction.findings), progress=progress)
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist")
-    raise ValueError(f"{path} is neither a batch folder nor a zip archive")
+        raise BadInput(f"{path} 不存在", f"{path} does not exist", item=str(path))
+    raise BadInput(f"{path} 既不是批次文件夹也不是 zip 压缩包", f"{path} is neither a batch folder nor a zip archive",
+                   item=str(path))
 
 
 def submit_folder(folder: Path, services: Services, name: str | None = None,
@@ -75,12 +85,12 @@ def submit_folder(folder: Path, services: Services, name: str | None = None,
     the same call uploads only what is missing. `progress(path, bytes)` is told of each file."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"batch folder {folder} does not exist")
+        raise BadInput(f"批次文件夹 {folder} 不存在", f"batch folder {folder} does not exist", item=str(folder))
     files = scan_folder(folder)
     if container:
         files.append((container[0].name, container[0]))
     if not files:
-        raise ValueError(f"batch folder {folder} holds no files")
+        raise BadInput(f"批次文件夹 {folder} 中没有文件", f"batch folder {folder} holds no files", item=str(folder))
     digests = [(rel, sha256_hex(path.read_bytes())) for rel, path in files]
     batch_id, content = batch_id_for(name or folder.name, digests)
     with services.db.transaction() as cur:
@@ -103,6 +113,8 @@ def submit_folder(folder: Path, services: Services, name: str | None = None,
         for rel, digest in digests:
             role = "manifest" if rel.lower() in MANIFEST_NAMES else "page"
             found = None
+            if is_desktop_junk(rel):
+                role, found = "ignored", _ignored(rel)
             if container and rel == container[0].name:
                 role = "container"
                 found = json.dumps([f.to_dict() for f in container[1]], ensure_ascii=False)
