@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
 from catalog.findings import Finding, error, warning
+from errors import SetupError
+from intake.blank import text_marks
 from intake.skew import estimate_skew
-from ocr.gates import BLANK_INK
-from ocr.images import image_dpi, is_pdf
-from ocr.preprocess import ink_ratio, shrink, to_gray
+from ocr.images import DEFAULT_DPI, image_dpi, is_pdf
+from ocr.preprocess import shrink, to_gray
 
 SUPPORTED_IMAGES = {"JPEG": "image/jpeg", "TIFF": "image/tiff", "PNG": "image/png"}
 MIN_DPI, GOOD_DPI = 200, 300
@@ -20,6 +22,11 @@ MIN_DPI, GOOD_DPI = 200, 300
 MAX_SCAN_BYTES = 256 * 1024**2
 # DA/T 31 asks for no visible skew; practice tolerates 1-3 degrees. Warned above 1, kept.
 SKEW_WARN_DEGREES = 1.0
+# A scan of a document page is between A8 (52 x 74 mm: a cropped ID card is 54 x 86) and A0
+# (841 x 1189 mm) plus the 2-3 mm DA/T 31 crops outside the edge; anything else at its
+# resolution is not a page (a 1 x 1 pixel image, a resolution written wrong).
+MIN_PAGE_MM = (50.0, 70.0)      # short side, long side
+MAX_PAGE_MM = (880.0, 1240.0)
 
 
 @dataclass
@@ -65,9 +72,14 @@ def inspect_scan(data: bytes, item: str) -> tuple[ScanInfo | None, list[Finding]
         return None, [error("scan.format", item, f"不支持的图像格式 {fmt}", f"unsupported image format {fmt}")]
     dpi = image_dpi(img) if img.info.get("dpi") else None
     info = ScanInfo(SUPPORTED_IMAGES[fmt], getattr(img, "n_frames", 1), dpi, img.width, img.height)
+    size = (img.width / (dpi or DEFAULT_DPI) * 25.4, img.height / (dpi or DEFAULT_DPI) * 25.4)
+    if wrong := _page_size_finding(size, item, f"{img.width}×{img.height} 像素，{dpi or DEFAULT_DPI} dpi",
+                                   f"{img.width} x {img.height} px at {dpi or DEFAULT_DPI} dpi"):
+        return None, [wrong]
     findings = _resolution_findings(info, item)
-    gray = shrink(to_gray(img))  # both measures below work on the same ~640 px copy
-    if ink_ratio(gray) < BLANK_INK:  # kept: the back of a sheet counts as a page
+    full = to_gray(img)
+    gray = shrink(full)  # the skew estimate works on a ~640 px copy
+    if text_marks(full, dpi or DEFAULT_DPI).blank:  # kept: the back of a sheet counts as a page
         findings.append(warning("scan.blank", item, "空白页（已保留，请确认是否应扫描）",
                                 "blank page (kept; check it was meant to be scanned)"))
     else:
@@ -88,18 +100,38 @@ def _inspect_pdf(data: bytes, item: str) -> tuple[ScanInfo | None, list[Finding]
     try:
         meta = pdfinfo_from_bytes(data)
     except PDFInfoNotInstalledError as exc:
-        raise RuntimeError("pdfinfo not found: install poppler-utils (run `make setup`)") from exc
+        raise SetupError("未找到 pdfinfo，请运行 `make setup`", "pdfinfo not found: install poppler-utils "
+                         "(run `make setup`)") from exc
     except (PDFPageCountError, PDFSyntaxError, ValueError) as exc:
         if "password" in str(exc).lower():
             return None, [error("scan.pdf_encrypted", item, "PDF 文件设有打开密码，无法读取，请提交未加密的文件",
                                 "PDF needs a password to open; hand in an unencrypted file")]
         return None, [error("scan.pdf", item, f"PDF 文件损坏、加密或无法读取：{exc}",
                             f"PDF is broken, encrypted or unreadable: {exc}")]
+    points = re.match(r"\s*([\d.]+)\s*x\s*([\d.]+)\s*pts", str(meta.get("Page size", "")))
+    if points:  # the first page's size, as pdfinfo reports it
+        w, h = (float(v) / 72 * 25.4 for v in points.groups())
+        if wrong := _page_size_finding((w, h), item, f"{points.group(1)}×{points.group(2)} 点",
+                                       f"{points.group(1)} x {points.group(2)} pt"):
+            return None, [wrong]
     if str(meta.get("Encrypted", "no")).startswith("yes"):
         # even with an empty open password: encryption has no place in preservation copies (PDF/A)
         return None, [error("scan.pdf_encrypted", item, "PDF 文件已加密（长期保存不允许加密），请提交未加密的文件",
                             "PDF is encrypted (not allowed for preservation); hand in an unencrypted file")]
     return ScanInfo("application/pdf", int(meta.get("Pages", 0))), []
+
+
+def _page_size_finding(size_mm: tuple[float, float], item: str, found_zh: str, found_en: str) -> Finding | None:
+    """The refusal for a page whose physical size cannot be a document page's."""
+    short, long = sorted(size_mm)
+    if MIN_PAGE_MM[0] <= short <= MAX_PAGE_MM[0] and MIN_PAGE_MM[1] <= long <= MAX_PAGE_MM[1]:
+        return None
+    what = ("远小于 A6", "far below A6") if short < MIN_PAGE_MM[0] or long < MIN_PAGE_MM[1] else ("大于 A0", "above A0")
+    w, h = size_mm
+    return error("scan.page_size", item,
+                 f"页面实际尺寸约 {w:.0f}×{h:.0f} 毫米（{found_zh}），{what[0]}，不可能是档案页面，拒收",
+                 f"the page measures about {w:.0f} x {h:.0f} mm ({found_en}), {what[1]}: "
+                 "not a document page, refused")
 
 
 def _resolution_findings(info: ScanInfo, item: str) -> list[Finding]:

@@ -78,9 +78,9 @@ def _ink_page(dpi: int | None, fmt: str = "PNG") -> bytes:
     return _image(img, fmt, **({"dpi": (dpi, dpi)} if dpi else {}))
 
 
-def _pdf(encrypt=None) -> bytes:
+def _pdf(encrypt=None, pagesize=(595.27, 841.89)) -> bytes:
     buf = io.BytesIO()
-    c = canvas.Canvas(buf, encrypt=encrypt)
+    c = canvas.Canvas(buf, encrypt=encrypt, pagesize=pagesize)
     c.drawString(100, 700, "page")
     c.save()
     return buf.getvalue()
@@ -173,6 +173,13 @@ CASES: dict[str, tuple[Callable[[Batch], None], str, str, str, bool]] = {
                                 "pages/GZ-C1-0003.png", "warning", False),
     "resolution_unrecorded": (_page("GZ-C1-0003.png", lambda: _ink_page(None)), "scan.dpi_unknown",
                               "pages/GZ-C1-0003.png", "warning", False),
+    "one_pixel_image": (_page("GZ-C1-0003.jpg", lambda: _image(Image.new("L", (1, 1)), "JPEG", dpi=(300, 300))),
+                        "scan.page_size", "pages/GZ-C1-0003.jpg", "error", False),
+    "resolution_makes_it_bigger_than_a0": (_page("GZ-C1-0003.png", lambda: _image(
+        Image.new("L", (2480, 3508), 255), "PNG", dpi=(50, 50))), "scan.page_size", "pages/GZ-C1-0003.png", "error",
+        False),
+    "pdf_page_of_a_stamp_size": (_page("GZ-C1-0003.pdf", lambda: _pdf(pagesize=(60, 60))), "scan.page_size",
+                                 "pages/GZ-C1-0003.pdf", "error", False),
     "blank_page": (_page("GZ-C1-0003.jpg", lambda: _image(Image.new("L", (2480, 3508), 250), "JPEG",
                                                                   dpi=(300, 300))),
                    "scan.blank", "pages/GZ-C1-0003.jpg", "warning", False),

@@ -144,3 +144,68 @@ def test_large_batches_are_inspected_in_worker_processes_with_the_same_verdicts(
     for row in rows:  # what the workers found is what the same check finds in this process
         info, _ = inspect_scan((SAMPLE_BATCH / row["path"]).read_bytes(), row["path"])
         assert (row["dpi"], row["skew_degrees"]) == (info.dpi, pytest.approx(info.skew, abs=1e-6))
+
+
+def _a4(draw_on=None) -> bytes:
+    from PIL import ImageDraw, ImageFont
+
+    from sample_scans.render import available_fonts
+
+    img = Image.new("L", (2480, 3508), 255)
+    if draw_on:
+        draw_on(ImageDraw.Draw(img), lambda pt, style="song": ImageFont.truetype(available_fonts()[style],
+                                                                               round(pt / 72 * 300)))
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=80, dpi=(300, 300))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("line", ["同意", "负责人签字：", "2020年5月20日"])
+def test_a_page_of_one_short_line_is_not_blank(line):
+    from intake.scanfile import inspect_scan
+    from ocr.gates import BLANK_INK
+    from ocr.preprocess import ink_ratio, to_gray
+
+    data = _a4(lambda d, font: d.text((700, 1500), line, font=font(12), fill=0))
+    assert ink_ratio(to_gray(Image.open(io.BytesIO(data)))) < BLANK_INK  # the old rule called it blank
+    info, findings = inspect_scan(data, "p.jpg")
+    assert info is not None and "scan.blank" not in {f.code for f in findings}
+
+
+def test_a_blank_page_with_specks_dust_and_punched_holes_is_blank():
+    import random
+
+    from intake.scanfile import inspect_scan
+
+    rng = random.Random(5)
+
+    def scanner_marks(draw, font):
+        for _ in range(300):  # specks and dust, 0.1-0.8 mm
+            x, y, r = rng.uniform(0, 2480), rng.uniform(0, 3508), rng.uniform(0.6, 4.7)
+            draw.ellipse([x - r, y - r, x + r, y + r], fill=rng.randint(0, 90))
+        for cy in (1354, 2154):  # two punched holes 6 mm across, 12 mm from the left edge
+            draw.ellipse([106, cy - 35, 177, cy + 35], fill=40)
+        draw.line([(500, 900), (520, 1200)], fill=50, width=2)  # a hair
+    info, findings = inspect_scan(_a4(scanner_marks), "back.jpg")
+    assert "scan.blank" in {f.code for f in findings}
+
+
+@pytest.mark.parametrize(("size", "dpi"), [((1, 1), 300), ((300, 300), 300), ((2480, 3508), 50)])
+def test_an_image_that_cannot_be_a_page_is_refused_naming_its_size(size, dpi):
+    from intake.scanfile import inspect_scan
+
+    buf = io.BytesIO()
+    Image.new("L", size, 255).save(buf, "PNG", dpi=(dpi, dpi))
+    info, findings = inspect_scan(buf.getvalue(), "p.png")
+    assert info is None and [f.code for f in findings] == ["scan.page_size"]
+    mm = f"{size[0] / dpi * 25.4:.0f} x {size[1] / dpi * 25.4:.0f} mm"
+    assert mm in findings[0].message_en and f"{size[0]} x {size[1]} px" in findings[0].message_en
+
+
+def test_an_id_card_scanned_alone_is_a_page():
+    from intake.scanfile import inspect_scan
+
+    buf = io.BytesIO()
+    Image.new("L", (1011, 638), 255).save(buf, "PNG", dpi=(300, 300))  # 85.6 x 54 mm
+    info, findings = inspect_scan(buf.getvalue(), "id.png")
+    assert info is not None and "scan.page_size" not in {f.code for f in findings}
