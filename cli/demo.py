@@ -1,4 +1,5 @@
-"""`archive demo`: the whole pipeline on the committed sample batch, then a short summary."""
+"""`archive demo` and `archive run`: the whole pipeline on a batch, then a summary of that batch's
+truth, the same counts as its report (the demo: the committed sample batch)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from devservices.instance import REPO, LocalInstance
 from ocr.quality import corpus_cer
 from pipeline.resources import ArchiveServicesResource, OcrEngineResource, SignerResource
 from pipeline.runner import run_batch
+from stages.report import batch_report
 from stages.services import Services
 from stages.submit import submit_path
 from storage.config import StorageSettings
@@ -24,8 +26,11 @@ SAMPLE_BATCH = SAMPLE / "GZ2026-S007"
 
 
 @dataclass
-class DemoSummary:
+class RunSummary:
+    heading: str
     batch_id: str
+    counts: dict[str, int]       # the batch report's counts
+    refused: list[str]           # items refused, with the first reason of each
     metadata: dict[str, dict]
     seconds: float
     cer: float | None
@@ -35,13 +40,24 @@ class DemoSummary:
     store: str
     transfer_record: dict | None
 
+    @property
+    def nothing_goes_on(self) -> bool:
+        return self.counts["materials_going_on"] == 0
+
     def lines(self) -> list[str]:
-        m = self.metadata
-        ocr, intake = m.get("ocr", {}), m.get("intake", {})
+        m, c = self.metadata, self.counts
+        ocr = m.get("ocr", {})
         out = [
-            "演示完成 / demo finished",
-            f"  batch / 批次        {self.batch_id}: {intake.get('accepted_scans')} scans accepted, "
-            f"{intake.get('rejected_scans')} rejected, {intake.get('warnings')} warnings",
+            self.heading,
+            f"  batch / 批次        {self.batch_id}: {c['materials_going_on']} materials going on "
+            f"({c['files_in_catalog']} personnel files), {len(self.refused)} items refused, {c['warnings']} warnings",
+        ]
+        out += [f"    refused / 拒收     {r}" for r in self.refused[:10]]
+        if len(self.refused) > 10:
+            out.append(f"    … {len(self.refused) - 10} more: `archive report {self.batch_id}`")
+        if self.nothing_goes_on:
+            return out
+        out += [
             f"  OCR / 识别          {ocr.get('pages_ocred')} pages OCR'd now"
             + (f" at {ocr.get('pages_per_second')} pages/s" if ocr.get("pages_ocred") else "")
             + f", {ocr.get('scans_cached')} scans from cache ({ocr.get('engine')})",
@@ -53,6 +69,8 @@ class DemoSummary:
         out.append("  objects / 对象      " + ", ".join(f"{b} {n}" for b, n in self.objects.items())
                    + f" ({self.store})")
         r = self.transfer_record
+        if not_ready := m.get("transfer", {}).get("not_ready"):
+            out.append(f"  transfer / 转递     not made: {not_ready}")
         if r:
             n = r["notice"]
             ok = "valid" if verify(r) else "INVALID"
@@ -77,7 +95,8 @@ def batch_cer(services: Services, batch_id: str, truth_dir: Path) -> tuple[float
     return (corpus_cer(pairs) if pairs else None), len(pairs)
 
 
-def run_folder(batch_dir: Path, truth_dir: Path | None = None, receiving_agency: str | None = None) -> DemoSummary:
+def run_folder(batch_dir: Path, truth_dir: Path | None = None, receiving_agency: str | None = None,
+               heading: str = "批次处理完成 / batch processed") -> RunSummary:
     """Hands in a batch folder or zip and runs all five assets (services must be up)."""
     settings = StorageSettings.from_env()
     services = Services.from_settings(settings)
@@ -85,8 +104,9 @@ def run_folder(batch_dir: Path, truth_dir: Path | None = None, receiving_agency:
     sub = submit_path(batch_dir, services)
     resources = {"services": ArchiveServicesResource(), "ocr_engine": OcrEngineResource(),
                  "signer": SignerResource()}
-    # The summary is the demo's output; Dagster's step logs stay in the UI unless something is wrong.
-    run_config: dict = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    # The summary is the output, findings included; Dagster's step logs stay in the UI, and a
+    # failed step ends the command with its one sentence (cli/main.py).
+    run_config: dict = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     if receiving_agency:
         run_config["ops"] = {"transfer": {"config": {"receiving_agency": receiving_agency}}}
     t0 = time.perf_counter()
@@ -106,18 +126,20 @@ def run_folder(batch_dir: Path, truth_dir: Path | None = None, receiving_agency:
         with services.db.transaction() as cur:
             cur.execute("SELECT record FROM transfers WHERE transfer_id = %s", (tid,))
             record = cur.fetchone()["record"]
-    return DemoSummary(sub.batch_id, metadata, seconds, cer, cer_pages, rows, objects,
-                       services.store.description, record)
+    report = batch_report(sub.batch_id, services)
+    refused = [f"{f['item']}: {f['message_zh']} / {f['message_en']}" for f in report["refused"]]
+    return RunSummary(heading, sub.batch_id, report["counts"], refused, metadata, seconds, cer, cer_pages, rows,
+                      objects, services.store.description, record)
 
 
-def demo(keep_running: bool = False) -> DemoSummary:
+def demo(keep_running: bool = False) -> RunSummary:
     settings = StorageSettings.from_env()
     preflight.check_all(settings.s3_endpoint_url)
     instance = LocalInstance.from_env()
     instance.export()
     started = instance.start()
     try:
-        return run_folder(SAMPLE_BATCH, SAMPLE / "truth")
+        return run_folder(SAMPLE_BATCH, SAMPLE / "truth", heading="演示完成 / demo finished")
     finally:
         if started and not keep_running:
             instance.stop()

@@ -52,8 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         if started:
             instance.stop()
-    print("\n".join(summary.lines()))
-    return 0
+    return _finish(summary)
 
 
 def cmd_upload(args: argparse.Namespace) -> int:

@@ -41,13 +41,19 @@ def batch_report(batch_id: str, services: Services) -> dict:
                      "status": status, "findings": own})
     counts = Counter(r["status"] for r in rows if r["role"] == "page")
     catalog = batch["catalog"] or {"files": []}
+    refused: dict[str, dict] = {}  # the first reason each refused item was given
+    for f in findings:
+        if f["severity"] == "error":
+            refused.setdefault(f["item"], f)
     return {
         "batch_id": batch["batch_id"], "name": batch["name"], "status": batch["status"],
         "submitted_at": batch["submitted_at"].isoformat(), "holding_agency": batch["holding_agency"],
         "counts": {"accepted": counts["accepted"], "warned": counts["warning"], "rejected": counts["rejected"],
                    "files_in_catalog": len(catalog["files"]),
                    "materials_going_on": sum(len(p["materials"]) for p in catalog["files"]),
+                   "refused_items": len(refused), "warnings": sum(1 for f in findings if f["severity"] == "warning"),
                    "findings": len(findings)},
+        "refused": list(refused.values()),
         "files": rows,
         "other_findings": [f for f in findings if f["item"] not in {r["path"] for r in rows}],
     }

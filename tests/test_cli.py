@@ -64,6 +64,40 @@ def test_unreachable_s3_endpoint_is_one_clear_sentence(demo_env):
     assert "Traceback" not in r.stderr
 
 
+def test_run_summaries_state_the_batch_truth_and_known_states_are_exit_statuses(demo_env, tmp_path):
+    """`archive run` says what went on and what was refused; a batch where nothing can go on is
+    exit 4 and one sentence; an unknown batch or file is exit 1; never a traceback."""
+    import zipfile
+
+    def archive(*args: str) -> subprocess.CompletedProcess:
+        r = subprocess.run([*ARCHIVE, *args], env=demo_env, cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert "Traceback" not in r.stderr, r.stderr[-3000:]
+        return r
+
+    pages_only = tmp_path / "GZ2026-S008"
+    shutil.copytree(SAMPLE_BATCH / "pages", pages_only / "pages")  # no manifest: nothing can go on
+    refused = archive("run", str(pages_only))
+    assert refused.returncode == 4, refused.stderr[-2000:]
+    assert "0 materials going on" in refused.stdout and "演示完成" not in refused.stdout
+    assert refused.stderr.count("\n") == 1 and "nothing in batch GZ2026-S008-" in refused.stderr
+    assert "manifest.csv" in refused.stderr
+
+    zipped = tmp_path / "GZ2026-S007.zip"
+    with zipfile.ZipFile(zipped, "w") as zf:  # as `zip -r GZ2026-S007.zip GZ2026-S007` lays it out
+        for path in sorted(SAMPLE_BATCH.rglob("*")):
+            zf.write(path, f"GZ2026-S007/{path.relative_to(SAMPLE_BATCH).as_posix()}")
+    done = archive("run", str(zipped))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("批次处理完成 / batch processed") and "演示完成" not in done.stdout
+    assert "9 materials going on (3 personnel files), 0 items refused" in done.stdout
+
+    history = archive("history", "GZ2026-0070001")
+    assert history.returncode == 0 and "1-1" in history.stdout and "现行 / current" in history.stdout
+    unknown = archive("report", "GZ-no-such-batch")
+    assert unknown.returncode == 1 and unknown.stderr.startswith("未找到 / not found: ")
+    assert archive("history", "GZ-NO-SUCH").returncode == 1
+
+
 def test_missing_postgres_binaries_named(monkeypatch, capsys):
     monkeypatch.setattr(postgres.glob, "glob", lambda pattern: [])
     monkeypatch.setattr(postgres.shutil, "which", lambda name: None)
