@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime as dt
 import json
 import os
 import signal
@@ -64,6 +65,8 @@ def cmd_upload(args: argparse.Namespace) -> int:
     from stages.submit import scan_folder, submit_path
 
     path = Path(args.batch)
+    if not path.exists():
+        raise BadInput(f"{path} 不存在", f"{path} does not exist", item=str(path))
     with local_database_if_unconfigured():
         services = Services.from_env()
         services.prepare()
@@ -173,6 +176,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     from search.query import RANK_WINDOW, Filters, search
     from stages.services import Services
 
+    for given in (args.formed_from, args.formed_to):
+        try:
+            if given:
+                dt.date.fromisoformat(given)
+        except ValueError as exc:
+            raise BadInput(f"日期 {given} 无效，应为 YYYY-MM-DD", f"date {given!r} is not a date (YYYY-MM-DD)",
+                           item=given) from exc
     with local_database_if_unconfigured():  # the demo's database unless one is configured
         services = Services.from_env()
         services.db.migrate()

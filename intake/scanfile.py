@@ -72,11 +72,11 @@ def inspect_scan(data: bytes, item: str) -> tuple[ScanInfo | None, list[Finding]
         return None, [error("scan.format", item, f"不支持的图像格式 {fmt}", f"unsupported image format {fmt}")]
     dpi = image_dpi(img) if img.info.get("dpi") else None
     info = ScanInfo(SUPPORTED_IMAGES[fmt], getattr(img, "n_frames", 1), dpi, img.width, img.height)
+    findings = _resolution_findings(info, item)
     size = (img.width / (dpi or DEFAULT_DPI) * 25.4, img.height / (dpi or DEFAULT_DPI) * 25.4)
     if wrong := _page_size_finding(size, item, f"{img.width}×{img.height} 像素，{dpi or DEFAULT_DPI} dpi",
                                    f"{img.width} x {img.height} px at {dpi or DEFAULT_DPI} dpi"):
-        return None, [wrong]
-    findings = _resolution_findings(info, item)
+        return None, findings + [wrong]  # a resolution written wrong is named beside the size it gives
     full = to_gray(img)
     gray = shrink(full)  # the skew estimate works on a ~640 px copy
     if text_marks(full, dpi or DEFAULT_DPI).blank:  # kept: the back of a sheet counts as a page
@@ -126,12 +126,14 @@ def _page_size_finding(size_mm: tuple[float, float], item: str, found_zh: str, f
     short, long = sorted(size_mm)
     if MIN_PAGE_MM[0] <= short <= MAX_PAGE_MM[0] and MIN_PAGE_MM[1] <= long <= MAX_PAGE_MM[1]:
         return None
-    what = ("远小于 A6", "far below A6") if short < MIN_PAGE_MM[0] or long < MIN_PAGE_MM[1] else ("大于 A0", "above A0")
+    small = short < MIN_PAGE_MM[0] or long < MIN_PAGE_MM[1]
+    what = ("小于 A8（50×70 毫米）", "smaller than A8 (50 x 70 mm)") if small else ("大于 A0", "larger than A0")
     w, h = size_mm
     return error("scan.page_size", item,
-                 f"页面实际尺寸约 {w:.0f}×{h:.0f} 毫米（{found_zh}），{what[0]}，不可能是档案页面，拒收",
-                 f"the page measures about {w:.0f} x {h:.0f} mm ({found_en}), {what[1]}: "
-                 "not a document page, refused")
+                 f"页面实际尺寸约 {w:.0f}×{h:.0f} 毫米（{found_zh}），{what[0]}，不可能是档案页面"
+                 "（或记录的分辨率有误），拒收",
+                 f"the page measures about {w:.0f} x {h:.0f} mm ({found_en}), {what[1]}: not a document page "
+                 "(or its recorded resolution is wrong), refused")
 
 
 def _resolution_findings(info: ScanInfo, item: str) -> list[Finding]:

@@ -46,6 +46,12 @@ def unsafe_name(name: str) -> str | None:
     return None
 
 
+def normalised(name: str) -> str:
+    """The member's path inside the batch as it will be extracted: `/` separated, without the
+    empty and `.` parts that would let two names land on one file or one start at the root."""
+    return "/".join(p for p in name.replace("\\", "/").split("/") if p not in ("", "."))
+
+
 def _unicode_path(info: zipfile.ZipInfo, raw: bytes) -> str | None:
     """The name in an Info-ZIP Unicode Path extra field, if one is there for this very name."""
     extra = info.extra
@@ -105,15 +111,16 @@ def safe_extract(archive: Path, target: Path) -> Extraction:
     total = 0
     with zf:
         for info in zf.infolist():
-            name = member_name(info).replace("\\", "/")
-            where = f"{item}:{name}"
+            raw = member_name(info)
+            name = normalised(raw)
+            where = f"{item}:{raw}"
 
             def refuse(code: str, zh: str, en: str, where: str = where) -> None:
                 out.findings.append(error(f"zip.{code}", where, zh, en))
 
-            if info.is_dir():
+            if info.is_dir() or not name:
                 continue
-            reason = unsafe_name(name)
+            reason = unsafe_name(raw)
             mode = info.external_attr >> 16
             if reason:
                 refuse("path", f"路径不安全（{reason}），已拒收", f"unsafe path ({reason}), refused")
@@ -137,9 +144,14 @@ def safe_extract(archive: Path, target: Path) -> Extraction:
                 total += info.file_size
                 chosen.append((info, name))
         out.top_folder = _top_folder([name for _, name in chosen])
-        strip = len(out.top_folder) + 1 if out.top_folder else 0
+        root = target.resolve()
         for info, name in chosen:
-            _extract(zf, info, target / PurePosixPath(name[strip:]), out.findings, f"{item}:{name}")
+            inside = name.split("/", 1)[1] if out.top_folder else name
+            dest = target.joinpath(*inside.split("/"))
+            if not dest.resolve().is_relative_to(root):  # unreachable after the checks above: a last guard
+                out.findings.append(error("zip.path", f"{item}:{name}", "路径不安全，已拒收", "unsafe path, refused"))
+                continue
+            _extract(zf, info, dest, out.findings, f"{item}:{name}")
     if junk:
         shown = "、".join(junk[:5]) + (f" 等 {len(junk)} 个" if len(junk) > 5 else "")
         out.findings.append(warning("zip.desktop_files", item, f"已忽略压缩工具或系统附带的文件：{shown}",
@@ -159,6 +171,10 @@ def _extract(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path, findings: l
                 if written > info.file_size:
                     raise ValueError("member is larger than its header says")
                 out.write(chunk)
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+    except NotImplementedError as exc:  # Deflate64, PPMd, zstd...: methods zipfile cannot read
+        dest.unlink(missing_ok=True)
+        findings.append(error("zip.method", where, f"压缩方式不受支持（{exc}），请用标准 zip（Deflate）重新压缩",
+                              f"compression method not supported ({exc}); zip it again with standard Deflate"))
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, RuntimeError) as exc:
         dest.unlink(missing_ok=True)
         findings.append(error("zip.member_corrupt", where, f"文件损坏，无法解压：{exc}", f"member is corrupt: {exc}"))

@@ -17,7 +17,6 @@ from pathlib import Path
 
 from PIL import Image
 
-from errors import ArchiveError
 from ocr.engine import PageResult
 from ocr.preprocess import rotate
 
@@ -33,9 +32,9 @@ _METADATA_DATE = re.compile(rb"\s*<xmp:MetadataDate>[^<]*</xmp:MetadataDate>")
 _BEYOND_BMP = re.compile("[\U00010000-\U0010FFFF]")
 
 
-class PdfWriteError(ArchiveError):
-    """The searchable PDF of a material could not be made as a valid PDF/A: a bug to report,
-    since the writer controls every construct in the file."""
+class PdfWriteError(RuntimeError):
+    """The searchable PDF of a material could not be made as a valid PDF/A: a bug to report
+    (the writer controls every construct in the file), so not one of the known states."""
 
 
 def _font() -> str:
@@ -119,9 +118,7 @@ def to_pdfa(draft: bytes, item: str) -> bytes:
         try:  # validates the bytes it writes
             pikepdf.pdfa.save(doc, out, PDFA_FLAVOUR, repair=False, deterministic_id=True)
         except pikepdf.pdfa.PdfaError as exc:
-            raise PdfWriteError(f"{item}：生成的可检索 PDF 不符合 PDF/A-{PDFA_FLAVOUR}",
-                                f"{item}: the searchable PDF is not valid PDF/A-{PDFA_FLAVOUR}: {exc}",
-                                item=item) from exc
+            raise PdfWriteError(f"{item}: the searchable PDF is not valid PDF/A-{PDFA_FLAVOUR}: {exc}") from exc
     return out.getvalue()
 
 

@@ -19,17 +19,6 @@ _EXTERNAL_ACTIONS = {"/URI", "/Launch", "/GoToR", "/GoToE", "/ImportData", "/Sub
 _FONT_FILES = ("/FontFile", "/FontFile2", "/FontFile3")
 
 
-def _fonts(pdf: pikepdf.Pdf):
-    """(page number, resource name, font dictionary) of every font the pages use, descendant
-    fonts of composite fonts included."""
-    for number, page in enumerate(pdf.pages, start=1):
-        fonts = page.obj.get("/Resources", {}).get("/Font", {})
-        for name, font in fonts.items():
-            yield number, name, font
-            for descendant in font.get("/DescendantFonts", []):
-                yield number, f"{name} (descendant)", descendant
-
-
 def _dictionaries(pdf: pikepdf.Pdf):
     """Every dictionary in the file: the indirect objects and the dictionaries inside them."""
     stack = list(pdf.objects)
@@ -66,8 +55,9 @@ def self_contained_problems(data: bytes, flavour: str = "2b") -> list[str]:
         if not any(i.get("/S") == "/GTS_PDFA1" and "/DestOutputProfile" in i
                    and "sRGB" in str(i.get("/OutputConditionIdentifier", "")) for i in intents):
             problems.append("no sRGB OutputIntent (GTS_PDFA1 with its ICC profile)")
-        for page_no, name, font in _fonts(pdf):
-            where = f"page {page_no} font {name} ({font.get('/BaseFont', '?')})"
+        fonts = [d for d in _dictionaries(pdf) if d.get("/Type") == "/Font"]  # pages', forms', descendants
+        for font in fonts:
+            where = f"font {font.get('/BaseFont', '?')}" + (f" (object {font.objgen[0]})" if font.is_indirect else "")
             subtype = font.get("/Subtype")
             if subtype in ("/CIDFontType0", "/CIDFontType2"):  # a descendant: its parent maps the text
                 if not any(k in font.get("/FontDescriptor", {}) for k in _FONT_FILES):

@@ -68,14 +68,17 @@ def _record(services: Services, key: str, sha: str, size: int, role: str, media_
 
 def material_pdfs(batch_id: str, services: Services, engine_key: str) -> tuple[int, int]:
     """Makes and stores the searchable PDF of every material in the batch's catalog whose current
-    version has none: a version this batch made, or one an earlier batch made and did not finish."""
+    version has none: a version this batch made, or one an earlier batch made and did not finish
+    (a later batch's version is that batch's to make, with its OCR)."""
     with services.db.transaction() as cur:
         cur.execute(f"WITH listed AS ({CATALOG_MATERIALS}) SELECT m.material_id, m.file_number, m.class_code,"
                     " m.seq, m.title, m.version, p.page_no, p.source_sha256, p.source_page, f.staging_key"
                     " FROM listed l JOIN materials m USING (file_number, class_code, seq)"
+                    " JOIN batches made ON made.batch_id = m.batch_id JOIN batches this ON this.batch_id = %s"
                     " JOIN pages p USING (material_id)"
                     " JOIN LATERAL (SELECT staging_key FROM batch_files WHERE sha256 = p.source_sha256 LIMIT 1) f"
-                    " ON true WHERE m.pdf_sha256 IS NULL ORDER BY m.material_id, p.page_no", (batch_id,))
+                    " ON true WHERE m.pdf_sha256 IS NULL AND made.submitted_at <= this.submitted_at"
+                    " ORDER BY m.material_id, p.page_no", (batch_id, batch_id))
         rows = cur.fetchall()
     by_material: dict[int, list[dict]] = {}
     for r in rows:

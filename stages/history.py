@@ -19,7 +19,7 @@ class MaterialVersion:
     formed: str
     pdf_sha256: str | None
     pages: list[dict]            # page_no, source_sha256, source_page, source_path, ocr_sha256
-    created_at: dt.datetime
+    created_at: dt.datetime | None   # None: indexed before versions were recorded
     superseded_at: dt.datetime | None = None
     superseded_by: str | None = None
 

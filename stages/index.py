@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import psycopg2.errors
+
 from catalog import idnumber
 from catalog.manifest import Material, PersonnelFile
 from errors import NotReady
@@ -58,14 +60,15 @@ INSERT INTO materials (file_number, class_code, seq, title, formed, formed_on, c
 SELECT file_number, class_code, seq, title, formed, formed_on, copies, page_count, remarks, batch_id
 FROM load_materials
 ON CONFLICT (file_number, class_code, seq) DO NOTHING
-RETURNING material_id
+RETURNING material_id, file_number, class_code, seq
 """
-# A material indexed before but left without pages (rows deleted by hand): its catalog row as brought.
-REFRESH_CATALOG = """
-UPDATE materials m SET title = l.title, formed = l.formed, formed_on = l.formed_on, copies = l.copies,
-    page_count = l.page_count, remarks = l.remarks, batch_id = l.batch_id
-FROM load_materials l
-WHERE m.material_id = ANY(%s) AND (m.file_number, m.class_code, m.seq) = (l.file_number, l.class_code, l.seq)
+# The chunk's materials indexed before, locked against every other writer until the chunk
+# commits (a concurrent loader of the same file waits, then compares with what this one wrote):
+# the versioning below reads and replaces them over several statements. In id order, so two
+# loaders never hold them crosswise within a chunk.
+LOCK_INDEXED = """
+SELECT m.material_id FROM materials m JOIN load_materials l USING (file_number, class_code, seq)
+WHERE m.material_id <> ALL(%s) ORDER BY m.material_id FOR NO KEY UPDATE OF m
 """
 # What a version is: its catalog row and its pages' scans and OCR results, in page order. Known
 # materials the chunk brings otherwise are `changed_materials`; `outdated` when the version
@@ -141,7 +144,8 @@ WHERE m.material_id NOT IN (SELECT material_id FROM changed_materials)
 ON CONFLICT (material_id, page_no) DO UPDATE SET source_path = EXCLUDED.source_path, dpi = EXCLUDED.dpi,
     width = EXCLUDED.width, height = EXCLUDED.height, ocr_text = EXCLUDED.ocr_text,
     ocr_confidence = EXCLUDED.ocr_confidence, ocr_engine = EXCLUDED.ocr_engine, term_codes = EXCLUDED.term_codes
-WHERE (pages.ocr_text, pages.term_codes) IS DISTINCT FROM (EXCLUDED.ocr_text, EXCLUDED.term_codes)
+WHERE (pages.ocr_text, pages.term_codes, pages.source_path)
+    IS DISTINCT FROM (EXCLUDED.ocr_text, EXCLUDED.term_codes, EXCLUDED.source_path)
 """
 
 
@@ -175,8 +179,8 @@ def begin_load(cur) -> bool:
     where the role may set session_replication_role (a superuser, or GRANT SET ON PARAMETER);
     returns whether they are off. Each check is an executor pass per row (27% of the backend's
     time loading pages, ~16 µs a material) re-proving what load_chunk proves set-wise under the
-    same locks: pages go only under materials it has just upserted and locked, materials only
-    under files and batches KEYS finds and locks. Replica mode fires no ordinary trigger either;
+    same locks: pages go only under materials it has just inserted or has locked (LOCK_INDEXED),
+    materials only under files and batches KEYS finds and locks. Replica mode fires no ordinary trigger either;
     none is defined on the loaded tables. Without the privilege the checks run: slower, same
     rows. The keys stay declared, enforced for every other writer."""
     for table, columns in LOAD_TABLES.items():
@@ -215,25 +219,16 @@ class MissingParent(NotReady):
 
 NEW_PAGE_COLUMNS = (("material_id", "int8"),) + PAGE_COLUMNS[3:]  # straight into `pages`
 
-# KEY SHARE: no material can be deleted while pages are written under it, the lock the
-# foreign key check takes once a page (the upsert above already holds most).
-MATERIAL_IDS = """
-SELECT m.material_id, m.file_number, m.class_code, m.seq,
-       EXISTS (SELECT 1 FROM pages p WHERE p.material_id = m.material_id) AS has_pages
-FROM materials m WHERE m.file_number = ANY(%s)
-FOR KEY SHARE OF m
-"""
-
 
 def load_chunk(cur, chunk: Chunk) -> int:
     """COPY one chunk into PostgreSQL (in a transaction begin_load prepared); returns the rows
     inserted or changed. Files go through a load table and an upsert, materials through a load
     table, the references of both checked set-wise first (KEYS; MissingParent names what is
-    missing). The pages of a material that has none yet (a new batch: nearly all) are COPYed
+    missing). The pages of a material this chunk inserted (a new batch: nearly all) are COPYed
     straight into `pages`, sparing PostgreSQL a load table and an upsert. A material indexed
-    before is compared with what the chunk brings (new_versions): the same version writes
-    nothing, another one supersedes it. Two loaders racing on the same new material: one fails
-    on its unique (material, page number), and running it again takes the comparison."""
+    before is locked and compared with what the chunk brings (new_versions): the same version
+    writes nothing, another one supersedes it. Two loaders on the same new material: the
+    second's insert waits for the first to commit, then it compares with what the first wrote."""
     cur.execute(f"TRUNCATE {', '.join(LOAD_TABLES)}")
     copy_binary(cur, "load_files", FILE_COLUMNS, chunk.files)
     copy_binary(cur, "load_materials", MATERIAL_COLUMNS, chunk.materials)
@@ -244,26 +239,21 @@ def load_chunk(cur, chunk: Chunk) -> int:
         named = ", ".join(f"{r['parent']} {r['key']}" for r in missing)
         raise MissingParent(f"入库数据引用了尚未入库的对象：{named}", f"rows refer to what is not indexed: {named}")
     cur.execute(INSERT_MATERIALS)
-    inserted = {r["material_id"] for r in cur.fetchall()}
+    inserted = cur.fetchall()
     written += len(inserted)
-    cur.execute(MATERIAL_IDS, (sorted({f[0] for f in chunk.files} | {p[0] for p in chunk.pages}),))
-    rows = cur.fetchall()
     count = field_count(NEW_PAGE_COLUMNS)
     heads = {(r["file_number"], r["class_code"], r["seq"]):  # a new page row up to its tail
-             count + encode_fields(NEW_PAGE_COLUMNS[:1], [(r["material_id"],)])[0]
-             for r in rows if not r["has_pages"]}
-    brought = {m[:3] for m in chunk.materials}
-    known = [r["material_id"] for r in rows if r["has_pages"] and (r["file_number"], r["class_code"], r["seq"])
-             in brought]
-    if emptied := [r["material_id"] for r in rows if not r["has_pages"] and r["material_id"] not in inserted
-                   and (r["file_number"], r["class_code"], r["seq"]) in brought]:
-        cur.execute(REFRESH_CATALOG, (emptied,))
+             count + encode_fields(NEW_PAGE_COLUMNS[:1], [(r["material_id"],)])[0] for r in inserted}
+    known = []
+    if len(inserted) < len(chunk.materials):  # some were indexed before
+        cur.execute(LOCK_INDEXED, ([r["material_id"] for r in inserted],))
+        known = [r["material_id"] for r in cur.fetchall()]
     tails = chunk.page_tails or encode_fields(PAGE_COLUMNS[3:], [p[3:] for p in chunk.pages])
     new, old = [], []
     for page, tail in zip(chunk.pages, tails, strict=True):
         if head := heads.get(page[:3]):
             new.append(head + tail)
-        else:  # a material with pages already; an unknown one is dropped by the joins on materials
+        else:  # a material indexed before; one of no material is dropped by the joins on materials
             old.append(page)
     copy_encoded(cur, "pages", NEW_PAGE_COLUMNS, new)
     written += len(new)
@@ -368,14 +358,26 @@ def _chunks(batch_id: str, files: list[PersonnelFile], services: Services, engin
         yield prepared(chunk)
 
 
+class IndexedConcurrently(NotReady):
+    """Another batch was indexing some of the same personnel files; nothing of this one was written."""
+
+
 def index_batch(batch_id: str, services: Services, engine_key: str) -> IndexResult:
     catalog = load_catalog(batch_id, services)
-    with services.db.transaction() as cur:
-        cur.execute("SELECT path, sha256 FROM batch_files WHERE batch_id = %s AND status = 'accepted'", (batch_id,))
-        sha_by_path = {r["path"]: r["sha256"] for r in cur.fetchall()}
-        written, materials, pages = load_chunks(cur, _chunks(batch_id, catalog.files, services, engine_key,
-                                                             sha_by_path))
-        advance(cur, batch_id, "indexed")
+    try:
+        with services.db.transaction() as cur:
+            cur.execute("SELECT path, sha256 FROM batch_files WHERE batch_id = %s AND status = 'accepted'",
+                        (batch_id,))
+            sha_by_path = {r["path"]: r["sha256"] for r in cur.fetchall()}
+            written, materials, pages = load_chunks(cur, _chunks(batch_id, catalog.files, services, engine_key,
+                                                                 sha_by_path))
+            advance(cur, batch_id, "indexed")
+    except (psycopg2.errors.DeadlockDetected, psycopg2.errors.UniqueViolation) as exc:
+        # two batches holding some of the same files' materials, each waiting for the other's
+        raise IndexedConcurrently(f"批次 {batch_id} 与另一批次同时入库了相同的档案，本批次未写入，请重新运行",
+                                  f"batch {batch_id} was indexed while another batch indexed some of the same "
+                                  f"personnel files ({type(exc).__name__}); nothing of it was written: run it again",
+                                  item=batch_id) from exc
     return IndexResult(batch_id, len(catalog.files), materials, pages, written)
 
 

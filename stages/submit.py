@@ -60,15 +60,17 @@ def batch_id_for(name: str, digests: list[tuple[str, str]]) -> tuple[str, str]:
     return f"{slug[:40]}-{content[:12]}", content
 
 
-def submit_path(path: Path, services: Services, progress: Callable[[str, int], None] | None = None) -> Submission:
-    """Hands in a batch folder or a zip of one (unsafe members refused by name, the rest goes on)."""
+def submit_path(path: Path, services: Services, progress: Callable[[str, int], None] | None = None,
+                name: str | None = None) -> Submission:
+    """Hands in a batch folder or a zip of one (unsafe members refused by name, the rest goes on).
+    The batch is named `name`, else the zip's batch folder, else the folder or zip."""
     path = Path(path)
     if path.is_dir():
-        return submit_folder(path, services, progress=progress)
+        return submit_folder(path, services, name=name, progress=progress)
     if path.is_file() and zipfile.is_zipfile(path):
         with tempfile.TemporaryDirectory(prefix="batch-zip-") as tmp:
             extraction = safe_extract(path, Path(tmp))
-            return submit_folder(Path(tmp), services, name=extraction.top_folder or path.stem,
+            return submit_folder(Path(tmp), services, name=name or extraction.top_folder or path.stem,
                                  container=(path, extraction.findings), progress=progress)
     if not path.exists():
         raise BadInput(f"{path} 不存在", f"{path} does not exist", item=str(path))

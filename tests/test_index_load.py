@@ -4,6 +4,7 @@ that write nothing on a rerun, only what changed otherwise, and text that surviv
 import uuid
 
 import psycopg2
+import psycopg2.extras
 import pytest
 
 from catalog import idnumber
@@ -199,3 +200,33 @@ def test_a_role_that_may_not_skip_the_checks_loads_the_same_rows_checked(databas
         with admin.transaction() as cur:
             cur.execute(f"DROP OWNED BY {role}")
             cur.execute(f"DROP ROLE {role}")
+
+
+def test_two_loaders_of_the_same_material_take_turns(database_url):
+    """The second loader waits on the first's lock, then compares with what it wrote: two
+    versions in order, no unique violation."""
+    import threading
+
+    db = Database(database_url)
+    db.migrate()
+    _load(db, _chunk())
+    first = psycopg2.connect(database_url)
+    cur = first.cursor(cursor_factory=psycopg2.extras.RealDictCursor)
+    begin_load(cur)
+    load_chunk(cur, _chunk(ocr="o1b"))  # holds material 1-1 locked, uncommitted
+    second: dict = {}
+    t = threading.Thread(target=lambda: second.setdefault("written", _load(db, _chunk(ocr="o1c"))))
+    t.start()
+    t.join(1.5)
+    assert t.is_alive()  # waiting for the first loader
+    first.commit()
+    first.close()
+    t.join(30)
+    assert second["written"] == 1 + 2
+    with db.transaction() as c:
+        c.execute("SELECT version FROM material_versions ORDER BY version")
+        kept = [r["version"] for r in c.fetchall()]
+        c.execute("SELECT m.version, p.ocr_sha256 FROM materials m JOIN pages p USING (material_id)"
+                  " WHERE m.class_code = '1' AND p.page_no = 1")
+        row = c.fetchone()
+    assert kept == [1, 2] and (row["version"], row["ocr_sha256"]) == (3, "o1c")

@@ -113,3 +113,48 @@ def test_a_batch_folder_with_desktop_files_notes_and_ignores_them(tmp_path, serv
     ignored = sorted(r["path"] for r in report["files"] if r["status"] == "ignored")
     assert ignored == [".DS_Store", "Thumbs.db", "desktop.ini", "pages/._GZ2026-0070001-0001.jpg"]
     assert all(r["findings"][0]["code"] == "batch.desktop_file" for r in report["files"] if r["status"] == "ignored")
+
+
+def test_names_that_only_look_inside_the_top_folder_stay_inside(tmp_path):
+    """An attacker's members: a doubled slash or backslashes that would start at the root once
+    the top folder is stripped, and names that land on one file after normalising."""
+    from intake.zipsafe import safe_extract
+
+    outside = tmp_path / "outside"
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("B/manifest.csv", b"x")
+        zf.writestr(f"B/{outside}/doubled.txt", b"escape?")           # B//tmp/.../doubled.txt
+        zf.writestr(f"B\\{str(outside).replace('/', chr(92))}\\back.txt", b"escape?")
+        zf.writestr("B/pages/dup.jpg", b"first")
+        zf.writestr("B/./pages/dup.jpg", b"second")
+    target = tmp_path / "target"
+    target.mkdir()
+    extraction = safe_extract(archive, target)
+    assert not outside.exists()
+    written = sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file())
+    assert all(not p.startswith("/") for p in written) and "manifest.csv" in written
+    assert (target / "pages" / "dup.jpg").read_bytes() == b"first"
+    assert [f.code for f in extraction.findings] == ["zip.duplicate"]
+
+
+def test_a_compression_method_zipfile_cannot_read_is_refused_by_name(tmp_path, services):
+    archive = tmp_path / "GZ2026-S007.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, path in _members():
+            zf.write(path, name)
+        zf.writestr("GZ2026-S007/pages/extra.jpg", b"deflate64 " * 100)
+    data = bytearray(archive.read_bytes())
+    name = b"GZ2026-S007/pages/extra.jpg"
+    at = data.find(name)
+    while at >= 0:  # compression method 9 (Deflate64, as Explorer writes large files) in both headers
+        if data[at - 30:at - 26] == b"PK\x03\x04":
+            data[at - 22:at - 20] = (9).to_bytes(2, "little")
+        if data[at - 46:at - 42] == b"PK\x01\x02":
+            data[at - 36:at - 34] = (9).to_bytes(2, "little")
+        at = data.find(name, at + 1)
+    archive.write_bytes(bytes(data))
+    sub = submit_path(archive, services)
+    r = intake_batch(sub.batch_id, services)
+    assert ("zip.method", "GZ2026-S007.zip:GZ2026-S007/pages/extra.jpg") in {(f.code, f.item) for f in r.findings}
+    assert r.materials == 9

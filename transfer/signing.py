@@ -35,7 +35,12 @@ class Signer:
 
     @classmethod
     def from_pem(cls, pem: bytes) -> Signer:
-        key = serialization.load_pem_private_key(pem, password=None)
+        try:
+            key = serialization.load_pem_private_key(pem, password=None)
+        except (ValueError, TypeError) as exc:  # not PEM, damaged, or protected by a password
+            raise SetupError("签名密钥无法读取（应为未加密的 PEM 格式 Ed25519 私钥）",
+                             f"the signing key cannot be read ({exc}); it must be an unencrypted PEM "
+                             "Ed25519 private key") from exc
         if not isinstance(key, Ed25519PrivateKey):
             raise SetupError("签名密钥必须是 Ed25519 私钥", "the signing key must be an Ed25519 private key")
         return cls(key)

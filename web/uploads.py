@@ -59,7 +59,7 @@ def hand_in_upload(files: Iterable[tuple[str, BinaryIO]], services: Services, na
             if not zipfile.is_zipfile(target):
                 raise BadUpload(f"压缩包损坏，无法打开：{rels[0]}",
                                 f"the zip archive is corrupt or not a zip: {rels[0]}", item=rels[0])
-            return submit_path(target, services)
+            return submit_path(target, services, name=name)
         folder = Path(tmp) / batch_name
         for rel, (_, stream) in zip(rels, files, strict=True):
             dest = folder / rel

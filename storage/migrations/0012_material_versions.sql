@@ -5,7 +5,9 @@
 -- storage. Objects are never deleted, so a superseded version's originals, OCR results and
 -- searchable PDF stay where they were stored.
 ALTER TABLE materials ADD COLUMN version integer NOT NULL DEFAULT 1;
-ALTER TABLE materials ADD COLUMN versioned_at timestamptz NOT NULL DEFAULT now();
+-- when the current version became current; unknown (NULL) for materials indexed before 0012
+ALTER TABLE materials ADD COLUMN versioned_at timestamptz;
+ALTER TABLE materials ALTER COLUMN versioned_at SET DEFAULT now();
 
 CREATE TABLE material_versions (
     material_id       bigint NOT NULL REFERENCES materials ON DELETE CASCADE,
@@ -18,7 +20,7 @@ CREATE TABLE material_versions (
     remarks           text NOT NULL,
     pdf_sha256        text,                        -- its searchable PDF, if one was made
     pages             jsonb NOT NULL,              -- [{page_no, source_sha256, source_page, source_path, ocr_sha256}]
-    created_at        timestamptz NOT NULL,        -- when it became current
+    created_at        timestamptz,                 -- when it became current (NULL: before 0012)
     superseded_at     timestamptz NOT NULL DEFAULT now(),
     superseded_by     text REFERENCES batches,     -- the batch whose version replaced it
     PRIMARY KEY (material_id, version)
