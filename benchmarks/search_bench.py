@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from psycopg2.extras import RealDictCursor  # noqa: E402
 
+from access.audit import Actor  # noqa: E402
 from catalog import idnumber  # noqa: E402
 from devservices.postgres import LocalPostgres  # noqa: E402
 from devservices.s3 import free_port  # noqa: E402
@@ -41,6 +42,7 @@ from stages.index import CHUNK_FILES, Chunk, load_chunks, prepared  # noqa: E402
 from storage.db import Database, connect  # noqa: E402
 
 KEY = b"bench-key"
+BENCH = Actor("bench", "bench")
 PAGES_PER_FILE = 50
 BATCH_CHUNKS = 10  # chunks of 200 files: batches of 2,000 files, 100,000 pages
 CLASSES = ["1", "2", "3", "4-1", "4-2", "6", "7", "9-1", "9-2", "10"]
@@ -63,7 +65,7 @@ def _file_rows(args: tuple[int, int, str, int]) -> str:
         p = make_person(rng)
         number = f"GZ-{n:07d}"
         chunk.files.append((number, p.name, idnumber.lookup_hash(p.id_number, KEY), p.id_number,
-                            idnumber.mask(p.id_number), "贵州省人才交流服务中心", batch))
+                            idnumber.mask(p.id_number), "520000", batch))
         for m in range(PAGES_PER_FILE // per_material):
             cls = CLASSES[m % len(CLASSES)]
             formed = f"{p.graduated.year + m % 9}-0{1 + m % 9}-01"
@@ -122,9 +124,11 @@ def load(url: str, n_pages: int, loaders: int, per_material: int = 5) -> None:
     conn = connect(url)
     with conn.cursor() as cur:
         cur.execute("DROP INDEX IF EXISTS pages_term_codes, personnel_files_name_codes, personnel_files_id_hash")
+        cur.execute("INSERT INTO agencies (code, name) VALUES ('520000', '贵州省人才交流服务中心')"
+                    " ON CONFLICT DO NOTHING")
         for batch in sorted({_batch_of(start) for start, *_ in chunks}):
             cur.execute("INSERT INTO batches (batch_id, name, content_sha256, holding_agency)"
-                        " VALUES (%s, %s, %s, '贵州省人才交流服务中心')", (batch, batch, batch.ljust(64, "0")))
+                        " VALUES (%s, %s, %s, '520000')", (batch, batch, batch.ljust(64, "0")))
     conn.commit()
     batches = [(url, paths[s:s + BATCH_CHUNKS]) for s in range(0, len(paths), BATCH_CHUNKS)]
     t0 = time.perf_counter()
@@ -215,7 +219,7 @@ def main() -> None:
             fast, slow, same, truncated = [], [], True, 0
             for q, f in queries:
                 t = time.perf_counter()
-                result = search(db, q, f, limit=20, actor="bench", id_hash_key=KEY)
+                result = search(db, q, f, limit=20, actor=BENCH, id_hash_key=KEY)
                 hits = result.hits
                 fast.append(time.perf_counter() - t)
                 t = time.perf_counter()
@@ -235,7 +239,7 @@ def main() -> None:
                 if kind == "ID lookup":
                     same &= {h.file_number for h in hits if h.kind == "id"} == base
                 else:  # the whole result, unwindowed, must be exactly LIKE's
-                    every = search(db, q, f, limit=10_000_000, actor="bench", id_hash_key=KEY, window=10_000_000)
+                    every = search(db, q, f, limit=10_000_000, actor=BENCH, id_hash_key=KEY, window=10_000_000)
                     same &= {h.page_id for h in every.hits if h.kind == "text"} == base
                     truncated += result.truncated
             all_same &= same

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 
+from catalog.idnumber import mask_ids
+
 
 class Severity(StrEnum):
     ERROR = "error"      # the item is rejected (quarantined), the rest of the batch goes on
@@ -30,9 +32,14 @@ class Finding:
         return cls(**{**data, "severity": Severity(data["severity"])})
 
 
+def _finding(code: str, item: str, severity: Severity, zh: str, en: str) -> Finding:
+    # findings go to reports, logs and Dagster: an ID number in a cell quoted never goes whole
+    return Finding(code, mask_ids(item), severity, mask_ids(zh), mask_ids(en))
+
+
 def error(code: str, item: str, zh: str, en: str) -> Finding:
-    return Finding(code, item, Severity.ERROR, zh, en)
+    return _finding(code, item, Severity.ERROR, zh, en)
 
 
 def warning(code: str, item: str, zh: str, en: str) -> Finding:
-    return Finding(code, item, Severity.WARNING, zh, en)
+    return _finding(code, item, Severity.WARNING, zh, en)

@@ -32,7 +32,7 @@ def validate(id_number: str, today: dt.date | None = None) -> str | None:
         return "must be 17 digits followed by a digit or X"
     born = birth_date(value)
     if born is None or born.year < 1900 or born > (today or dt.date.today()):
-        return f"birth date {value[6:14]} is not a real date"
+        return "the birth date in it is not a real date"  # its digits would complete the masked number
     if check_digit(value[:17]) != value[17]:
         return f"check digit should be {check_digit(value[:17])}"
     return None
@@ -49,3 +49,14 @@ def mask(id_number: str) -> str:
 def lookup_hash(id_number: str, key: bytes) -> str:
     """Keyed hash for exact lookup without exposing the number (HMAC-SHA256, hex)."""
     return hmac.new(key, id_number.strip().upper().encode(), hashlib.sha256).hexdigest()
+
+
+# An ID number inside text: 18 characters (17 digits and a digit or X) or the 15-digit form of
+# before 1999, not part of a longer run of digits.
+_IN_TEXT = re.compile(r"(?<![0-9])(?:[0-9]{17}[0-9Xx]|[0-9]{15})(?![0-9Xx])")
+
+
+def mask_ids(text: str) -> str:
+    """`text` with every ID-like number masked (first 6 and last 4 shown): for what leaves the
+    system (snippets, messages, logs, audit rows) and the page text kept for search."""
+    return _IN_TEXT.sub(lambda m: mask(m.group()), text) if text else text

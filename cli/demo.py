@@ -3,23 +3,31 @@ truth, the same counts as its report (the demo: the committed sample batch)."""
 
 from __future__ import annotations
 
+import json
+import os
+import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
 
+from access import accounts, audit
+from access.audit import Actor
+from access.roles import Role
 from devservices import preflight
 from devservices.instance import REPO, LocalInstance
+from ocr import EngineConfig
 from ocr.quality import corpus_cer
 from pipeline.resources import ArchiveServicesResource, OcrEngineResource, SignerResource
 from pipeline.runner import run_batch
+from stages.ocr import accepted_scans, load_ocr
 from stages.report import batch_report
 from stages.services import Services
 from stages.submit import submit_path
 from storage.config import StorageSettings
 from storage.db import TABLES
-from transfer.signing import verify
+from transfer.signing import verify, write_private
 
 SAMPLE = REPO / "sample_scans" / "demo"
 SAMPLE_BATCH = SAMPLE / "GZ2026-S007"
@@ -39,6 +47,7 @@ class RunSummary:
     objects: dict[str, int]
     store: str
     transfer_record: dict | None
+    logins: list[tuple[str, str, str]] = field(default_factory=list)  # (user, role, password): demo only
 
     @property
     def nothing_goes_on(self) -> bool:
@@ -78,20 +87,23 @@ class RunSummary:
                        f"({n['id_number_masked']}) → {n['receiving_agency']}, {n['material_count']} materials, "
                        f"{n['page_count']} pages, {len(r['objects'])} objects listed, signature {ok}")
             out.append(f"                      record transfers/{r['transfer_id']}.json")
+        if self.logins:
+            out.append("  staff web / 员工网页  `.venv/bin/archive serve`, then http://127.0.0.1:8000/login as:")
+            out += [f"                      {user:<16} {password}  ({role})" for user, role, password in self.logins]
+            out.append(f"                      (demo passwords, kept in {DEMO_LOGINS.name} under DAGSTER_HOME)")
         return out
 
 
-def batch_cer(services: Services, batch_id: str, truth_dir: Path) -> tuple[float | None, int]:
-    """Corpus CER of the batch's indexed pages whose ground truth is in truth_dir."""
-    with services.db.transaction() as cur:
-        cur.execute("SELECT DISTINCT p.source_path, p.ocr_text FROM pages p JOIN batch_files f"
-                    " ON f.sha256 = p.source_sha256 AND f.batch_id = %s WHERE p.source_page = 0", (batch_id,))
-        rows = cur.fetchall()
+def batch_cer(services: Services, batch_id: str, truth_dir: Path,
+              engine_key: str | None = None) -> tuple[float | None, int]:
+    """Corpus CER of the first page of each OCR'd scan whose ground truth is in truth_dir, on
+    the OCR results as read (the index keeps page text with ID numbers masked)."""
     pairs = []
-    for r in rows:
-        truth = truth_dir / f"{Path(r['source_path']).stem}.txt"
+    for scan in accepted_scans(batch_id, services):
+        truth = truth_dir / f"{Path(scan['path']).stem}.txt"
         if truth.exists():
-            pairs.append((truth.read_text(encoding="utf-8"), r["ocr_text"] or ""))
+            results, _ = load_ocr(services, engine_key or EngineConfig().key, scan["sha256"])
+            pairs.append((truth.read_text(encoding="utf-8"), results[0].text if results else ""))
     return (corpus_cer(pairs) if pairs else None), len(pairs)
 
 
@@ -132,6 +144,32 @@ def run_folder(batch_dir: Path, truth_dir: Path | None = None, receiving_agency:
                       objects, services.store.description, record)
 
 
+DEMO_LOGINS = Path("demo-logins.json")
+DEMO_ROLES = (("demo-staff", Role.STAFF), ("demo-archivist", Role.ARCHIVIST), ("demo-auditor", Role.AUDITOR),
+              ("demo-engineer", Role.ENGINEER), ("demo-admin", Role.ADMIN))
+
+
+def demo_logins(services: Services) -> list[tuple[str, str, str]]:
+    """One user per role for the demo agency, with passwords made once and kept (0600) in
+    DAGSTER_HOME, so every demo run prints the same logins."""
+    path = Path(os.environ.get("DAGSTER_HOME", REPO / "dagster_home")) / DEMO_LOGINS
+    known = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    made = {user: known.get(user) or secrets.token_urlsafe(9) for user, _ in DEMO_ROLES}
+    with services.db.transaction() as cur:
+        for user, role in DEMO_ROLES:
+            cur.execute("SELECT 1 FROM users WHERE username = %s", (user,))
+            if cur.fetchone() is None:
+                accounts.create_user(cur, user, role, made[user],
+                                     services.agency if role in (Role.STAFF, Role.ARCHIVIST) else None)
+                audit.record(cur, Actor("cli:demo", "cli"), "user.add", target=user, detail={"role": role.value})
+            elif user not in known:  # a user left from before the file was lost: its password anew
+                accounts.set_password(cur, user, made[user])
+    if made != known:
+        path.unlink(missing_ok=True)
+        write_private(path, json.dumps(made).encode())
+    return [(user, role.value, made[user]) for user, role in DEMO_ROLES]
+
+
 def demo(keep_running: bool = False) -> RunSummary:
     settings = StorageSettings.from_env()
     preflight.check_all(settings.s3_endpoint_url)
@@ -139,7 +177,9 @@ def demo(keep_running: bool = False) -> RunSummary:
     instance.export()
     started = instance.start()
     try:
-        return run_folder(SAMPLE_BATCH, SAMPLE / "truth", heading="演示完成 / demo finished")
+        summary = run_folder(SAMPLE_BATCH, SAMPLE / "truth", heading="演示完成 / demo finished")
+        summary.logins = demo_logins(Services.from_env())
+        return summary
     finally:
         if started and not keep_running:
             instance.stop()

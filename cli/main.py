@@ -17,7 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from errors import BadInput, BatchRefused, known_cause
+from cli.admin import add_parsers as add_admin_parsers
+from errors import BadInput, BatchRefused, SetupError, known_cause
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -170,8 +171,7 @@ def cmd_ocr(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    import getpass
-
+    from cli.admin import cli_actor
     from devservices.instance import local_database_if_unconfigured
     from search.query import RANK_WINDOW, Filters, search
     from stages.services import Services
@@ -188,8 +188,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         services.db.migrate()
         result = search(services.db, args.query, Filters(args.class_code, args.formed_from, args.formed_to,
                                                         args.agency, args.batch),
-                      limit=args.limit, offset=args.offset, actor=os.environ.get("ARCHIVE_ACTOR", getpass.getuser()),
-                      id_hash_key=services.id_hash_key)
+                        limit=args.limit, offset=args.offset, actor=cli_actor(), id_hash_key=services.id_hash_key)
     hits = result.hits
     if args.json:
         print(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2))
@@ -214,23 +213,46 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from devservices.instance import local_database_if_unconfigured
     from pipeline.resources import ArchiveServicesResource, OcrEngineResource, SignerResource
     from pipeline.runner import BatchQueue
+    from settings import Settings
     from web.app import create_app
 
+    settings = Settings.from_env()
+    tls = bool(args.tls_cert and args.tls_key)
+    if not _loopback(args.host) and not tls and not settings.behind_tls_proxy:
+        raise SetupError(f"不在本机回环地址（{args.host}）上提供服务时必须使用 TLS：请给出 --tls-cert 和 --tls-key，"
+                         "或在 TLS 代理之后设置 ARCHIVE_BEHIND_TLS_PROXY=1",
+                         f"serving on {args.host}, beyond loopback, needs TLS: give --tls-cert and --tls-key, or set "
+                         "ARCHIVE_BEHIND_TLS_PROXY=1 behind a TLS proxy")
+    ssl = {"ssl_certfile": args.tls_cert, "ssl_keyfile": args.tls_key} if tls else {}
+    scheme = "https" if tls or settings.behind_tls_proxy else "http"
     with local_database_if_unconfigured():
-        print(f"上传页面 / upload page: http://{args.host}:{args.port}/  (API docs at /docs)")
+        print(f"员工网页 / staff web: {scheme}://{args.host}:{args.port}/  (登录 / log in: /login)")
         if not args.process:
             print("上传的批次由 Dagster 传感器处理（archive ui）/ uploads are run by the Dagster sensor (archive ui)")
-            uvicorn.run(create_app(), host=args.host, port=args.port, log_level="warning")
+            uvicorn.run(create_app(tls=tls), host=args.host, port=args.port, log_level="warning",
+                        proxy_headers=settings.behind_tls_proxy, **ssl)
             return 0
         resources = {"services": ArchiveServicesResource(), "ocr_engine": OcrEngineResource(),
                      "signer": SignerResource()}
         with dg.DagsterInstance.get() as instance:
             runner = BatchQueue(resources, instance)
             try:
-                uvicorn.run(create_app(launch=runner), host=args.host, port=args.port, log_level="warning")
+                uvicorn.run(create_app(launch=runner, tls=tls), host=args.host, port=args.port, log_level="warning",
+                            proxy_headers=settings.behind_tls_proxy, **ssl)
             finally:
                 runner.close(timeout=5)
     return 0
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -308,6 +330,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--offset", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_search)
+    add_admin_parsers(sub)
     p = sub.add_parser("history", help="every version of a personnel file's materials, and its events")
     p.add_argument("file_number")
     p.add_argument("--json", action="store_true")
@@ -317,6 +340,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--process", action="store_true",
                    help="run uploaded batches in this server instead of leaving them to the Dagster sensor")
+    p.add_argument("--tls-cert", help="certificate (PEM) to serve HTTPS; needed beyond loopback without a proxy")
+    p.add_argument("--tls-key", help="its private key (PEM)")
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("generate-samples", help="render a synthetic scan batch with ground truth")
     p.add_argument("out")

@@ -27,6 +27,9 @@ class ArchiveError(Exception):
     label = "错误 / error"
 
     def __init__(self, message_zh: str, message_en: str, *, item: str | None = None) -> None:
+        from catalog.idnumber import mask_ids  # messages reach logs and screens: no ID number whole
+
+        message_zh, message_en, item = mask_ids(message_zh), mask_ids(message_en), mask_ids(item) if item else item
         super().__init__(f"{message_zh} / {message_en}")
         self.message_zh = message_zh
         self.message_en = message_en

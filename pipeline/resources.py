@@ -9,6 +9,7 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from ocr import EngineConfig
+from settings import Settings
 from stages.services import Services
 from storage.config import StorageSettings
 from transfer.signing import Signer
@@ -53,4 +54,4 @@ class SignerResource(dg.ConfigurableResource):
 
     def signer(self) -> Signer:
         path = self.key_file or os.path.join(os.environ.get("DAGSTER_HOME", "dagster_home"), "keys", "signing.pem")
-        return Signer.from_env_or_file(Path(path))
+        return Signer.from_env_or_file(Path(path), generate=not Settings.from_env().production)

@@ -5,7 +5,8 @@ then containing it), then pages by how often the phrase occurs. Pages are ranked
 first RANK_WINDOW matching pages: a phrase on more pages than that (工作单位 is on every form)
 comes back marked `truncated`, for the user to narrow with filters, instead of ranking a
 province's worth of pages per keystroke. Below the window the hits are exactly LIKE's.
-ID numbers are only ever shown masked, and every search is written to `access_log`.
+ID numbers are only ever shown masked (page text is stored masked: stages/index.py), and
+every search is written to the audit trail with the files it showed (access/audit.py).
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 
+from access import audit
+from access.audit import Actor
 from catalog import idnumber
+from catalog.idnumber import mask_ids
 from search.terms import SHARDS, class_code_term, query_codes, salted, salted_all, year_codes
 from storage.db import Database
 
@@ -60,7 +64,7 @@ def escape_like(text: str) -> str:
 
 
 def snippet(text: str, query: str) -> str:
-    flat = " ".join(text.split())
+    flat = mask_ids(" ".join(text.split()))
     at = flat.find(query)
     if at < 0:
         return flat[: 2 * SNIPPET_CONTEXT]
@@ -261,8 +265,10 @@ class SearchResult:
 
 
 def search(db: Database, query: str, filters: Filters | None = None, limit: int = 20, offset: int = 0,
-           actor: str = "unknown", id_hash_key: bytes | None = None, window: int = RANK_WINDOW) -> SearchResult:
-    """One page of hits for `query` (ID number, file number, name or phrase), best first."""
+           actor: Actor | None = None, id_hash_key: bytes | None = None, window: int = RANK_WINDOW) -> SearchResult:
+    """One page of hits for `query` (ID number, file number, name or phrase), best first; only
+    files of `filters.agency` when it is given (the web always gives the caller's). The search
+    and the files it showed are one audit row, written in the same transaction."""
     q = query.strip()
     if not q:
         return SearchResult([], False)
@@ -272,11 +278,13 @@ def search(db: Database, query: str, filters: Filters | None = None, limit: int 
     with db.transaction() as cur:
         cur.execute("SET LOCAL jit = off")  # compiling took 8 ms of a search whose plan looked costly
         if offset == 0 and _ID_LIKE.match(q) and id_hash_key is not None:
-            cur.execute("SELECT file_number, name, id_masked FROM personnel_files WHERE id_hash = %s",
-                        (idnumber.lookup_hash(q, id_hash_key),))
+            cur.execute("SELECT file_number, name, id_masked FROM personnel_files WHERE id_hash = %s"
+                        " AND (%s::text IS NULL OR holding_agency = %s)",
+                        (idnumber.lookup_hash(q, id_hash_key), filters.agency, filters.agency))
             hits += [Hit("id", r["file_number"], r["name"], r["id_masked"], 10_000) for r in cur.fetchall()]
         if offset == 0:
-            cur.execute("SELECT file_number, name, id_masked FROM personnel_files WHERE file_number = %s", (q,))
+            cur.execute("SELECT file_number, name, id_masked FROM personnel_files WHERE file_number = %s"
+                        " AND (%s::text IS NULL OR holding_agency = %s)", (q, filters.agency, filters.agency))
             hits += [Hit("file_number", r["file_number"], r["name"], r["id_masked"], 5_000) for r in cur.fetchall()]
         if not _ID_LIKE.match(q):  # an ID number is looked up by its hash only, never as text
             codes = query_codes(q)
@@ -301,8 +309,9 @@ def search(db: Database, query: str, filters: Filters | None = None, limit: int 
                                 r["formed"], r["page_no"], r["page_id"],
                                 snippet(r["text"], q) if r["text"] else None))
         hits = hits[:limit]
-        cur.execute("INSERT INTO access_log (actor, action, query, file_numbers) VALUES (%s, 'search', %s, %s)",
-                    (actor, mask_query(q), sorted({h.file_number for h in hits})))
+        audit.record(cur, actor or Actor("unknown", "unknown"), "search", file_numbers=[h.file_number for h in hits],
+                     detail={"query": mask_query(q), "filters": {k: v for k, v in asdict(filters).items() if v},
+                             "hits": len(hits)})
     return SearchResult(hits, truncated)
 
 

@@ -31,7 +31,7 @@ from storage.events import AGENT
 CHUNK_FILES = 200  # personnel files per COPY round: ~10,000 pages of text at most in memory
 
 # (column, type) of each load table, in the order the rows hold them; the tables are made from these.
-FILE_COLUMNS = (("file_number", "text"), ("name", "text"), ("id_hash", "text"), ("id_number", "text"),
+FILE_COLUMNS = (("file_number", "text"), ("name", "text"), ("id_hash", "text"), ("id_number_encrypted", "text"),
                 ("id_masked", "text"), ("holding_agency", "text"), ("batch_id", "text"), ("name_codes", "int4[]"))
 MATERIAL_COLUMNS = (("file_number", "text"), ("class_code", "text"), ("seq", "int4"), ("title", "text"),
                     ("formed", "text"), ("formed_on", "date"), ("copies", "int4"), ("page_count", "int4"),
@@ -43,13 +43,15 @@ PAGE_COLUMNS = (("file_number", "text"), ("class_code", "text"), ("seq", "int4")
 LOAD_TABLES = {"load_files": FILE_COLUMNS, "load_materials": MATERIAL_COLUMNS, "load_pages": PAGE_COLUMNS}
 
 UPSERT_FILES = """
-INSERT INTO personnel_files (file_number, name, id_hash, id_number, id_masked, holding_agency, batch_id, name_codes)
-SELECT file_number, name, id_hash, id_number, id_masked, holding_agency, batch_id, name_codes FROM load_files
+INSERT INTO personnel_files (file_number, name, id_hash, id_number_encrypted, id_masked, holding_agency, batch_id,
+                             name_codes)
+SELECT file_number, name, id_hash, id_number_encrypted, id_masked, holding_agency, batch_id, name_codes FROM load_files
 ON CONFLICT (file_number) DO UPDATE SET name = EXCLUDED.name, id_hash = EXCLUDED.id_hash,
-    id_number = EXCLUDED.id_number, id_masked = EXCLUDED.id_masked, batch_id = EXCLUDED.batch_id,
+    id_number_encrypted = EXCLUDED.id_number_encrypted, id_masked = EXCLUDED.id_masked, batch_id = EXCLUDED.batch_id,
     name_codes = EXCLUDED.name_codes, indexed_at = now()
 WHERE (personnel_files.name, personnel_files.id_hash, personnel_files.name_codes)
     IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.id_hash, EXCLUDED.name_codes)
+  AND personnel_files.holding_agency = EXCLUDED.holding_agency  -- another agency's file is never touched
   AND NOT EXISTS (SELECT 1 FROM batches later, batches this  -- an older batch run again changes nothing
                   WHERE later.batch_id = personnel_files.batch_id AND this.batch_id = EXCLUDED.batch_id
                     AND later.submitted_at > this.submitted_at)
@@ -207,6 +209,11 @@ WITH files AS (
 (SELECT DISTINCT 'personnel file' AS parent, file_number AS key FROM load_materials
  WHERE file_number NOT IN (SELECT file_number FROM files))
 UNION ALL
+(SELECT 'personnel file held by another agency', l.file_number FROM load_files l
+ JOIN personnel_files f USING (file_number) WHERE f.holding_agency <> l.holding_agency)
+UNION ALL
+(SELECT 'agency', holding_agency FROM load_files WHERE holding_agency NOT IN (SELECT code FROM agencies))
+UNION ALL
 (SELECT 'batch', batch_id FROM batch_ids
  WHERE batch_id IS NOT NULL AND batch_id NOT IN (SELECT batch_id FROM known_batches))
 ORDER BY 1, 2 LIMIT 5
@@ -214,7 +221,8 @@ ORDER BY 1, 2 LIMIT 5
 
 
 class MissingParent(NotReady):
-    """A chunk's row refers to a personnel file or batch that is not in the index."""
+    """A chunk's row refers to a personnel file, batch or agency that is not in the index, or to
+    a file another agency holds (intake refuses those; this catches a race with that agency)."""
 
 
 NEW_PAGE_COLUMNS = (("material_id", "int8"),) + PAGE_COLUMNS[3:]  # straight into `pages`
@@ -237,7 +245,8 @@ def load_chunk(cur, chunk: Chunk) -> int:
     cur.execute(KEYS)
     if missing := cur.fetchall():
         named = ", ".join(f"{r['parent']} {r['key']}" for r in missing)
-        raise MissingParent(f"入库数据引用了尚未入库的对象：{named}", f"rows refer to what is not indexed: {named}")
+        raise MissingParent(f"入库数据引用了不存在或不属于本机构的对象：{named}",
+                            f"rows refer to what is not indexed or not this agency's: {named}")
     cur.execute(INSERT_MATERIALS)
     inserted = cur.fetchall()
     written += len(inserted)
@@ -325,7 +334,8 @@ def prepared(chunk: Chunk) -> Chunk:
 def _page_rows(pf: PersonnelFile, m: Material, sha_by_path: dict[str, str],
                read_ocr: Callable[[str], tuple]) -> Iterator[tuple]:
     """One PAGE_COLUMNS row but its codes per page of the material, numbered 1..n across its
-    scan files."""
+    scan files; ID numbers in the text masked (the text is what search reads and shows: the OCR
+    result in storage keeps it as read)."""
     page_no = 0
     for path in m.page_files:
         sha = sha_by_path[path]
@@ -333,12 +343,12 @@ def _page_rows(pf: PersonnelFile, m: Material, sha_by_path: dict[str, str],
         for source_page, r in enumerate(results):
             page_no += 1
             yield (pf.file_number, m.class_code, m.seq, page_no, sha, source_page, path, r.dpi, r.width, r.height,
-                   r.text, r.confidence, r.engine, ocr_sha)
+                   idnumber.mask_ids(r.text), r.confidence, r.engine, ocr_sha)
 
 
 def _chunks(batch_id: str, files: list[PersonnelFile], services: Services, engine_key: str,
-            sha_by_path: dict[str, str]) -> Iterator[Chunk]:
-    key = services.id_hash_key
+            sha_by_path: dict[str, str], agency: str) -> Iterator[Chunk]:
+    key, cipher = services.id_hash_key, services.id_cipher
     for start in range(0, len(files), CHUNK_FILES):
         chunk = Chunk([], [], [])
         ocr: dict[str, tuple] = {}  # one scan file may hold pages of several materials: read it once
@@ -349,8 +359,8 @@ def _chunks(batch_id: str, files: list[PersonnelFile], services: Services, engin
             return ocr[sha]
 
         for pf in files[start:start + CHUNK_FILES]:
-            chunk.files.append((pf.file_number, pf.name, idnumber.lookup_hash(pf.id_number, key), pf.id_number,
-                                idnumber.mask(pf.id_number), services.agency, batch_id))
+            chunk.files.append((pf.file_number, pf.name, idnumber.lookup_hash(pf.id_number, key),
+                                cipher.encrypt(pf.id_number), idnumber.mask(pf.id_number), agency, batch_id))
             for m in pf.materials:
                 chunk.materials.append((pf.file_number, m.class_code, m.seq, m.title, m.formed, _formed_on(m.formed),
                                         m.copies, m.pages, m.remarks, batch_id))
@@ -369,8 +379,10 @@ def index_batch(batch_id: str, services: Services, engine_key: str) -> IndexResu
             cur.execute("SELECT path, sha256 FROM batch_files WHERE batch_id = %s AND status = 'accepted'",
                         (batch_id,))
             sha_by_path = {r["path"]: r["sha256"] for r in cur.fetchall()}
+            cur.execute("SELECT holding_agency FROM batches WHERE batch_id = %s", (batch_id,))
+            agency = cur.fetchone()["holding_agency"]  # the files are the agency's that handed the batch in
             written, materials, pages = load_chunks(cur, _chunks(batch_id, catalog.files, services, engine_key,
-                                                                 sha_by_path))
+                                                                 sha_by_path, agency))
             advance(cur, batch_id, "indexed")
     except (psycopg2.errors.DeadlockDetected, psycopg2.errors.UniqueViolation) as exc:
         # two batches holding some of the same files' materials, each waiting for the other's

@@ -36,7 +36,7 @@ class IntakeResult:
 
 
 # Bump when validation rules change: batches validated by older rules are validated again.
-INTAKE_VERSION = 4
+INTAKE_VERSION = 5
 # Below this many page files, starting worker processes (~1 s) costs more than it saves.
 PARALLEL_FROM = 24
 
@@ -58,7 +58,7 @@ def _previous(batch_id: str, services: Services) -> IntakeResult | None:
                     " WHERE batch_id = %s AND role = 'page'", (batch_id,))
         counts = cur.fetchone()
     findings = [Finding.from_dict(f) for f in row["findings"]]
-    catalog = Catalog.from_dict(row["catalog"])
+    catalog = Catalog.from_dict(opened(row["catalog"], services))
     return IntakeResult(batch_id, counts["ok"], counts["bad"],
                         sum(1 for f in findings if f.severity is Severity.WARNING), len(catalog.files),
                         sum(len(f.materials) for f in catalog.files), findings, reused=True)
@@ -90,6 +90,8 @@ def intake_batch(batch_id: str, services: Services) -> IntakeResult:
         data = services.store.get(services.staging_bucket, manifests[0]["staging_key"])
         catalog, problems = parse_manifest(data, manifest_path)
         findings += problems
+        catalog, foreign = _own_files(catalog, batch_id, manifest_path, services)
+        findings += foreign
 
     updates, page_counts = [], {}
     first_with: dict[str, str] = {}  # sha256 -> the first page file with that content
@@ -130,13 +132,30 @@ def intake_batch(batch_id: str, services: Services) -> IntakeResult:
                         "width = %s, height = %s, skew_degrees = %s, findings = %s WHERE batch_id = %s AND path = %s",
                         updates)
         cur.execute("UPDATE batches SET catalog = %s, findings = %s, intake_version = %s WHERE batch_id = %s",
-                    (json.dumps(kept.to_dict(), ensure_ascii=False),
+                    (json.dumps(sealed(kept.to_dict(), services), ensure_ascii=False),
                      json.dumps([f.to_dict() for f in findings], ensure_ascii=False), INTAKE_VERSION, batch_id))
         advance(cur, batch_id, "validated")
     accepted = sum(1 for u in updates if u[0] == "accepted")
     return IntakeResult(batch_id, accepted, len(updates) - accepted,
                         sum(1 for f in findings if f.severity is Severity.WARNING),
                         len(kept.files), sum(len(f.materials) for f in kept.files), findings)
+
+
+def _own_files(catalog: Catalog, batch_id: str, manifest_path: str,
+               services: Services) -> tuple[Catalog, list[Finding]]:
+    """The catalog without the files another agency holds, and a refusal for each: a batch must
+    never change, or add materials to, another agency's file (the file number is named, the
+    agency that holds it is not)."""
+    numbers = [f.file_number for f in catalog.files]
+    with services.db.transaction() as cur:
+        cur.execute("SELECT f.file_number FROM personnel_files f JOIN batches b ON b.batch_id = %s"
+                    " WHERE f.file_number = ANY(%s) AND f.holding_agency <> b.holding_agency", (batch_id, numbers))
+        foreign = {r["file_number"] for r in cur.fetchall()}
+    findings = [error("catalog.file_of_another_agency", f"{manifest_path} {number}",
+                      f"档号 {number} 已由其他机构持有，本批次中该档案的材料已拒收",
+                      f"file number {number} is held by another agency: its materials in this batch are refused")
+                for number in sorted(foreign)]
+    return Catalog([f for f in catalog.files if f.file_number not in foreign]), findings
 
 
 def _inspect(rows: list[dict], services: Services) -> Iterator[tuple[ScanInfo | None, list[Finding]]]:
@@ -183,4 +202,19 @@ def load_catalog(batch_id: str, services: Services) -> Catalog:
         row = cur.fetchone()
     if not row or row["catalog"] is None:
         raise UnknownBatch(f"批次 {batch_id} 尚未校验", f"batch {batch_id} has not been through intake", item=batch_id)
-    return Catalog.from_dict(row["catalog"])
+    return Catalog.from_dict(opened(row["catalog"], services))
+
+
+def sealed(catalog: dict, services: Services) -> dict:
+    """The catalog as it is kept in PostgreSQL: each person's ID number encrypted (id_number_encrypted)."""
+    cipher = services.id_cipher
+    return {**catalog, "files": [{**{k: v for k, v in f.items() if k != "id_number"},
+                                  "id_number_encrypted": cipher.encrypt(f["id_number"])} for f in catalog["files"]]}
+
+
+def opened(catalog: dict, services: Services) -> dict:
+    """The catalog as the stages read it: ID numbers decrypted."""
+    cipher = services.id_cipher
+    return {**catalog, "files": [{**{k: v for k, v in f.items() if k != "id_number_encrypted"},
+                                  "id_number": cipher.decrypt(f["id_number_encrypted"])
+                                  if "id_number_encrypted" in f else f["id_number"]} for f in catalog["files"]]}

@@ -54,16 +54,19 @@ _SELECT = ("SELECT b.batch_id, b.name, b.status, b.submitted_at, count(f.path) A
            " GROUP BY b.batch_id ORDER BY b.submitted_at DESC, b.batch_id LIMIT %s")
 
 
-def batch_status(batch_id: str, services: Services) -> dict:
+def batch_status(batch_id: str, services: Services, agency: str | None = None) -> dict:
+    """The batch's progress; NotFound for another agency's batch (`agency` given) as for none."""
     with services.db.transaction() as cur:
-        cur.execute(_SELECT.format(where="WHERE b.batch_id = %s"), (batch_id, 1))
+        cur.execute(_SELECT.format(where="WHERE b.batch_id = %s AND (%s::text IS NULL OR b.holding_agency = %s)"),
+                    (batch_id, agency, agency, 1))
         row = cur.fetchone()
     if row is None:
         raise NotFound(f"没有批次 {batch_id}", f"batch {batch_id} is unknown", item=batch_id)
     return _summary(row)
 
 
-def recent_batches(services: Services, limit: int = 50) -> list[dict]:
+def recent_batches(services: Services, limit: int = 50, agency: str | None = None) -> list[dict]:
+    """The latest batches, of `agency` only when given."""
     with services.db.transaction() as cur:
-        cur.execute(_SELECT.format(where=""), (limit,))
+        cur.execute(_SELECT.format(where="WHERE (%s::text IS NULL OR b.holding_agency = %s)"), (agency, agency, limit))
         return [_summary(r) for r in cur.fetchall()]

@@ -16,10 +16,11 @@ STATUS_ZH = {"accepted": "已接收", "rejected": "已拒收", "received": "已�
 SEVERITY_ZH = {"error": "错误", "warning": "警告"}
 
 
-def batch_report(batch_id: str, services: Services) -> dict:
+def batch_report(batch_id: str, services: Services, agency: str | None = None) -> dict:
+    """The batch's report; NotFound for another agency's batch (`agency` given) as for none."""
     with services.db.transaction() as cur:
         cur.execute("SELECT batch_id, name, status, submitted_at, holding_agency, catalog, findings FROM batches"
-                    " WHERE batch_id = %s", (batch_id,))
+                    " WHERE batch_id = %s AND (%s::text IS NULL OR holding_agency = %s)", (batch_id, agency, agency))
         batch = cur.fetchone()
         if batch is None:
             raise NotFound(f"没有批次 {batch_id}", f"batch {batch_id} is unknown", item=batch_id)

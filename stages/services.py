@@ -1,17 +1,15 @@
-"""What every stage needs: the database, the object store and the agency's identity."""
+"""What every stage needs: the database, the object store, the agency's identity and the keys
+that protect ID numbers."""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from access.idcipher import IdCipher
+from settings import DEMO_AGENCY_CODE, DEMO_AGENCY_NAME, DEMO_ID_HASH_KEY, Settings
 from storage.config import StorageSettings
 from storage.db import Database
 from storage.objects import ObjectStore, open_store
-
-DEFAULT_AGENCY = "贵州省人才交流服务中心"
-# Demo-only key; production sets ARCHIVE_ID_HASH_KEY so ID hashes cannot be recomputed offline.
-_DEMO_ID_HASH_KEY = "demo-id-hash-key-not-for-production"
 
 
 @dataclass
@@ -20,27 +18,46 @@ class Services:
     store: ObjectStore
     staging_bucket: str
     archive_bucket: str
-    agency: str = DEFAULT_AGENCY
-    id_hash_key: bytes = _DEMO_ID_HASH_KEY.encode()
+    agency: str = DEMO_AGENCY_CODE          # the code of the agency this installation works for
+    id_hash_key: bytes = DEMO_ID_HASH_KEY
+    settings: Settings = field(default_factory=Settings)
+    agency_name: str = DEMO_AGENCY_NAME
 
     @classmethod
-    def from_settings(cls, settings: StorageSettings, agency: str | None = None, keep_connections: int = 0) -> Services:
+    def from_settings(cls, storage: StorageSettings, agency: str | None = None, keep_connections: int = 0,
+                      settings: Settings | None = None) -> Services:
         """`keep_connections`: idle database connections kept for reuse (a long-lived server)."""
+        settings = settings or Settings.from_env()
         return cls(
-            db=Database(settings.database_url, keep=keep_connections),
-            store=open_store(settings.s3_endpoint_url, settings.object_root, settings.s3_region),
-            staging_bucket=settings.staging_bucket,
-            archive_bucket=settings.archive_bucket,
-            agency=agency or os.environ.get("ARCHIVE_AGENCY", DEFAULT_AGENCY),
-            id_hash_key=os.environ.get("ARCHIVE_ID_HASH_KEY", _DEMO_ID_HASH_KEY).encode(),
+            db=Database(storage.database_url, keep=keep_connections),
+            store=open_store(storage.s3_endpoint_url, storage.object_root, storage.s3_region),
+            staging_bucket=storage.staging_bucket,
+            archive_bucket=storage.archive_bucket,
+            agency=agency or settings.agency_code,
+            id_hash_key=settings.id_hash_key,
+            settings=settings,
+            agency_name=settings.agency_name if (agency or settings.agency_code) == settings.agency_code
+            else (agency or settings.agency_code),
         )
 
     @classmethod
     def from_env(cls, keep_connections: int = 0) -> Services:
         return cls.from_settings(StorageSettings.from_env(), keep_connections=keep_connections)
 
+    @property
+    def id_cipher(self) -> IdCipher:
+        return IdCipher.from_settings(self.settings)
+
     def prepare(self) -> None:
-        """Migrates the schema and creates the buckets; safe to call at every start."""
+        """Refuses an unsafe production configuration, migrates the schema, registers this
+        installation's agency and creates the buckets; safe to call at every start."""
+        if self.settings.production:
+            from devservices.production import check_production
+
+            check_production(self)
         self.db.migrate()
+        with self.db.transaction() as cur:
+            cur.execute("INSERT INTO agencies (code, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                        (self.agency, self.agency_name))
         self.store.ensure_bucket(self.staging_bucket)
         self.store.ensure_bucket(self.archive_bucket)

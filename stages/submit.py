@@ -50,9 +50,10 @@ def _ignored(rel: str) -> str:
                                "a file that desktop tools add; ignored").to_dict()], ensure_ascii=False)
 
 
-def batch_id_for(name: str, digests: list[tuple[str, str]]) -> tuple[str, str]:
-    """(batch id, content digest): same files and names give the same id."""
-    h = hashlib.sha256()
+def batch_id_for(name: str, digests: list[tuple[str, str]], agency: str) -> tuple[str, str]:
+    """(batch id, content digest): the same files and names from the same agency give the same
+    id; another agency handing in the same files has a batch of its own."""
+    h = hashlib.sha256(f"agency\0{agency}\n".encode())
     for rel, digest in sorted(digests):
         h.update(f"{rel}\0{digest}\n".encode())
     content = h.hexdigest()
@@ -61,17 +62,18 @@ def batch_id_for(name: str, digests: list[tuple[str, str]]) -> tuple[str, str]:
 
 
 def submit_path(path: Path, services: Services, progress: Callable[[str, int], None] | None = None,
-                name: str | None = None) -> Submission:
+                name: str | None = None, agency: str | None = None) -> Submission:
     """Hands in a batch folder or a zip of one (unsafe members refused by name, the rest goes on).
-    The batch is named `name`, else the zip's batch folder, else the folder or zip."""
+    The batch is named `name`, else the zip's batch folder, else the folder or zip, and held by
+    `agency` (the uploader's), else this installation's."""
     path = Path(path)
     if path.is_dir():
-        return submit_folder(path, services, name=name, progress=progress)
+        return submit_folder(path, services, name=name, progress=progress, agency=agency)
     if path.is_file() and zipfile.is_zipfile(path):
         with tempfile.TemporaryDirectory(prefix="batch-zip-") as tmp:
             extraction = safe_extract(path, Path(tmp))
             return submit_folder(Path(tmp), services, name=name or extraction.top_folder or path.stem,
-                                 container=(path, extraction.findings), progress=progress)
+                                 container=(path, extraction.findings), progress=progress, agency=agency)
     if not path.exists():
         raise BadInput(f"{path} 不存在", f"{path} does not exist", item=str(path))
     raise BadInput(f"{path} 既不是批次文件夹也不是 zip 压缩包", f"{path} is neither a batch folder nor a zip archive",
@@ -80,7 +82,7 @@ def submit_path(path: Path, services: Services, progress: Callable[[str, int], N
 
 def submit_folder(folder: Path, services: Services, name: str | None = None,
                   container: tuple[Path, list[Finding]] | None = None,
-                  progress: Callable[[str, int], None] | None = None) -> Submission:
+                  progress: Callable[[str, int], None] | None = None, agency: str | None = None) -> Submission:
     """Hands in a batch folder; `container` is the zip it came in, kept verbatim with its findings.
 
     Resumable: objects are content-keyed and written only if absent, so after an interruption
@@ -94,7 +96,8 @@ def submit_folder(folder: Path, services: Services, name: str | None = None,
     if not files:
         raise BadInput(f"批次文件夹 {folder} 中没有文件", f"batch folder {folder} holds no files", item=str(folder))
     digests = [(rel, sha256_hex(path.read_bytes())) for rel, path in files]
-    batch_id, content = batch_id_for(name or folder.name, digests)
+    agency = agency or services.agency
+    batch_id, content = batch_id_for(name or folder.name, digests, agency)
     with services.db.transaction() as cur:
         cur.execute("SELECT batch_id FROM batches WHERE content_sha256 = %s", (content,))
         row = cur.fetchone()
@@ -111,7 +114,7 @@ def submit_folder(folder: Path, services: Services, name: str | None = None,
             progress(rel, len(data))
     with services.db.transaction() as cur:
         cur.execute("INSERT INTO batches (batch_id, name, content_sha256, holding_agency) VALUES (%s, %s, %s, %s) "
-                    "ON CONFLICT DO NOTHING", (batch_id, name or folder.name, content, services.agency))
+                    "ON CONFLICT DO NOTHING", (batch_id, name or folder.name, content, agency))
         for rel, digest in digests:
             role = "manifest" if rel.lower() in MANIFEST_NAMES else "page"
             found = None

@@ -31,6 +31,11 @@ def _chunk(text: str = "个人简历：张三。", title: str = "登记表", bat
                 page_codes("自传正文", "4-1", 2002, shard))])
 
 
+def _agency(db: Database) -> None:
+    with db.transaction() as cur:
+        cur.execute("INSERT INTO agencies (code, name) VALUES ('机构', '机构') ON CONFLICT DO NOTHING")
+
+
 def _load(db: Database, chunk: Chunk) -> int:
     with db.transaction() as cur:
         begin_load(cur)
@@ -40,6 +45,7 @@ def _load(db: Database, chunk: Chunk) -> int:
 def test_rerun_writes_nothing_and_a_changed_material_becomes_a_new_version(database_url):
     db = Database(database_url)
     db.migrate()
+    _agency(db)
     assert _load(db, _chunk()) == 1 + 2 + 3
     with db.transaction() as cur:
         cur.execute("UPDATE materials SET pdf_sha256 = 'pdf'")  # as the archive stage leaves them
@@ -70,6 +76,7 @@ def test_rerun_writes_nothing_and_a_changed_material_becomes_a_new_version(datab
 def test_a_rescan_with_fewer_pages_leaves_none_of_the_old_ones(database_url):
     db = Database(database_url)
     db.migrate()
+    _agency(db)
     _load(db, _chunk())
     shorter = _chunk()
     shorter.materials[0] = shorter.materials[0][:7] + (1,) + shorter.materials[0][8:]
@@ -120,6 +127,7 @@ def test_code_migrations_write_what_the_index_stage_writes(database_url):
 def test_chunks_load_while_the_next_is_built_and_a_failure_loses_the_whole_batch(database_url):
     db = Database(database_url)
     db.migrate()
+    _agency(db)
 
     def chunks():
         yield _chunk()
@@ -138,6 +146,7 @@ def test_deleting_a_file_deletes_its_materials_and_pages_and_long_pages_stay_inl
     by a trigger, 0011 restored it), and only theirs; a long page is stored as it came."""
     db = Database(database_url)
     db.migrate()
+    _agency(db)
     dense = "个人简历：张三，一九八五年生于贵州省遵义市。" * 60  # ~4 KB: compressed before 0010
     _load(db, _chunk(text=dense))
     other = _chunk()
@@ -163,6 +172,7 @@ def test_the_loader_checks_its_keys_set_wise_and_the_database_for_everyone_else(
     refused by name and nothing is written; a page written by anyone else still meets the key."""
     db = Database(database_url)
     db.migrate()
+    _agency(db)
     orphan = _chunk()
     orphan.materials.append(("GZ-NOFILE", "1", 1, "登记表", "2001", "2001-01-01", 1, 1, "", None))
     unregistered = _chunk(batch="B-NONE")
@@ -181,6 +191,7 @@ def test_a_role_that_may_not_skip_the_checks_loads_the_same_rows_checked(databas
     role = f"loader_{uuid.uuid4().hex[:8]}"
     admin = Database(database_url)
     admin.migrate()
+    _agency(admin)
     with admin.transaction() as cur:
         cur.execute(f"CREATE ROLE {role} LOGIN")
         cur.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}")
@@ -209,6 +220,7 @@ def test_two_loaders_of_the_same_material_take_turns(database_url):
 
     db = Database(database_url)
     db.migrate()
+    _agency(db)
     _load(db, _chunk())
     first = psycopg2.connect(database_url)
     cur = first.cursor(cursor_factory=psycopg2.extras.RealDictCursor)

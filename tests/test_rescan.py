@@ -14,6 +14,7 @@ import dagster as dg
 import pytest
 from PIL import Image, ImageEnhance
 
+from access.audit import Actor
 from errors import known_cause
 from pipeline.runner import run_batch
 from sample_scans.render import Page, available_fonts
@@ -123,7 +124,8 @@ def test_the_file_history_lists_every_version_and_the_supersession(rescanned):
 
 def test_search_and_transfer_use_the_current_version(rescanned):
     services = rescanned["services"]
-    hits = search(services.db, PHRASE[:8], Filters(), id_hash_key=services.id_hash_key, actor="test").hits
+    hits = search(services.db, PHRASE[:8], Filters(), id_hash_key=services.id_hash_key,
+                  actor=Actor("test", "test")).hits
     assert [(h.file_number, h.material) for h in hits] == [(FILE, "10-9")]
     meta = rescanned["run_b"]["meta"]["transfer"]
     assert meta["file_number"] == FILE

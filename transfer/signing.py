@@ -23,6 +23,26 @@ def canonical_json(data: dict) -> bytes:
     return json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
 
 
+def write_private(path: Path, data: bytes) -> None:
+    """Writes a secret file readable by its owner only, atomically: created 0600 under a
+    temporary name (never readable by others, not even for a moment), then renamed; a file
+    already there is kept (two processes starting at once agree on one key)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)  # fails if another process made the file first
+        except FileExistsError:
+            pass
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 class Signer:
     def __init__(self, private_key: Ed25519PrivateKey) -> None:
         self.key = private_key
@@ -46,16 +66,17 @@ class Signer:
         return cls(key)
 
     @classmethod
-    def from_env_or_file(cls, path: Path) -> Signer:
-        """ARCHIVE_SIGNING_KEY (PEM) if set, else the key file, created on first use (demo)."""
+    def from_env_or_file(cls, path: Path, generate: bool = True) -> Signer:
+        """ARCHIVE_SIGNING_KEY (PEM) if set, else the key file, created on first use where
+        `generate` (the demo; production configures its key)."""
         if os.environ.get("ARCHIVE_SIGNING_KEY"):
             return cls.from_pem(os.environ["ARCHIVE_SIGNING_KEY"].encode())
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if not generate:
+                raise SetupError("未配置签名密钥 ARCHIVE_SIGNING_KEY", "no signing key: set ARCHIVE_SIGNING_KEY")
             pem = Ed25519PrivateKey.generate().private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-            path.write_bytes(pem)
-            path.chmod(0o600)
+            write_private(path, pem)
         return cls.from_pem(path.read_bytes())
 
     def public_bytes(self) -> bytes:

@@ -1,0 +1,120 @@
+"""Configuration from the environment: the agency this installation holds files for, the keys
+that protect ID numbers, and the staff web's limits. Every setting has a demo default; with
+ARCHIVE_ENV=production the demo defaults are refused (check_production), one sentence each.
+
+(Storage settings are still storage/config.py's; issue 20 brings them here.)
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from dataclasses import dataclass, field
+
+from errors import SetupError
+
+DEMO_AGENCY_CODE, DEMO_AGENCY_NAME = "520000", "贵州省人才交流服务中心"
+# Demo-only keys, never for production: anyone with this source could recompute ID hashes and
+# decrypt ID numbers.
+DEMO_ID_HASH_KEY = b"demo-id-hash-key-not-for-production"
+DEMO_ID_KEY = ("demo", base64.b64decode("ZGVtby1pZC1rZXktbm90LWZvci1wcm9kdWN0aW9uISE="))  # 32 bytes
+
+
+def _env(name: str, default: str = "") -> str:
+    return os.environ.get(name, "").strip() or default
+
+
+def _int(name: str, default: int) -> int:
+    raw = _env(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SetupError(f"{name}={raw!r} 不是整数", f"{name}={raw!r} is not a whole number") from None
+    if value <= 0:
+        raise SetupError(f"{name} 必须大于 0", f"{name} must be greater than 0")
+    return value
+
+
+def parse_id_keys(raw: str) -> tuple[str, dict[str, bytes]]:
+    """ARCHIVE_ID_KEYS: `id=base64key,older=base64key`, 32-byte keys, the first the current one."""
+    keys: dict[str, bytes] = {}
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        kid, sep, value = part.partition("=")
+        try:
+            key = base64.b64decode(value, validate=True)
+        except ValueError:
+            key = b""
+        if not sep or not kid or len(key) != 32:
+            raise SetupError("ARCHIVE_ID_KEYS 格式应为 编号=base64密钥（32 字节），多个用逗号分隔",
+                             "ARCHIVE_ID_KEYS must be id=base64key pairs (32-byte keys), comma separated")
+        keys[kid.strip()] = key
+    if not keys:
+        raise SetupError("ARCHIVE_ID_KEYS 为空", "ARCHIVE_ID_KEYS holds no key")
+    return next(iter(keys)), keys
+
+
+@dataclass(frozen=True)
+class Settings:
+    environment: str = "demo"                       # ARCHIVE_ENV: demo | production
+    agency_code: str = DEMO_AGENCY_CODE             # ARCHIVE_AGENCY: the agency holding this installation's files
+    agency_name: str = DEMO_AGENCY_NAME             # ARCHIVE_AGENCY_NAME
+    id_hash_key: bytes = DEMO_ID_HASH_KEY           # ARCHIVE_ID_HASH_KEY
+    id_key_current: str = DEMO_ID_KEY[0]            # ARCHIVE_ID_KEYS
+    id_keys: dict[str, bytes] = field(default_factory=lambda: {DEMO_ID_KEY[0]: DEMO_ID_KEY[1]})
+    session_idle_minutes: int = 30                  # ARCHIVE_SESSION_IDLE_MINUTES
+    session_hours: int = 12                         # ARCHIVE_SESSION_HOURS: absolute expiry
+    lockout_after: int = 5                          # ARCHIVE_LOCKOUT_AFTER failed logins in a row
+    lockout_minutes: int = 15                       # ARCHIVE_LOCKOUT_MINUTES
+    login_delay_ms: int = 500                       # ARCHIVE_LOGIN_DELAY_MS: a failed login answers this much
+                                                    # later per failure in a row (at most 6 times as long)
+    login_per_minute: int = 10                      # ARCHIVE_LOGIN_PER_MINUTE from one address
+    search_per_minute: int = 120                    # ARCHIVE_SEARCH_PER_MINUTE for one identity
+    max_upload_bytes: int = 4 * 1024**3             # ARCHIVE_MAX_UPLOAD_BYTES: one upload request
+    allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost")  # ARCHIVE_WEB_HOSTS
+    behind_tls_proxy: bool = False                  # ARCHIVE_BEHIND_TLS_PROXY=1
+
+    @property
+    def production(self) -> bool:
+        return self.environment == "production"
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        env = _env("ARCHIVE_ENV", "demo")
+        if env not in ("demo", "production"):
+            raise SetupError(f"ARCHIVE_ENV={env!r} 应为 demo 或 production",
+                             f"ARCHIVE_ENV={env!r} must be demo or production")
+        current, keys = parse_id_keys(_env("ARCHIVE_ID_KEYS")) if _env("ARCHIVE_ID_KEYS") else \
+            (DEMO_ID_KEY[0], {DEMO_ID_KEY[0]: DEMO_ID_KEY[1]})
+        code = _env("ARCHIVE_AGENCY", DEMO_AGENCY_CODE)
+        hosts = tuple(h.strip() for h in _env("ARCHIVE_WEB_HOSTS", "127.0.0.1,localhost").split(",") if h.strip())
+        return cls(
+            environment=env,
+            agency_code=code,
+            agency_name=_env("ARCHIVE_AGENCY_NAME", DEMO_AGENCY_NAME if code == DEMO_AGENCY_CODE else code),
+            id_hash_key=_env("ARCHIVE_ID_HASH_KEY").encode() or DEMO_ID_HASH_KEY,
+            id_key_current=current, id_keys=keys,
+            session_idle_minutes=_int("ARCHIVE_SESSION_IDLE_MINUTES", 30),
+            session_hours=_int("ARCHIVE_SESSION_HOURS", 12),
+            lockout_after=_int("ARCHIVE_LOCKOUT_AFTER", 5),
+            lockout_minutes=_int("ARCHIVE_LOCKOUT_MINUTES", 15),
+            login_delay_ms=_int("ARCHIVE_LOGIN_DELAY_MS", 500),
+            login_per_minute=_int("ARCHIVE_LOGIN_PER_MINUTE", 10),
+            search_per_minute=_int("ARCHIVE_SEARCH_PER_MINUTE", 120),
+            max_upload_bytes=_int("ARCHIVE_MAX_UPLOAD_BYTES", 4 * 1024**3),
+            allowed_hosts=hosts,
+            behind_tls_proxy=_env("ARCHIVE_BEHIND_TLS_PROXY") in ("1", "true", "yes"),
+        )
+
+    def production_problems(self) -> list[SetupError]:
+        """What production refuses in these settings (the database and signing key are checked
+        where they are opened: devservices/production.py)."""
+        problems = []
+        if self.id_hash_key == DEMO_ID_HASH_KEY:
+            problems.append(SetupError("生产环境不能使用演示用的身份证号散列密钥，请设置 ARCHIVE_ID_HASH_KEY",
+                                       "production refuses the demo ID-hash key: set ARCHIVE_ID_HASH_KEY"))
+        if DEMO_ID_KEY[1] in self.id_keys.values():
+            problems.append(SetupError("生产环境不能使用演示用的身份证号加密密钥，请设置 ARCHIVE_ID_KEYS",
+                                       "production refuses the demo ID-encryption key: set ARCHIVE_ID_KEYS"))
+        return problems
