@@ -77,10 +77,10 @@ def database_url(pg_server: LocalPostgres) -> Iterator[str]:
     conn.close()
 
 
-def make_services(database_url: str, s3_url: str) -> Services:
+def make_services(database_url: str, s3_url: str, settings=None) -> Services:
     suffix = uuid.uuid4().hex[:8]
-    settings = StorageSettings(database_url, s3_url, None, f"staging-{suffix}", f"archive-{suffix}")
-    services = Services.from_settings(settings)
+    storage = StorageSettings(database_url, s3_url, None, f"staging-{suffix}", f"archive-{suffix}")
+    services = Services.from_settings(storage, settings=settings)
     services.prepare()
     return services
 
@@ -88,3 +88,45 @@ def make_services(database_url: str, s3_url: str) -> Services:
 @pytest.fixture
 def services(database_url: str, s3_url: str) -> Services:
     return make_services(database_url, s3_url)
+
+
+# People and clients of the staff web, for the tests that talk to it.
+PASSWORD = "correct-horse-battery-9"
+WEB = "https://127.0.0.1"  # TestClient speaks ASGI, not TLS: https so the Secure session cookie is sent
+
+
+def add_user(services: Services, username: str, role: str, agency: str | None = None) -> None:
+    from access import accounts
+
+    with services.db.transaction() as cur:
+        if agency:
+            cur.execute("INSERT INTO agencies (code, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                        (agency, f"机构{agency}"))
+        accounts.create_user(cur, username, role, PASSWORD, agency)
+
+
+def token(services: Services, scopes: list[str], agency: str | None = None, days: int = 1) -> str:
+    from access import accounts
+
+    with services.db.transaction() as cur:
+        return accounts.create_token(cur, "test", scopes, days, "test", agency)[1]
+
+
+def web_client(services: Services, secret: str | None = None, **app_options):
+    """A TestClient of the staff web as this site's own pages call it (Origin set), with an API
+    token when `secret` is given."""
+    from fastapi.testclient import TestClient
+
+    from web.app import create_app
+
+    headers = {"Origin": WEB}
+    if secret:
+        headers["Authorization"] = f"Bearer {secret}"
+    return TestClient(create_app(services, **app_options), base_url=WEB, headers=headers)
+
+
+def logged_in(services: Services, username: str, **app_options):
+    client = web_client(services, **app_options)
+    res = client.post("/api/login", data={"username": username, "password": PASSWORD})
+    assert res.status_code == 200, res.text
+    return client

@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from access.audit import Actor
 from catalog import idnumber
 from search.query import Filters, search
 from search.terms import (
@@ -30,6 +31,8 @@ PEOPLE = [("GZ-1", "张三", "1", "2001-05-01", "姓名 张三 性别 男 在贵
           ("GZ-3", "李四", "4-1", "2010-01-15", "普通高等学校毕业生登记表 李四 英语 CET4 通过 2009年"),
           ("GZ-4", "王五", "9-1", "2015-03-01", "职工工资标准审批表 王五 原工资标准3750元 同意张三同志的意见")]
 
+T = Actor("user:test", "test")
+
 
 def _id(n: int) -> str:
     first17 = f"52010219900101{n:03d}"
@@ -40,6 +43,9 @@ def _id(n: int) -> str:
 def db(database_url):
     db = Database(database_url)
     db.migrate()
+    with db.transaction() as cur:
+        cur.execute("INSERT INTO agencies (code, name) VALUES ('520000', '贵州省人才交流服务中心'),"
+                    " ('440000', '别的机构')")
     rng = random.Random(4)
     filler = "在校期间刻苦钻研专业知识积极参加社会实践活动工作中服从安排认真负责多次受到单位表扬"
     rows = list(PEOPLE) + [(f"GZ-F{i}", rng.choice("赵钱孙周吴郑") + rng.choice("伟芳娜敏静强磊军"), "3",
@@ -47,7 +53,7 @@ def db(database_url):
     chunk = Chunk([], [], [])
     for n, (number, name, cls, formed, text) in enumerate(rows):
         chunk.files.append((number, name, idnumber.lookup_hash(_id(n), KEY), _id(n), idnumber.mask(_id(n)),
-                            "贵州省人才交流服务中心", None, text_codes(name)))
+                            "520000", None, text_codes(name)))
         chunk.materials.append((number, cls, 1, "材料", formed, formed, 1, 1, "", None))
         chunk.pages.append((number, cls, 1, 1, f"{n:064d}", 0, "p.jpg", None, None, None, text, None, None, None,
                             page_codes(text, cls, int(formed[:4]), shard_of(number))))
@@ -62,7 +68,7 @@ def _keys(hits):
 
 
 def test_two_character_name_found_and_exact_name_ranked_first(db):
-    hits = search(db, "张三", actor="t").hits
+    hits = search(db, "张三", actor=T).hits
     assert _keys(hits)[:2] == [("name", "GZ-1"), ("name", "GZ-2")]  # 张三 above 张三丰
     assert ("text", "GZ-4") in _keys(hits)  # mentioned in another person's material
     text_hit = next(h for h in hits if h.file_number == "GZ-4")
@@ -70,47 +76,48 @@ def test_two_character_name_found_and_exact_name_ranked_first(db):
 
 
 def test_one_three_and_long_queries_and_mixed_scripts(db):
-    assert ("name", "GZ-3") in _keys(search(db, "李", actor="t").hits)
-    assert _keys(search(db, "张三丰", actor="t").hits)[0] == ("name", "GZ-2")
-    assert _keys(search(db, "贵阳市某建筑工程", actor="t").hits) == [("text", "GZ-2")]
-    assert _keys(search(db, "CET4", actor="t").hits) == [("text", "GZ-3")]
-    assert _keys(search(db, "标准3750元", actor="t").hits) == [("text", "GZ-4")]
-    assert search(db, "不存在的词语", actor="t").hits == []
+    assert ("name", "GZ-3") in _keys(search(db, "李", actor=T).hits)
+    assert _keys(search(db, "张三丰", actor=T).hits)[0] == ("name", "GZ-2")
+    assert _keys(search(db, "贵阳市某建筑工程", actor=T).hits) == [("text", "GZ-2")]
+    assert _keys(search(db, "CET4", actor=T).hits) == [("text", "GZ-3")]
+    assert _keys(search(db, "标准3750元", actor=T).hits) == [("text", "GZ-4")]
+    assert search(db, "不存在的词语", actor=T).hits == []
 
 
 def test_filters(db):
-    assert {h.file_number for h in search(db, "张三", Filters(class_code="9"), actor="t").hits} == {"GZ-4"}
-    assert _keys(search(db, "李四", Filters(class_code="4"), actor="t").hits)[0] == ("name", "GZ-3")  # 4 covers 4-1
-    assert search(db, "李四", Filters(class_code="7"), actor="t").hits == []
-    dated = search(db, "张三", Filters(formed_from="2002-01-01", formed_to="2012-12-31"), actor="t").hits
+    assert {h.file_number for h in search(db, "张三", Filters(class_code="9"), actor=T).hits} == {"GZ-4"}
+    assert _keys(search(db, "李四", Filters(class_code="4"), actor=T).hits)[0] == ("name", "GZ-3")  # 4 covers 4-1
+    assert search(db, "李四", Filters(class_code="7"), actor=T).hits == []
+    dated = search(db, "张三", Filters(formed_from="2002-01-01", formed_to="2012-12-31"), actor=T).hits
     assert {h.file_number for h in dated} == {"GZ-2"}
 
 
 def test_lookup_by_id_number_and_file_number_masked(db):
-    hits = search(db, _id(2), actor="t", id_hash_key=KEY).hits
+    hits = search(db, _id(2), actor=T, id_hash_key=KEY).hits
     assert _keys(hits) == [("id", "GZ-3")]
-    assert _keys(search(db, "GZ-4", actor="t").hits)[0] == ("file_number", "GZ-4")
-    out = json.dumps([h.to_dict() for h in hits + search(db, "张三", actor="t").hits], ensure_ascii=False)
+    assert _keys(search(db, "GZ-4", actor=T).hits)[0] == ("file_number", "GZ-4")
+    out = json.dumps([h.to_dict() for h in hits + search(db, "张三", actor=T).hits], ensure_ascii=False)
     assert idnumber.mask(_id(2)) in out
     assert not any(_id(n) in out for n in range(44))  # never unmasked in search output
     with db.transaction() as cur:
-        cur.execute("SELECT query, file_numbers FROM access_log ORDER BY access_id")
+        cur.execute("SELECT actor, detail->>'query' AS query, file_numbers FROM audit_log ORDER BY seq")
         log = cur.fetchall()
     assert log[0]["query"] == idnumber.mask(_id(2)) and log[0]["file_numbers"] == ["GZ-3"]
-    assert not any(_id(n) in json.dumps(log, default=str) for n in range(44))  # nor in the access log
+    assert log[0]["actor"] == "user:test"
+    assert not any(_id(n) in json.dumps(log, default=str) for n in range(44))  # nor in the audit trail
 
 
 def test_paging_is_consistent(db):
-    everything = search(db, "专业", limit=100, actor="t").hits
+    everything = search(db, "专业", limit=100, actor=T).hits
     assert len(everything) > 10
-    pages = search(db, "专业", limit=5, actor="t").hits + search(db, "专业", limit=5, offset=5, actor="t").hits
+    pages = search(db, "专业", limit=5, actor=T).hits + search(db, "专业", limit=5, offset=5, actor=T).hits
     assert _keys(pages) == _keys(everything[:10])
 
 
 def test_common_phrase_is_ranked_within_a_window_and_says_so(db):
-    wide = search(db, "专业", limit=100, actor="t", window=10)
+    wide = search(db, "专业", limit=100, actor=T, window=10)
     assert wide.truncated and len(wide.hits) == 11  # 10 + the one over the window
-    assert not search(db, "专业", limit=100, actor="t").truncated
+    assert not search(db, "专业", limit=100, actor=T).truncated
 
 
 def test_common_phrases_read_by_page_or_by_material_give_exactly_what_the_index_gives(db, monkeypatch):
@@ -124,7 +131,7 @@ def test_common_phrases_read_by_page_or_by_material_give_exactly_what_the_index_
 
     monkeypatch.setattr(search_query, "_pages_source", spied)
     cases = [("专业", None), ("张三", None), ("工资标准", Filters(class_code="9")), ("专业", Filters(class_code="3")),
-             ("积极参加", Filters(formed_from="2015-01-01")), ("刻苦", Filters(agency="别的机构"))]
+             ("积极参加", Filters(formed_from="2015-01-01")), ("刻苦", Filters(agency="440000"))]
     for q, f in cases:
         results = {}
         for share, hits, below in ((0.0, 0, 1e9), (2.0, 2, 0.0)):  # every phrase counts as common (read), or none
@@ -132,7 +139,7 @@ def test_common_phrases_read_by_page_or_by_material_give_exactly_what_the_index_
             monkeypatch.setattr(search_query, "PROBE_MIN_HITS", hits)
             monkeypatch.setattr(search_query, "MATERIALS_BELOW", below)
             for window in (5, search_query.RANK_WINDOW):
-                r = search(db, q, f, limit=100, actor="t", window=window)
+                r = search(db, q, f, limit=100, actor=T, window=window)
                 hits_ = {(h.kind, h.file_number, h.page_id) for h in r.hits}
                 results.setdefault(window, []).append((len(r.hits), r.truncated, hits_ if not r.truncated else None))
         for window, (read, indexed) in results.items():
@@ -165,7 +172,7 @@ def test_materials_are_read_when_their_filter_allows_fewer_pages_than_the_index_
         cur.execute("SELECT p.page_id FROM pages p JOIN materials m USING (material_id)"
                     " WHERE p.ocr_text LIKE '%%专业%%' AND m.formed_on BETWEEN '2015-01-01' AND '2015-12-31'")
         baseline = {r["page_id"] for r in cur.fetchall()}
-    assert baseline and {h.page_id for h in search(db, "专业", year, limit=100, actor="t").hits
+    assert baseline and {h.page_id for h in search(db, "专业", year, limit=100, actor=T).hits
                          if h.kind == "text"} == baseline
 
 
@@ -185,7 +192,7 @@ def test_a_code_on_nearly_every_page_is_not_looked_up_and_the_hits_stay_likes(db
         with db.transaction() as cur:
             cur.execute("SELECT page_id FROM pages WHERE ocr_text LIKE %s", (f"%{q}%",))
             baseline = {r["page_id"] for r in cur.fetchall()}
-        assert {h.page_id for h in search(db, q, limit=100, actor="t").hits if h.kind == "text"} == baseline, q
+        assert {h.page_id for h in search(db, q, limit=100, actor=T).hits if h.kind == "text"} == baseline, q
     with db.transaction() as cur:  # kept per process until ANALYZE changes the table's estimate
         cur.execute("DELETE FROM pages WHERE ocr_text LIKE '%%刻苦%%'")
         cur.execute("ANALYZE pages")
@@ -204,7 +211,7 @@ def test_pages_of_every_shard_are_found_and_a_full_window_reads_only_the_first_s
     for shard, files in numbers.items():
         for i, number in enumerate(files[:3]):
             text = f"分片{shard}第{i}页 同一句话在每个分片 贵州大学法学"
-            chunk.files.append((number, "某人", "h", "x", "x", "贵州省人才交流服务中心", None))
+            chunk.files.append((number, "某人", "h", "x", "x", "520000", None))
             chunk.materials.append((number, "3", 1, "材料", "2001-01", "2001-01-01", 1, 1, "", None))
             chunk.pages.append((number, "3", 1, 1, f"{shard}{i:063d}", 0, "p.jpg", None, None, None, text,
                                 None, None, None))
@@ -215,7 +222,7 @@ def test_pages_of_every_shard_are_found_and_a_full_window_reads_only_the_first_s
         with db.transaction() as cur:
             cur.execute("SELECT page_id FROM pages WHERE ocr_text LIKE %s", (f"%{q}%",))
             baseline = {r["page_id"] for r in cur.fetchall()}
-        assert {h.page_id for h in search(db, q, limit=100, actor="t", window=10_000).hits if h.kind == "text"} \
+        assert {h.page_id for h in search(db, q, limit=100, actor=T, window=10_000).hits if h.kind == "text"} \
             == baseline, q
     codes = query_codes("同一句话在每个分片")  # on 3 pages of every shard: a window of 5 reads shards 0 and 1
     params = {"like": "%同一句话在每个分片%", "window": 5, "shards": SHARDS, "agency": None, "class": None,
@@ -246,7 +253,7 @@ def test_results_identical_to_like_baseline(db):
         with db.transaction() as cur:
             cur.execute("SELECT p.page_id FROM pages p WHERE p.ocr_text LIKE %s", (f"%{q}%",))
             baseline = {r["page_id"] for r in cur.fetchall()}
-        found = {h.page_id for h in search(db, q, limit=10_000, actor="t").hits if h.kind == "text"}
+        found = {h.page_id for h in search(db, q, limit=10_000, actor=T).hits if h.kind == "text"}
         assert found == baseline, q
 
 
@@ -308,19 +315,22 @@ def test_phrases_across_punctuation_and_digits_match_like(db):
         with db.transaction() as cur:
             cur.execute("SELECT p.page_id FROM pages p WHERE p.ocr_text LIKE %s", (f"%{q}%",))
             baseline = {r["page_id"] for r in cur.fetchall()}
-        found = {h.page_id for h in search(db, q, limit=10_000, actor="t").hits if h.kind == "text"}
+        found = {h.page_id for h in search(db, q, limit=10_000, actor=T).hits if h.kind == "text"}
         assert found == baseline and (baseline or q == "，"), q
 
 
 def test_http_endpoint_paged_and_masked(db):
     from fastapi.testclient import TestClient
 
+    from access import accounts
     from stages.services import Services
     from storage.objects import LocalObjectStore
     from web.app import create_app
 
     services = Services(db, LocalObjectStore("/nonexistent"), "s", "a", id_hash_key=KEY)
-    client = TestClient(create_app(services))
+    with db.transaction() as cur:
+        _, token = accounts.create_token(cur, "reader", ["files:search"], 1, "test", agency="520000")
+    client = TestClient(create_app(services), base_url="http://127.0.0.1", headers={"Authorization": f"Bearer {token}"})
     r = client.get("/api/search", params={"q": "专业", "limit": 5}, headers={"X-Archive-Actor": "staff-01"})
     assert r.status_code == 200
     body = r.json()
@@ -331,6 +341,6 @@ def test_http_endpoint_paged_and_masked(db):
     assert by_id["hits"][0]["file_number"] == "GZ-1" and _id(0) not in r.text + json.dumps(by_id)
     assert client.get("/api/search", params={"q": "张三", "class": "4-x"}).status_code == 422
     assert client.get("/api/search", params={"q": ""}).status_code == 422
-    with db.transaction() as cur:
-        cur.execute("SELECT actor FROM access_log ORDER BY access_id LIMIT 1")
-        assert cur.fetchone()["actor"] == "staff-01"
+    with db.transaction() as cur:  # the token, not the header that names someone
+        cur.execute("SELECT actor FROM audit_log WHERE action = 'search' ORDER BY seq LIMIT 1")
+        assert cur.fetchone()["actor"].startswith("token:")

@@ -1,6 +1,7 @@
-"""The staff upload page: in a real headless Chromium (Debian's, driven by Playwright) against
-the app served over HTTP, with batches run through the real Dagster assets on PostgreSQL and S3.
-The API's refusals are checked without a browser."""
+"""The staff web in a real headless Chromium (Debian's, driven by Playwright) against the app
+served over HTTP, with batches run through the real Dagster assets on PostgreSQL and S3: staff of
+one agency log in, upload and see only their agency's batches; an archivist logs in, searches
+and opens the file view; both log out. The API's refusals are checked without a browser."""
 
 from __future__ import annotations
 
@@ -15,12 +16,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import uvicorn
-from fastapi.testclient import TestClient
 
 from pipeline.resources import ArchiveServicesResource, OcrEngineResource, SignerResource
 from pipeline.runner import BatchQueue
 from stages.progress import ORDER
-from tests.conftest import SAMPLE_BATCH
+from stages.submit import submit_folder
+from tests.conftest import PASSWORD, SAMPLE_BATCH, add_user, token, web_client
 from web.app import create_app
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -76,17 +77,30 @@ def server(services, tmp_path):
             runner.close(timeout=120)
 
 
-def test_upload_page_in_chromium_shows_status_and_report(server, tmp_path):
+def _log_in(page, server: str, username: str, start: str = "/") -> None:
+    page.goto(server + start)
+    page.wait_for_url("**/login**")  # a page of the staff web asks who you are first
+    page.fill("#username", username)
+    page.fill("#password", PASSWORD)
+    page.click("#submit")
+
+
+def test_staff_and_an_archivist_in_chromium(server, services, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     assert CHROMIUM.exists(), "Debian's chromium is missing: run `make setup-tests` (apt-get install chromium)"
+    add_user(services, "staff-gz", "staff", services.agency)
+    add_user(services, "archivist-gz", "archivist", services.agency)
+    add_user(services, "staff-gd", "staff", "440000")
+    other = submit_folder(_small_batch(tmp_path / "other"), services, agency="440000")  # another agency's batch
     folder = _small_batch(tmp_path)
     SCREENSHOTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(locale="zh-CN", viewport={"width": 1280, "height": 900})
-        page.goto(server + "/")
+        _log_in(page, server, "staff-gz")
         expect(page.locator("h1")).to_contain_text("扫描批次上传")
+        expect(page.locator("#who")).to_contain_text("staff-gz")
 
         page.set_input_files("#folder", str(folder))  # the folder picker, as staff use it
         page.click("#submit")
@@ -105,24 +119,59 @@ def test_upload_page_in_chromium_shows_status_and_report(server, tmp_path):
         assert len(seen) >= 2 and seen == sorted(seen, key=ORDER.index), seen  # it moved, forwards only
         expect(row.locator("ol.steps li.done")).to_have_count(len(ORDER))
         expect(row).to_contain_text("接收 / accepted 3")
+        batch_id = row.get_attribute("data-batch")
+        expect(page.locator("tr[data-batch]")).to_have_count(1)  # not the other agency's batch
+        assert other.batch_id != batch_id and page.request.get(server + f"/api/batches/{other.batch_id}").status == 404
         page.screenshot(path=str(SCREENSHOTS / "upload-page.png"), full_page=True)
 
-        batch_id = row.get_attribute("data-batch")
         row.locator("a.report").click()
         page.wait_for_url(f"**/batches/{batch_id}/report")
         expect(page.locator("h1")).to_contain_text("批次报告")
         expect(page.locator("body")).to_contain_text("GZ-web-batch")
         page.screenshot(path=str(SCREENSHOTS / "batch-report.png"), full_page=True)
-
         download = page.request.get(server + f"/api/batches/{batch_id}/report?download=1")
         assert download.ok and "attachment" in download.headers["content-disposition"]
         assert download.json()["counts"]["rejected"] == 0
+        assert page.request.get(server + "/api/search?q=杜豪").status == 403  # staff do not search files
+        page.goto(server + "/")
+        page.click("#logout")
+        page.wait_for_url("**/login")
+        assert page.request.get(server + "/api/batches").status == 401  # the session is over
+
+        _log_in(page, server, "archivist-gz", "/search")  # back to the page asked for, once logged in
+        page.wait_for_url("**/search")
+        page.fill("#q", "杜豪")
+        page.click("form#search button")
+        hit = page.locator(".hit a.file").first
+        expect(hit).to_contain_text("GZ2026-0070001")
+        page.screenshot(path=str(SCREENSHOTS / "search.png"), full_page=True)
+        hit.click()
+        page.wait_for_url("**/files/GZ2026-0070001")
+        expect(page.locator("#title")).to_contain_text("杜豪")
+        expect(page.locator("#id")).to_contain_text("520103********1252")
+        expect(page.locator(".material")).to_have_count(3)
+        page.locator(".page summary").first.click()
+        expect(page.locator(".page img").first).to_be_visible()
+        page.screenshot(path=str(SCREENSHOTS / "file-view.png"), full_page=True)
+        page.click("#logout")
+        page.wait_for_url("**/login")
         browser.close()
+    with services.db.transaction() as cur:
+        cur.execute("SELECT actor, action FROM audit_log ORDER BY seq")
+        trail = [(r["actor"], r["action"]) for r in cur.fetchall()]
+    for expected in [("user:staff-gz", "login"), ("user:staff-gz", "batch.upload"), ("user:staff-gz", "batch.report"),
+                     ("user:staff-gz", "logout"), ("user:archivist-gz", "search"), ("user:archivist-gz", "file.view"),
+                     ("user:archivist-gz", "page.view")]:
+        assert expected in trail, expected
     assert (SCREENSHOTS / "upload-page.png").stat().st_size > 10_000
 
 
+def _staff(services):
+    return web_client(services, token(services, ["batches:submit", "batches:read"], services.agency))
+
+
 def test_upload_api_refuses_unsafe_paths_and_recognises_a_second_upload(services, tmp_path):
-    client = TestClient(create_app(services))
+    client = _staff(services)
     bad = client.post("/api/batches", files=[("files", ("../../etc/passwd", b"x"))])
     assert bad.status_code == 422 and "../../etc/passwd" in bad.json()["detail"]
     assert client.post("/api/batches", files=[]).status_code == 422
@@ -145,7 +194,7 @@ def test_upload_api_refuses_unsafe_paths_and_recognises_a_second_upload(services
 def test_manifest_template_download_parses_cleanly(services):
     from catalog.manifest import parse_manifest
 
-    res = TestClient(create_app(services)).get("/manifest-template.csv")
+    res = web_client(services).get("/manifest-template.csv")
     assert res.status_code == 200 and "attachment" in res.headers["content-disposition"]
     catalog, findings = parse_manifest(res.content)
     assert findings == [] and catalog.files[0].materials[0].pages == 2
@@ -161,7 +210,7 @@ def test_a_zip_uploaded_is_handed_in_as_the_zip(services, tmp_path):
             if p.is_file():
                 zf.write(p, p.relative_to(folder).as_posix())
         zf.writestr("../escape.jpg", b"x")  # refused by name, the rest goes on
-    client = TestClient(create_app(services))
+    client = _staff(services)
     res = client.post("/api/batches", files=[("files", (archive.name, archive.read_bytes(), "application/zip"))])
     assert res.status_code == 201 and res.json()["files"] == 5  # 4 members and the zip itself
     with services.db.transaction() as cur:
@@ -180,5 +229,5 @@ def test_an_unreachable_database_is_one_readable_sentence(tmp_path):
     from storage.objects import LocalObjectStore
 
     down = Services(Database("postgresql://u:secret@127.0.0.1:1/x"), LocalObjectStore(tmp_path), "s", "a")
-    res = TestClient(create_app(down)).get("/api/batches")
+    res = web_client(down, "pat_any").get("/api/batches")
     assert res.status_code == 503 and "服务暂不可用" in res.json()["detail"] and "secret" not in res.text

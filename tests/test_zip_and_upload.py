@@ -11,7 +11,7 @@ from stages.intake import intake_batch, load_catalog
 from stages.services import Services
 from stages.submit import submit_folder, submit_path
 from storage.objects import LocalObjectStore, sha256_hex
-from tests.conftest import SAMPLE_BATCH
+from tests.conftest import SAMPLE_BATCH, token, web_client
 
 MANIFEST = ("档号,姓名,身份证号,类号,序号,材料名称,形成时间,份数,页数,备注,页面文件\n"
             "GZ-Z1,张三,11010519491231002X,1,1,登记表,2001-05-01,1,1,,pages/a.jpg\n"
@@ -103,10 +103,7 @@ def test_interrupted_upload_resumes_without_resending(tmp_path, services):
 
 
 def test_batch_report_json_and_page(tmp_path, services):
-    from fastapi.testclient import TestClient
-
     from stages.report import batch_report
-    from web.app import create_app
 
     archive = tmp_path / "delivery.zip"
     _evil_zip(archive)
@@ -116,7 +113,7 @@ def test_batch_report_json_and_page(tmp_path, services):
     c = report["counts"]
     assert c["accepted"] + c["warned"] == 2 and c["rejected"] == 0 and c["materials_going_on"] == 2
     assert any(f["code"] == "zip.bomb" for f in report["other_findings"])
-    client = TestClient(create_app(services))
+    client = web_client(services, token(services, ["batches:read"], services.agency))
     assert client.get(f"/api/batches/{sub.batch_id}/report").json()["batch_id"] == sub.batch_id
     page = client.get(f"/batches/{sub.batch_id}/report")
     assert page.status_code == 200 and "批次报告" in page.text and "压缩炸弹" in page.text

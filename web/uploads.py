@@ -41,7 +41,8 @@ def batch_layout(paths: list[str]) -> tuple[str | None, list[str]]:
     return None, clean
 
 
-def hand_in_upload(files: Iterable[tuple[str, BinaryIO]], services: Services, name: str | None = None) -> Submission:
+def hand_in_upload(files: Iterable[tuple[str, BinaryIO]], services: Services, name: str | None = None,
+                   agency: str | None = None) -> Submission:
     """Writes the uploaded (path, stream) pairs to a scratch folder and hands the batch in.
 
     One `.zip` alone is handed in as the zip (kept verbatim, members checked); anything else is
@@ -59,7 +60,7 @@ def hand_in_upload(files: Iterable[tuple[str, BinaryIO]], services: Services, na
             if not zipfile.is_zipfile(target):
                 raise BadUpload(f"压缩包损坏，无法打开：{rels[0]}",
                                 f"the zip archive is corrupt or not a zip: {rels[0]}", item=rels[0])
-            return submit_path(target, services, name=name)
+            return submit_path(target, services, name=name, agency=agency)
         folder = Path(tmp) / batch_name
         for rel, (_, stream) in zip(rels, files, strict=True):
             dest = folder / rel
@@ -68,4 +69,4 @@ def hand_in_upload(files: Iterable[tuple[str, BinaryIO]], services: Services, na
             dest.parent.mkdir(parents=True, exist_ok=True)
             with open(dest, "wb") as out:
                 shutil.copyfileobj(stream, out, 1024 * 1024)
-        return submit_path(folder, services)
+        return submit_path(folder, services, agency=agency)
