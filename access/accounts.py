@@ -60,6 +60,9 @@ def set_password(cur, username: str, password: str) -> None:
                 (hash_password(password), username))
     if not cur.rowcount:
         raise NotFound(f"没有用户 {username}", f"no user {username}", item=username)
+    # a new password ends every session the old one opened
+    cur.execute("UPDATE sessions SET ended_at = now() WHERE ended_at IS NULL AND user_id ="
+                " (SELECT user_id FROM users WHERE username = %s)", (username,))
 
 
 def set_disabled(cur, username: str, disabled: bool) -> None:
@@ -81,7 +84,7 @@ def list_users(cur) -> list[dict]:
 @dataclass(frozen=True)
 class LoginResult:
     identity: Identity | None
-    reason: str = ""               # why not, in English: wrong, locked, disabled
+    reason: str = ""               # why not, in English: wrong, locked, disabled, unknown
     failures: int = 0              # wrong passwords in a row, this one included
     locked_until: dt.datetime | None = None
 
@@ -93,18 +96,20 @@ def authenticate(cur, username: str, password: str, settings: Settings, client: 
     row = cur.fetchone()
     ok = verify_password(row["password_hash"] if row else None, password)
     if row is None:
-        return LoginResult(None, "wrong")
+        return LoginResult(None, "unknown")
     now = _now()
     if row["locked_until"] and row["locked_until"] > now:
         return LoginResult(None, "locked", row["failed_logins"], row["locked_until"])
     if row["disabled"]:
         return LoginResult(None, "disabled")
     if not ok:
-        failures = row["failed_logins"] + 1
+        # a lock that has run out starts the count again: one wrong password must not lock anew
+        failures = (0 if row["locked_until"] else row["failed_logins"]) + 1
         locked = now + dt.timedelta(minutes=settings.lockout_minutes) if failures > settings.lockout_after else None
         cur.execute("UPDATE users SET failed_logins = %s, locked_until = %s WHERE user_id = %s",
                     (failures, locked, row["user_id"]))
         return LoginResult(None, "locked" if locked else "wrong", failures, locked)
+    # a disabled account, an unknown name and a wrong password answer alike (web/auth.py)
     cur.execute("UPDATE users SET failed_logins = 0, locked_until = NULL WHERE user_id = %s", (row["user_id"],))
     return LoginResult(user_identity(row, client))
 
@@ -117,9 +122,10 @@ def start_session(cur, identity: Identity, settings: Settings) -> str:
     return secret
 
 
-def session_identity(cur, secret: str, settings: Settings, client: str) -> Identity | None:
-    """The user of a live session (and the session kept alive), else None: unknown, ended,
-    idle too long, past its absolute expiry, or its user disabled."""
+def session_identity(cur, secret: str, settings: Settings, client: str, touch: bool = True) -> Identity | None:
+    """The user of a live session (kept alive if `touch`: a person's request, not a page
+    polling on its own), else None: unknown, ended, idle too long, past its absolute expiry, or
+    its user disabled."""
     cur.execute("SELECT u.*, s.token_sha256, s.last_seen, s.expires_at, s.ended_at FROM sessions s"
                 " JOIN users u USING (user_id) WHERE s.token_sha256 = %s", (_sha(secret),))
     row = cur.fetchone()
@@ -127,7 +133,8 @@ def session_identity(cur, secret: str, settings: Settings, client: str) -> Ident
     if (row is None or row["ended_at"] is not None or row["disabled"] or row["expires_at"] <= now
             or row["last_seen"] + dt.timedelta(minutes=settings.session_idle_minutes) <= now):
         return None
-    cur.execute("UPDATE sessions SET last_seen = now() WHERE token_sha256 = %s", (row["token_sha256"],))
+    if touch:
+        cur.execute("UPDATE sessions SET last_seen = now() WHERE token_sha256 = %s", (row["token_sha256"],))
     return user_identity(row, client)
 
 

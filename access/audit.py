@@ -1,17 +1,19 @@
 """The audit trail: one row for every read of personal data and every change, hash-chained.
 
-Each row's hash is the SHA-256 of the previous row's hash and the row's own fields in
-canonical JSON (RFC 8785), and rows are numbered by the writer under a lock: an edited row
-breaks its own hash, a deleted one leaves a gap in the numbers and breaks the next row's link,
-reordered rows break the links. The table refuses UPDATE, DELETE and TRUNCATE (a trigger that
-fires in every session, and no grant: storage/migrations/0013_access.sql); the chain is what
-proves nothing was changed by someone who could get past those.
+Each row's hash is an HMAC-SHA256, under ARCHIVE_AUDIT_KEY (which the database never holds),
+of the previous row's hash and the row's own fields in canonical JSON (RFC 8785), and rows
+are numbered by the writer under a lock: an edited row breaks its own hash, a deleted one
+leaves a gap in the numbers and breaks the next row's link, reordered rows break the links,
+and without the key no one can compute a chain anew. Rows cut from the end leave no gap: `verify`
+is given a head exported earlier (`head()`) to notice them. The table refuses UPDATE, DELETE and
+TRUNCATE (a trigger that fires in every session, and no grant: storage/migrations/0013_access.sql).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import json
 from dataclasses import dataclass, field
 
@@ -54,8 +56,14 @@ class AuditRow:
                 "action": self.action, "outcome": self.outcome, "target": self.target,
                 "file_numbers": list(self.file_numbers), "detail": self.detail}
 
-    def expected_hash(self, prev_hash: str) -> str:
-        return hashlib.sha256(prev_hash.encode() + rfc8785.dumps(self.content())).hexdigest()
+    def expected_hash(self, prev_hash: str, key: bytes) -> str:
+        return hmac.new(key, prev_hash.encode() + rfc8785.dumps(self.content()), hashlib.sha256).hexdigest()
+
+
+def _key() -> bytes:
+    from settings import Settings
+
+    return Settings.from_env().audit_key
 
 
 def record(cur, actor: Actor, action: str, *, outcome: str = "ok", target: str = "",
@@ -67,11 +75,11 @@ def record(cur, actor: Actor, action: str, *, outcome: str = "ok", target: str =
     last = cur.fetchone()
     # a plain dict round-trips through jsonb; the masking keeps ID numbers out of the trail
     clean = json.loads(mask_ids(json.dumps(detail or {}, ensure_ascii=False, default=str)))
-    row = AuditRow(seq=(last["seq"] + 1) if last else 1, at=dt.datetime.now(dt.UTC), actor=actor.name,
+    row = AuditRow(seq=(last["seq"] + 1) if last else 1, at=dt.datetime.now(dt.UTC), actor=mask_ids(actor.name),
                    actor_agency=actor.agency, client=actor.client, action=action, outcome=outcome,
                    target=mask_ids(target), file_numbers=sorted(set(file_numbers)), detail=clean,
                    prev_hash=last["hash"] if last else GENESIS)
-    digest = row.expected_hash(row.prev_hash)
+    digest = row.expected_hash(row.prev_hash, _key())
     cur.execute("INSERT INTO audit_log (seq, at, actor, actor_agency, client, action, outcome, target, file_numbers,"
                 " detail, prev_hash, hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (row.seq, row.at, row.actor, row.actor_agency, row.client, row.action, row.outcome, row.target,
@@ -102,8 +110,19 @@ def _rows(cur, after: int = 0, batch: int = 5000):
         after = rows[-1]["seq"]
 
 
-def verify(cur) -> Verdict:
-    """Walks the chain from the first row; the first row edited, missing or out of order."""
+def head(cur) -> str:
+    """`seq:hash` of the last row: exported now and then (printed, signed, sent elsewhere), it
+    lets a later `verify` notice rows cut from the end."""
+    cur.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+    row = cur.fetchone()
+    return f"{row['seq']}:{row['hash']}" if row else f"0:{GENESIS}"
+
+
+def verify(cur, expected_head: str | None = None) -> Verdict:
+    """Walks the chain from the first row; the first row edited, missing or out of order, or
+    the row of an exported head no longer there as it was."""
+    key = _key()
+    want_seq, _, want_hash = (expected_head or "").partition(":")
     prev, expected_seq, n = GENESIS, 1, 0
     for row in _rows(cur):
         n += 1
@@ -113,10 +132,16 @@ def verify(cur) -> Verdict:
         if row.prev_hash != prev:
             return Verdict(n, row.seq, f"row {row.seq} does not follow row {row.seq - 1} (reordered or replaced)",
                            f"第 {row.seq} 条记录与前一条不相接（顺序被改或被替换）")
-        if row.hash != row.expected_hash(prev):
+        if row.hash != row.expected_hash(prev, key):
             return Verdict(n, row.seq, f"row {row.seq} was changed after it was written",
                            f"第 {row.seq} 条记录写入后被修改")
+        if want_seq.isdigit() and row.seq == int(want_seq) and row.hash != want_hash:
+            return Verdict(n, row.seq, f"row {row.seq} is not the head exported earlier",
+                           f"第 {row.seq} 条记录与先前导出的链尾不符")
         prev, expected_seq = row.hash, row.seq + 1
+    if want_seq.isdigit() and expected_seq <= int(want_seq):
+        return Verdict(n, expected_seq, f"rows {expected_seq} to {want_seq} are missing from the end",
+                       f"第 {expected_seq} 至 {want_seq} 条记录已从末尾删除")
     return Verdict(n, None)
 
 

@@ -18,7 +18,8 @@ class Permission(StrEnum):
     BATCHES_SUBMIT = "batches:submit"
     BATCHES_READ = "batches:read"
     FILES_SEARCH = "files:search"
-    FILES_READ = "files:read"
+    FILES_READ = "files:read"          # a file's catalog and its text, ID numbers masked
+    FILES_DOCUMENTS = "files:documents"  # its page images and PDFs, which show ID numbers as printed
     ID_REVEAL = "files:reveal-id"      # the full ID number, one look at a time, audited
     AUDIT_READ = "audit:read"
     PIPELINE_UI = "pipeline:ui"
@@ -28,8 +29,8 @@ class Permission(StrEnum):
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.STAFF: frozenset({Permission.BATCHES_SUBMIT, Permission.BATCHES_READ}),
-    Role.ARCHIVIST: frozenset({Permission.FILES_SEARCH, Permission.FILES_READ, Permission.ID_REVEAL,
-                               Permission.BATCHES_READ}),
+    Role.ARCHIVIST: frozenset({Permission.FILES_SEARCH, Permission.FILES_READ, Permission.FILES_DOCUMENTS,
+                               Permission.ID_REVEAL, Permission.BATCHES_READ}),
     Role.AUDITOR: frozenset({Permission.AUDIT_READ}),
     Role.ENGINEER: frozenset({Permission.PIPELINE_UI}),
     Role.ADMIN: frozenset({Permission.ADMIN, Permission.PIPELINE_UI}),

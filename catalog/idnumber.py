@@ -52,11 +52,49 @@ def lookup_hash(id_number: str, key: bytes) -> str:
 
 
 # An ID number inside text: 18 characters (17 digits and a digit or X) or the 15-digit form of
-# before 1999, not part of a longer run of digits.
-_IN_TEXT = re.compile(r"(?<![0-9])(?:[0-9]{17}[0-9Xx]|[0-9]{15})(?![0-9Xx])")
+# before 1999, not part of a longer run of digits; written in one run, or with a space, hyphen
+# or dot between some digits (forms print one digit a box, OCR reads "5 2 0 1 0 3 ..."), in
+# ASCII or full-width digits.
+_DIGIT = "0-9\uff10-\uff19"
+_SEP = " \u3000\\-\uff0d.\u00b7"
+_CANDIDATE = re.compile(f"(?<![{_DIGIT}])[{_DIGIT}](?:[{_SEP}]?[{_DIGIT}Xx\uff38\uff58]){{14,17}}(?![{_DIGIT}Xx])")
+_FULL_WIDTH = str.maketrans("０１２３４５６７８９Ｘｘ", "0123456789XX")
+
+
+def _born(number: str) -> bool:
+    """Its birth-date digits make a date: YYYYMMDD (18) or YYMMDD (15)."""
+    digits = number[6:14] if len(number) == 18 else "19" + number[6:12]
+    try:
+        return 1900 <= dt.datetime.strptime(digits, "%Y%m%d").year <= dt.date.today().year
+    except ValueError:
+        return False
+
+
+def _masked(match: re.Match) -> str:
+    text = match.group()
+    chars = [c for c in text.translate(_FULL_WIDTH).upper() if c.isdigit() or c == "X"]
+    number = "".join(chars)
+    if "X" in number[:-1] or len(number) not in (15, 18) or (len(number) == 15 and "X" in number):
+        return text
+    if (len(chars) != len(text) or len(number) == 15) and not _born(number):
+        return text  # no ID number: a file number 2026-0070001-0001, a list of years, a 15-digit serial
+    return mask(number)
+
+
+def masked_data(data):
+    """A JSON-shaped value (dicts, lists, strings, numbers) with ID-like numbers masked in every
+    string: for what is shown whole, such as a report or a file view (a page named by its
+    owner's ID number, say)."""
+    if isinstance(data, str):
+        return mask_ids(data)
+    if isinstance(data, dict):
+        return {k: masked_data(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [masked_data(v) for v in data]
+    return data
 
 
 def mask_ids(text: str) -> str:
     """`text` with every ID-like number masked (first 6 and last 4 shown): for what leaves the
     system (snippets, messages, logs, audit rows) and the page text kept for search."""
-    return _IN_TEXT.sub(lambda m: mask(m.group()), text) if text else text
+    return _CANDIDATE.sub(_masked, text) if text else text

@@ -206,5 +206,6 @@ def _parse_row(cell: dict[str, str], item: str) -> tuple[Material, list[Finding]
     page_files = [p.strip() for p in re.split(r"[;；]", cell["page_files"]) if p.strip()]
     if problems:
         return None, problems  # type: ignore[return-value]
-    return Material(cell["class_code"], numbers["seq"], cell["title"], formed, numbers["pages"],
-                    page_files, numbers["copies"], cell.get("remarks", "")), []
+    # an ID number typed into a title or remark would be shown, searched and sent whole: masked
+    return Material(cell["class_code"], numbers["seq"], idnumber.mask_ids(cell["title"]), formed, numbers["pages"],
+                    page_files, numbers["copies"], idnumber.mask_ids(cell.get("remarks", ""))), []

@@ -118,8 +118,11 @@ def cmd_agencies(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     with _cursor() as cur:
+        if args.action == "head":
+            print(audit.head(cur))
+            return 0
         if args.action == "verify":
-            verdict = audit.verify(cur)
+            verdict = audit.verify(cur, args.head)
             audit.record(cur, cli_actor(), "audit.verify", outcome="ok" if verdict.intact else "failed",
                          detail={"rows": verdict.rows, "first_bad": verdict.first_bad})
             if not verdict.intact:
@@ -146,19 +149,23 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
     with _cursor() as cur:
         cipher = Services.from_env().id_cipher
+
+        def anew(stored: str, file_number: str) -> str:
+            return cipher.encrypt(cipher.decrypt(stored, file_number), file_number)
+
         cur.execute("SELECT file_number, id_number_encrypted FROM personnel_files")
         moved = 0
         for row in cur.fetchall():
             if cipher.key_of(row["id_number_encrypted"]) != cipher.current:
                 cur.execute("UPDATE personnel_files SET id_number_encrypted = %s WHERE file_number = %s",
-                            (cipher.encrypt(cipher.decrypt(row["id_number_encrypted"])), row["file_number"]))
+                            (anew(row["id_number_encrypted"], row["file_number"]), row["file_number"]))
                 moved += 1
         cur.execute("SELECT batch_id, catalog FROM batches WHERE catalog IS NOT NULL")
         for row in cur.fetchall():
             files = row["catalog"].get("files", [])
             if all(cipher.key_of(f.get("id_number_encrypted", "")) == cipher.current for f in files):
                 continue
-            fresh = [{**f, "id_number_encrypted": cipher.encrypt(cipher.decrypt(f["id_number_encrypted"]))}
+            fresh = [{**f, "id_number_encrypted": anew(f["id_number_encrypted"], f["file_number"])}
                      if "id_number_encrypted" in f else f for f in files]
             cur.execute("UPDATE batches SET catalog = %s WHERE batch_id = %s",
                         (json.dumps({**row["catalog"], "files": fresh}, ensure_ascii=False), row["batch_id"]))
@@ -191,7 +198,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--province")
     p.set_defaults(func=cmd_agencies)
     p = sub.add_parser("audit", help="the audit trail: list rows, or verify the chain")
-    p.add_argument("action", nargs="?", default="list", choices=["list", "verify"])
+    p.add_argument("action", nargs="?", default="list", choices=["list", "verify", "head"])
+    p.add_argument("--head", help="with verify: SEQ:HASH printed by `archive audit head` earlier")
     p.add_argument("--actor", help="e.g. user:zhang")
     p.add_argument("--file", help="a file number")
     p.add_argument("--since")

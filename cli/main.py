@@ -17,7 +17,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from access import audit
+from catalog.idnumber import mask_ids
 from cli.admin import add_parsers as add_admin_parsers
+from cli.admin import cli_actor
 from errors import BadInput, BatchRefused, SetupError, known_cause
 
 
@@ -89,6 +92,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         services = Services.from_env()
         services.db.migrate()
         report = batch_report(args.batch_id, services)
+        with services.db.transaction() as cur:
+            audit.record(cur, cli_actor(), "batch.report", target=args.batch_id)
     if args.html:
         Path(args.html).write_text(report_html(report), encoding="utf-8")
         print(args.html)
@@ -171,7 +176,6 @@ def cmd_ocr(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from cli.admin import cli_actor
     from devservices.instance import local_database_if_unconfigured
     from search.query import RANK_WINDOW, Filters, search
     from stages.services import Services
@@ -214,6 +218,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from pipeline.resources import ArchiveServicesResource, OcrEngineResource, SignerResource
     from pipeline.runner import BatchQueue
     from settings import Settings
+    from stages.services import Services
     from web.app import create_app
 
     settings = Settings.from_env()
@@ -226,10 +231,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     ssl = {"ssl_certfile": args.tls_cert, "ssl_keyfile": args.tls_key} if tls else {}
     scheme = "https" if tls or settings.behind_tls_proxy else "http"
     with local_database_if_unconfigured():
+        services = Services.from_env(keep_connections=8)
+        services.prepare()  # production's refusals, before anything listens
         print(f"员工网页 / staff web: {scheme}://{args.host}:{args.port}/  (登录 / log in: /login)")
         if not args.process:
             print("上传的批次由 Dagster 传感器处理（archive ui）/ uploads are run by the Dagster sensor (archive ui)")
-            uvicorn.run(create_app(tls=tls), host=args.host, port=args.port, log_level="warning",
+            uvicorn.run(create_app(services, tls=tls), host=args.host, port=args.port, log_level="warning",
                         proxy_headers=settings.behind_tls_proxy, **ssl)
             return 0
         resources = {"services": ArchiveServicesResource(), "ocr_engine": OcrEngineResource(),
@@ -237,8 +244,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         with dg.DagsterInstance.get() as instance:
             runner = BatchQueue(resources, instance)
             try:
-                uvicorn.run(create_app(launch=runner, tls=tls), host=args.host, port=args.port, log_level="warning",
-                            proxy_headers=settings.behind_tls_proxy, **ssl)
+                uvicorn.run(create_app(services, launch=runner, tls=tls), host=args.host, port=args.port,
+                            log_level="warning", proxy_headers=settings.behind_tls_proxy, **ssl)
             finally:
                 runner.close(timeout=5)
     return 0
@@ -255,6 +262,20 @@ def _loopback(host: str) -> bool:
         return False
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Applies pending migrations as ARCHIVE_MIGRATE_DATABASE_URL (the tables' owner), else as
+    ARCHIVE_DATABASE_URL; in production the application's own role cannot (it must not own audit_log)."""
+    from devservices.instance import local_database_if_unconfigured
+    from storage.config import StorageSettings
+    from storage.db import Database
+
+    with local_database_if_unconfigured():
+        url = os.environ.get("ARCHIVE_MIGRATE_DATABASE_URL") or StorageSettings.from_env().database_url
+        applied = Database(url).migrate()
+    print(f"applied {len(applied)} migrations" + (f": {', '.join(applied)}" if applied else ""))
+    return 0
+
+
 def cmd_history(args: argparse.Namespace) -> int:
     """Every version of every material of a personnel file, and the events recorded for it."""
     from devservices.instance import local_database_if_unconfigured
@@ -265,8 +286,10 @@ def cmd_history(args: argparse.Namespace) -> int:
         services = Services.from_env()
         services.db.migrate()
         history = file_history(args.file_number, services)
+        with services.db.transaction() as cur:
+            audit.record(cur, cli_actor(), "file.history", target=args.file_number, file_numbers=[args.file_number])
     if args.json:
-        print(json.dumps(dataclasses.asdict(history), ensure_ascii=False, indent=2, default=str))
+        print(mask_ids(json.dumps(dataclasses.asdict(history), ensure_ascii=False, indent=2, default=str)))
         return 0
     print(f"{history.file_number} {history.name}")
     for v in history.versions:
@@ -278,7 +301,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     print("events / 事件")
     for e in history.events:
         print(f"  {e.at:%Y-%m-%d %H:%M:%S} {e.event_type:<11} {e.outcome:<7} {e.batch_id or ''} "
-              f"{(e.object_sha256 or '')[:12]} {json.dumps(e.detail, ensure_ascii=False)[:120]}")
+              f"{(e.object_sha256 or '')[:12]} {mask_ids(json.dumps(e.detail, ensure_ascii=False))[:120]}")
     return 0
 
 
@@ -331,6 +354,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_search)
     add_admin_parsers(sub)
+    p = sub.add_parser("migrate", help="apply pending schema migrations (as ARCHIVE_MIGRATE_DATABASE_URL, the owner)")
+    p.set_defaults(func=cmd_migrate)
     p = sub.add_parser("history", help="every version of a personnel file's materials, and its events")
     p.add_argument("file_number")
     p.add_argument("--json", action="store_true")

@@ -36,7 +36,27 @@ def production_problems(services) -> list[SetupError]:
     if database_accepts_no_password(services.db.url):
         problems.append(SetupError("生产环境的数据库必须要求密码：当前无需密码即可连接",
                                    "production refuses a database that accepts connections without a password"))
+    if app_role_owns_the_audit_trail(services.db):
+        problems.append(SetupError("应用所用的数据库角色不能拥有审计表或是超级用户：请用属主角色运行 archive migrate，"
+                                   "并只授予应用角色 audit_log 的 SELECT、INSERT",
+                                   "the application's database role must neither own audit_log nor be a superuser "
+                                   "(either can switch its trigger off): migrate as an owner role (`archive migrate`) "
+                                   "and grant the application's role only SELECT, INSERT on audit_log"))
     return problems
+
+
+def app_role_owns_the_audit_trail(db) -> bool:
+    """True if the role the application connects as could switch the audit trail's trigger
+    off: a superuser, the owner, or a member of the owner role. False if the table is not there
+    yet (migrations will make it, as its owner)."""
+    with db.transaction() as cur:
+        cur.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+        if cur.fetchone()["rolsuper"]:
+            return True
+        cur.execute("SELECT pg_has_role(current_user, tableowner, 'USAGE') AS owns FROM pg_tables"
+                    " WHERE schemaname = current_schema() AND tablename = 'audit_log'")
+        row = cur.fetchone()
+        return bool(row and row["owns"])
 
 
 def check_production(services) -> None:

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from errors import BadInput
 from pipeline.failures import known_failures
 from pipeline.partitions import scan_batches
 from pipeline.resources import ArchiveServicesResource, OcrEngineResource, SignerResource
@@ -100,8 +101,11 @@ def transfer_asset(context: dg.AssetExecutionContext, config: TransferConfig, se
     when it is not ready, so a problem with one file never fails the batch's run."""
     svc = services.services()
     number = config.file_number
+    files = sorted(f.file_number for f in load_catalog(context.partition_key, svc).files)
+    if number and number not in files:  # a run transfers a file of its own batch (its agency's), no other
+        raise BadInput(f"档案 {number} 不在批次 {context.partition_key} 中",
+                       f"file {number} is not in batch {context.partition_key}", item=number)
     if not number:
-        files = sorted(f.file_number for f in load_catalog(context.partition_key, svc).files)
         if not files:
             context.log.warning("no file of this batch passed intake: nothing to transfer")
             return dg.MaterializeResult(metadata={"transfer_id": "none"})

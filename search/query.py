@@ -317,4 +317,4 @@ def search(db: Database, query: str, filters: Filters | None = None, limit: int 
 
 def mask_query(query: str) -> str:
     """A query as it may be logged: anything shaped like an ID number is masked."""
-    return re.sub(r"\d{17}[\dXx]", lambda m: idnumber.mask(m.group()), query)
+    return mask_ids(query)

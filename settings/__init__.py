@@ -18,6 +18,8 @@ DEMO_AGENCY_CODE, DEMO_AGENCY_NAME = "520000", "贵州省人才交流服务中�
 # decrypt ID numbers.
 DEMO_ID_HASH_KEY = b"demo-id-hash-key-not-for-production"
 DEMO_ID_KEY = ("demo", base64.b64decode("ZGVtby1pZC1rZXktbm90LWZvci1wcm9kdWN0aW9uISE="))  # 32 bytes
+DEMO_AUDIT_KEY = b"demo-audit-key-not-for-production"
+MIN_KEY_BYTES = 32
 
 
 def _env(name: str, default: str = "") -> str:
@@ -61,6 +63,7 @@ class Settings:
     agency_code: str = DEMO_AGENCY_CODE             # ARCHIVE_AGENCY: the agency holding this installation's files
     agency_name: str = DEMO_AGENCY_NAME             # ARCHIVE_AGENCY_NAME
     id_hash_key: bytes = DEMO_ID_HASH_KEY           # ARCHIVE_ID_HASH_KEY
+    audit_key: bytes = DEMO_AUDIT_KEY               # ARCHIVE_AUDIT_KEY: the audit chain's HMAC key
     id_key_current: str = DEMO_ID_KEY[0]            # ARCHIVE_ID_KEYS
     id_keys: dict[str, bytes] = field(default_factory=lambda: {DEMO_ID_KEY[0]: DEMO_ID_KEY[1]})
     session_idle_minutes: int = 30                  # ARCHIVE_SESSION_IDLE_MINUTES
@@ -71,6 +74,7 @@ class Settings:
                                                     # later per failure in a row (at most 6 times as long)
     login_per_minute: int = 10                      # ARCHIVE_LOGIN_PER_MINUTE from one address
     search_per_minute: int = 120                    # ARCHIVE_SEARCH_PER_MINUTE for one identity
+    refusals_per_minute: int = 60                   # ARCHIVE_REFUSALS_PER_MINUTE audited for one unknown address
     max_upload_bytes: int = 4 * 1024**3             # ARCHIVE_MAX_UPLOAD_BYTES: one upload request
     allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost")  # ARCHIVE_WEB_HOSTS
     behind_tls_proxy: bool = False                  # ARCHIVE_BEHIND_TLS_PROXY=1
@@ -94,6 +98,7 @@ class Settings:
             agency_code=code,
             agency_name=_env("ARCHIVE_AGENCY_NAME", DEMO_AGENCY_NAME if code == DEMO_AGENCY_CODE else code),
             id_hash_key=_env("ARCHIVE_ID_HASH_KEY").encode() or DEMO_ID_HASH_KEY,
+            audit_key=_env("ARCHIVE_AUDIT_KEY").encode() or DEMO_AUDIT_KEY,
             id_key_current=current, id_keys=keys,
             session_idle_minutes=_int("ARCHIVE_SESSION_IDLE_MINUTES", 30),
             session_hours=_int("ARCHIVE_SESSION_HOURS", 12),
@@ -102,6 +107,7 @@ class Settings:
             login_delay_ms=_int("ARCHIVE_LOGIN_DELAY_MS", 500),
             login_per_minute=_int("ARCHIVE_LOGIN_PER_MINUTE", 10),
             search_per_minute=_int("ARCHIVE_SEARCH_PER_MINUTE", 120),
+            refusals_per_minute=_int("ARCHIVE_REFUSALS_PER_MINUTE", 60),
             max_upload_bytes=_int("ARCHIVE_MAX_UPLOAD_BYTES", 4 * 1024**3),
             allowed_hosts=hosts,
             behind_tls_proxy=_env("ARCHIVE_BEHIND_TLS_PROXY") in ("1", "true", "yes"),
@@ -114,6 +120,15 @@ class Settings:
         if self.id_hash_key == DEMO_ID_HASH_KEY:
             problems.append(SetupError("生产环境不能使用演示用的身份证号散列密钥，请设置 ARCHIVE_ID_HASH_KEY",
                                        "production refuses the demo ID-hash key: set ARCHIVE_ID_HASH_KEY"))
+        elif len(self.id_hash_key) < MIN_KEY_BYTES:
+            problems.append(SetupError(f"ARCHIVE_ID_HASH_KEY 至少需要 {MIN_KEY_BYTES} 字节",
+                                       f"ARCHIVE_ID_HASH_KEY needs at least {MIN_KEY_BYTES} bytes"))
+        if self.audit_key == DEMO_AUDIT_KEY:
+            problems.append(SetupError("生产环境不能使用演示用的审计密钥，请设置 ARCHIVE_AUDIT_KEY",
+                                       "production refuses the demo audit key: set ARCHIVE_AUDIT_KEY"))
+        elif len(self.audit_key) < MIN_KEY_BYTES:
+            problems.append(SetupError(f"ARCHIVE_AUDIT_KEY 至少需要 {MIN_KEY_BYTES} 字节",
+                                       f"ARCHIVE_AUDIT_KEY needs at least {MIN_KEY_BYTES} bytes"))
         if DEMO_ID_KEY[1] in self.id_keys.values():
             problems.append(SetupError("生产环境不能使用演示用的身份证号加密密钥，请设置 ARCHIVE_ID_KEYS",
                                        "production refuses the demo ID-encryption key: set ARCHIVE_ID_KEYS"))

@@ -9,6 +9,7 @@ import dataclasses
 import io
 
 from catalog.categories import CATEGORIES
+from catalog.idnumber import masked_data
 from errors import NotFound
 from ocr.images import load_pages
 from stages.history import file_history
@@ -61,12 +62,12 @@ def file_view(services: Services, file_number: str, agency: str | None) -> dict:
     for m in ordered:
         by_category.setdefault(m["class_code"].split("-")[0], []).append(m)
     history = file_history(file_number, services)
-    return {"file_number": person["file_number"], "name": person["name"], "id_masked": person["id_masked"],
+    return masked_data({"file_number": person["file_number"], "name": person["name"], "id_masked": person["id_masked"],
             "holding_agency": person["holding_agency"],
             "categories": [{"class": c, "category": CATEGORIES.get(c, ""), "materials": ms}
                            for c, ms in sorted(by_category.items(), key=lambda kv: int(kv[0]))],
             "versions": [{**dataclasses.asdict(v), "pages": len(v.pages)} for v in history.versions],
-            "events": [dataclasses.asdict(e) for e in history.events]}
+            "events": [dataclasses.asdict(e) for e in history.events]})
 
 
 def page_image(services: Services, file_number: str, page_id: int, agency: str | None) -> bytes:
@@ -106,4 +107,4 @@ def reveal_id(services: Services, file_number: str, agency: str | None) -> str:
         _held(cur, file_number, agency)
         cur.execute("SELECT id_number_encrypted FROM personnel_files WHERE file_number = %s", (file_number,))
         stored = cur.fetchone()["id_number_encrypted"]
-    return services.id_cipher.decrypt(stored)
+    return services.id_cipher.decrypt(stored, file_number)

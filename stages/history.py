@@ -57,10 +57,15 @@ SELECT m.class_code || '-' || m.seq AS material, v.version, v.batch_id, v.title,
        v.created_at, v.pages, v.superseded_at, v.superseded_by
 FROM material_versions v JOIN materials m USING (material_id) WHERE m.file_number = %s
 """
-# Events of the file itself and of every object its versions hold (captured, validated, ocr, stored).
+# Events of the file itself and of every object its versions hold (captured, validated, ocr,
+# stored), those of batches of the file's own agency only: the same scan handed in by another
+# agency is that agency's business.
 _EVENTS = """
-SELECT at, event_type, outcome, agent, batch_id, object_sha256, detail FROM events
-WHERE file_number = %(file)s OR object_sha256 = ANY(%(objects)s) ORDER BY at, event_id
+SELECT e.at, e.event_type, e.outcome, e.agent, e.batch_id, e.object_sha256, e.detail
+FROM events e LEFT JOIN batches b USING (batch_id)
+WHERE e.file_number = %(file)s
+   OR (e.object_sha256 = ANY(%(objects)s) AND (e.batch_id IS NULL OR b.holding_agency = %(agency)s))
+ORDER BY e.at, e.event_id
 """
 
 
@@ -71,7 +76,7 @@ def _material_key(code: str) -> tuple[int, ...]:
 def file_history(file_number: str, services: Services) -> FileHistory:
     """Raises NotFound when the file is not indexed."""
     with services.db.transaction() as cur:
-        cur.execute("SELECT name FROM personnel_files WHERE file_number = %s", (file_number,))
+        cur.execute("SELECT name, holding_agency FROM personnel_files WHERE file_number = %s", (file_number,))
         person = cur.fetchone()
         if person is None:
             raise NotFound(f"没有档号为 {file_number} 的档案", f"no personnel file {file_number} is indexed")
@@ -81,7 +86,7 @@ def file_history(file_number: str, services: Services) -> FileHistory:
         versions += [MaterialVersion(current=False, **r) for r in cur.fetchall()]
         objects = sorted({sha for v in versions for sha in [v.pdf_sha256] + [p["source_sha256"] for p in v.pages]
                           + [p["ocr_sha256"] for p in v.pages] if sha})
-        cur.execute(_EVENTS, {"file": file_number, "objects": objects})
+        cur.execute(_EVENTS, {"file": file_number, "objects": objects, "agency": person["holding_agency"]})
         events = [HistoryEvent(**r) for r in cur.fetchall()]
     versions.sort(key=lambda v: (_material_key(v.material), v.version))
     return FileHistory(file_number, person["name"], versions, events)

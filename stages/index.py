@@ -360,7 +360,8 @@ def _chunks(batch_id: str, files: list[PersonnelFile], services: Services, engin
 
         for pf in files[start:start + CHUNK_FILES]:
             chunk.files.append((pf.file_number, pf.name, idnumber.lookup_hash(pf.id_number, key),
-                                cipher.encrypt(pf.id_number), idnumber.mask(pf.id_number), agency, batch_id))
+                                cipher.encrypt(pf.id_number, pf.file_number), idnumber.mask(pf.id_number), agency,
+                                batch_id))
             for m in pf.materials:
                 chunk.materials.append((pf.file_number, m.class_code, m.seq, m.title, m.formed, _formed_on(m.formed),
                                         m.copies, m.pages, m.remarks, batch_id))

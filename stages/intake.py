@@ -209,12 +209,13 @@ def sealed(catalog: dict, services: Services) -> dict:
     """The catalog as it is kept in PostgreSQL: each person's ID number encrypted (id_number_encrypted)."""
     cipher = services.id_cipher
     return {**catalog, "files": [{**{k: v for k, v in f.items() if k != "id_number"},
-                                  "id_number_encrypted": cipher.encrypt(f["id_number"])} for f in catalog["files"]]}
+                                  "id_number_encrypted": cipher.encrypt(f["id_number"], f["file_number"])}
+                                 for f in catalog["files"]]}
 
 
 def opened(catalog: dict, services: Services) -> dict:
     """The catalog as the stages read it: ID numbers decrypted."""
     cipher = services.id_cipher
     return {**catalog, "files": [{**{k: v for k, v in f.items() if k != "id_number_encrypted"},
-                                  "id_number": cipher.decrypt(f["id_number_encrypted"])
+                                  "id_number": cipher.decrypt(f["id_number_encrypted"], f["file_number"])
                                   if "id_number_encrypted" in f else f["id_number"]} for f in catalog["files"]]}

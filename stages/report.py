@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 from collections import Counter
 
+from catalog.idnumber import masked_data
 from errors import NotFound
 from stages.services import Services
 
@@ -46,7 +47,7 @@ def batch_report(batch_id: str, services: Services, agency: str | None = None) -
     for f in findings:
         if f["severity"] == "error":
             refused.setdefault(f["item"], f)
-    return {
+    return masked_data({
         "batch_id": batch["batch_id"], "name": batch["name"], "status": batch["status"],
         "submitted_at": batch["submitted_at"].isoformat(), "holding_agency": batch["holding_agency"],
         "counts": {"accepted": counts["accepted"], "warned": counts["warning"], "rejected": counts["rejected"],
@@ -57,7 +58,7 @@ def batch_report(batch_id: str, services: Services, agency: str | None = None) -
         "refused": list(refused.values()),
         "files": rows,
         "other_findings": [f for f in findings if f["item"] not in {r["path"] for r in rows}],
-    }
+    })
 
 
 def report_html(report: dict) -> str:

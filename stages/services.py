@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from access.idcipher import IdCipher
+from errors import SetupError
 from settings import DEMO_AGENCY_CODE, DEMO_AGENCY_NAME, DEMO_ID_HASH_KEY, Settings
 from storage.config import StorageSettings
 from storage.db import Database
@@ -55,6 +56,10 @@ class Services:
             from devservices.production import check_production
 
             check_production(self)
+            if pending := self.db.pending():  # the owner migrates, never the application's role
+                raise SetupError(f"数据库尚有 {len(pending)} 个迁移未执行：请以属主角色运行 archive migrate",
+                                 f"the database lacks {len(pending)} migrations ({pending[0]} first): run "
+                                 "`archive migrate` as the tables' owner (ARCHIVE_MIGRATE_DATABASE_URL)")
         self.db.migrate()
         with self.db.transaction() as cur:
             cur.execute("INSERT INTO agencies (code, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",

@@ -11,6 +11,8 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 
+from access import audit
+from access.audit import Actor
 from errors import NotReady
 from stages.services import Services
 from storage import events
@@ -102,6 +104,8 @@ def prepare_transfer(file_number: str, receiving_agency: str, services: Services
         if cur.rowcount:
             cur.execute("INSERT INTO transfer_events (transfer_id, status, detail) VALUES (%s, 'prepared', %s)",
                         (tid, json.dumps({"record_sha256": digest, "signed_by": signer.key_id})))
+            audit.record(cur, Actor("pipeline", "dagster", services.agency), "transfer.prepare", target=tid,
+                         file_numbers=[file_number], detail={"receiving_agency": receiving_agency})
             events.record(cur, [Event("transferred", file_number=file_number, object_sha256=digest, detail={
                 "transfer_id": tid, "status": "prepared", "receiving_agency": receiving_agency,
                 "signed_by": signer.key_id})])

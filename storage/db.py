@@ -94,6 +94,8 @@ class Database:
         """Applies pending migrations in order (those numbered up to `upto` only, if given); safe
         to run concurrently and repeatedly."""
         applied: list[str] = []
+        if not self.pending(upto):  # nothing to do needs no privilege beyond reading (an app role)
+            return applied
         with self.transaction() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
             cur.execute("CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -109,6 +111,17 @@ class Database:
                 cur.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name))
                 applied.append(name)
         return applied
+
+    def pending(self, upto: str | None = None) -> list[str]:
+        """Migrations not applied yet (those numbered up to `upto`), read without any lock."""
+        with self.transaction() as cur:
+            cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL AS ready")
+            done: set[int] = set()
+            if cur.fetchone()["ready"]:
+                cur.execute("SELECT version FROM schema_migrations")
+                done = {row["version"] for row in cur.fetchall()}
+        return [name for name, _ in migrations()
+                if int(name[:4]) not in done and (upto is None or int(name[:4]) <= int(upto))]
 
     def count(self, table: str) -> int:
         with self.transaction() as cur:

@@ -33,6 +33,7 @@ from tests.conftest import (
     web_client,
 )
 from tests.test_pipeline_e2e import resources_for
+from web.auth import COOKIE
 
 A, B = "520000", "440000"
 FILE = "GZ2026-0070001"
@@ -57,7 +58,8 @@ def _first_file_batch(root: Path) -> Path:
 def world(pg_server, s3_url, tmp_path_factory):
     """Agency A's file processed through Dagster; people of both agencies and of every role."""
     root = tmp_path_factory.mktemp("access")
-    settings = dataclasses.replace(Settings.from_env(), login_delay_ms=1)
+    settings = dataclasses.replace(Settings.from_env(), login_delay_ms=1, refusals_per_minute=10_000,
+                                   login_per_minute=10_000)
     services = make_services(new_database(pg_server), s3_url, settings)
     sub = submit_folder(_first_file_batch(root), services)
     with dg.DagsterInstance.ephemeral() as instance:
@@ -91,8 +93,8 @@ def _routes(w: dict) -> list[tuple[str, str, Permission | None, bool, int]]:
         ("GET", f"/batches/{batch}/report", Permission.BATCHES_READ, True, 200),
         ("GET", "/api/search?q=杜豪", Permission.FILES_SEARCH, False, 200),
         ("GET", f"/api/files/{FILE}", Permission.FILES_READ, True, 200),
-        ("GET", f"/api/files/{FILE}/pages/{page}/image", Permission.FILES_READ, True, 200),
-        ("GET", f"/api/files/{FILE}/materials/{material}/pdf", Permission.FILES_READ, True, 200),
+        ("GET", f"/api/files/{FILE}/pages/{page}/image", Permission.FILES_DOCUMENTS, True, 200),
+        ("GET", f"/api/files/{FILE}/materials/{material}/pdf", Permission.FILES_DOCUMENTS, True, 200),
         ("POST", f"/api/files/{FILE}/id-number", Permission.ID_REVEAL, True, 200),
         ("GET", "/api/audit", Permission.AUDIT_READ, False, 200),
     ]
@@ -178,15 +180,17 @@ def test_no_dead_or_forged_credential_gets_in(world):
     idle, old = logged_in(services, "arch-a"), logged_in(services, "arch-a")
     with services.db.transaction() as cur:
         cur.execute("UPDATE sessions SET last_seen = now() - interval '31 minutes' WHERE token_sha256 ="
-                    " encode(sha256(%s::bytea), 'hex')", (idle.cookies.get("archive_session"),))
+                    " encode(sha256(%s::bytea), 'hex')", (idle.cookies.get(COOKIE),))
         cur.execute("UPDATE sessions SET expires_at = now() - interval '1 second' WHERE token_sha256 ="
-                    " encode(sha256(%s::bytea), 'hex')", (old.cookies.get("archive_session"),))
+                    " encode(sha256(%s::bytea), 'hex')", (old.cookies.get(COOKIE),))
     assert web_client(services, live).get(f"/api/files/{FILE}").status_code == 200
+    pdf = f"/api/files/{FILE}/materials/{world['material']}/pdf"  # the documents show the ID as printed
+    assert web_client(services, live).get(pdf).status_code == 403
     callers = {"nobody": web_client(services), "revoked": web_client(services, revoked),
                "expired token": web_client(services, expired), "forged": web_client(services, "pat_" + "x" * 43),
                "idle session": idle, "expired session": old,
                "forged cookie": web_client(services)}
-    callers["forged cookie"].cookies.set("archive_session", "made-up", domain="127.0.0.1")
+    callers["forged cookie"].cookies.set(COOKIE, "made-up", domain="127.0.0.1")
     for name, client in callers.items():
         for method, path, *_ in _routes(world):
             res = _call(client, method, path)
@@ -401,21 +405,42 @@ def test_another_agency_reusing_a_file_number_is_refused_and_the_file_is_unchang
 
 
 def test_production_refuses_each_unsafe_setting_in_one_sentence(database_url, s3_url, monkeypatch):
+    import base64
+
     monkeypatch.delenv("ARCHIVE_SIGNING_KEY", raising=False)
     unsafe = dataclasses.replace(Settings.from_env(), environment="production")
     with pytest.raises(SetupError) as refused:
         make_services(database_url, s3_url, unsafe)
     text = str(refused.value)
-    for part in ("demo ID-hash key", "demo ID-encryption key", "ARCHIVE_SIGNING_KEY", "without a password"):
+    for part in ("demo ID-hash key", "demo ID-encryption key", "demo audit key", "ARCHIVE_SIGNING_KEY",
+                 "without a password", "must neither own audit_log nor be a superuser"):
         assert part in text, part
     assert "\n" not in text
-    import base64
-
-    safe_keys = dataclasses.replace(unsafe, id_hash_key=b"k" * 32, id_keys={"k1": b"\1" * 32}, id_key_current="k1")
+    safe_keys = dataclasses.replace(unsafe, id_hash_key=b"k" * 32, id_keys={"k1": b"\1" * 32}, id_key_current="k1",
+                                    audit_key=b"a" * 32)
     monkeypatch.setenv("ARCHIVE_SIGNING_KEY", base64.b64encode(b"x").decode())
     with pytest.raises(SetupError) as refused:
         make_services(database_url, s3_url, safe_keys)
-    assert str(refused.value).endswith("production refuses a database that accepts connections without a password")
+    assert "demo" not in str(refused.value) and "ARCHIVE_SIGNING_KEY" not in str(refused.value)  # keys pass now
+    short = dataclasses.replace(safe_keys, audit_key=b"short")
+    assert any("at least 32 bytes" in str(p) for p in short.production_problems())
+
+
+def test_the_role_check_tells_an_owner_from_an_application_role(services):
+    from devservices.production import app_role_owns_the_audit_trail
+    from storage.db import Database
+
+    assert app_role_owns_the_audit_trail(services.db)  # the tests' role: a superuser
+    role = "app_" + services.staging_bucket.split("-")[1]
+    with services.db.transaction() as cur:
+        cur.execute(f"CREATE ROLE {role} LOGIN")
+        cur.execute(f"GRANT SELECT, INSERT ON audit_log TO {role}")
+    try:
+        assert not app_role_owns_the_audit_trail(Database(services.db.url.replace("//archive@", f"//{role}@")))
+    finally:
+        with services.db.transaction() as cur:
+            cur.execute(f"DROP OWNED BY {role}")
+            cur.execute(f"DROP ROLE {role}")
 
 
 def test_production_never_generates_a_signing_key(tmp_path, monkeypatch):
@@ -452,7 +477,7 @@ def test_rotating_the_id_key_re_encrypts_every_number(world, monkeypatch, capsys
         cur.execute("SELECT id_number_encrypted FROM personnel_files WHERE file_number = %s", (FILE,))
         stored = cur.fetchone()["id_number_encrypted"]
     assert stored.startswith("k2:")
-    assert IdCipher("k2", {"k2": b"\7" * 32}).decrypt(stored) == ID
+    assert IdCipher("k2", {"k2": b"\7" * 32}).decrypt(stored, FILE) == ID
 
 
 def test_the_audit_trail_is_for_auditors_and_lists_by_file(world):
@@ -460,3 +485,144 @@ def test_the_audit_trail_is_for_auditors_and_lists_by_file(world):
     assert rows and all(FILE in r["file_numbers"] or r["target"] == FILE for r in rows)
     assert {"client", "actor", "at", "action"} <= set(rows[0])
     assert dt.datetime.fromisoformat(rows[0]["at"])
+
+
+@pytest.mark.parametrize("written", ["5 2 0 1 0 3 1 9 6 8 0 4 0 1 1 2 5 2", "520103 19680401 1252",
+                                     "520103-19680401-1252", "５２０１０３１９６８０４０１１２５２",
+                                     "520103196804011252", "52010319680401125x"])
+def test_an_id_number_however_written_is_masked(written):
+    from catalog.idnumber import mask_ids
+
+    masked = mask_ids(f"身份证号：{written}。")
+    assert "19680401" not in masked.replace(" ", "").replace("-", "") and "*" * 8 in masked, masked
+
+
+def test_an_id_number_typed_into_a_title_or_remark_is_masked():
+    from catalog.manifest import parse_manifest
+
+    data = ("档号,姓名,身份证号,类号,序号,材料名称,形成时间,份数,页数,备注,页面文件\n"
+            f"GZ-X,张三,{ID},1,1,身份证复印件 {ID},2001,1,1,原号 {ID},p.jpg\n").encode()
+    catalog, _ = parse_manifest(data)
+    m = catalog.files[0].materials[0]
+    assert ID not in m.title + m.remarks and "520103********1252" in m.title
+
+
+def test_an_unknown_user_answers_like_a_known_one(world):
+    services = world["services"]
+    add_user(services, "known-one", "staff", A)
+    client = web_client(services)
+    known = [client.post("/api/login", data={"username": "known-one", "password": "x" * 12}).json()["detail"]
+             for _ in range(6)]
+    unknown = [client.post("/api/login", data={"username": "nobody-here", "password": "x" * 12}).json()["detail"]
+               for _ in range(6)]
+    strip = [re.sub(r"\d\d:\d\d", "HH:MM", t) for t in known]
+    assert strip == [re.sub(r"\d\d:\d\d", "HH:MM", t) for t in unknown] and "锁定" in strip[-1]
+
+
+def test_a_lock_that_ran_out_starts_the_count_again(world):
+    services = world["services"]
+    add_user(services, "was-locked", "staff", A)
+    with services.db.transaction() as cur:
+        cur.execute("UPDATE users SET failed_logins = 6, locked_until = now() - interval '1 minute'"
+                    " WHERE username = 'was-locked'")
+    client = web_client(services)
+    res = client.post("/api/login", data={"username": "was-locked", "password": "wrong-once"})
+    assert "锁定" not in res.json()["detail"]
+    assert client.post("/api/login", data={"username": "was-locked", "password": PASSWORD}).status_code == 200
+
+
+def test_a_new_password_ends_the_sessions_and_polling_keeps_none_alive(world):
+    from access import accounts
+
+    services = world["services"]
+    add_user(services, "changes", "staff", A)
+    client = logged_in(services, "changes")
+    secret = client.cookies.get(COOKIE)
+    with services.db.transaction() as cur:
+        cur.execute("UPDATE sessions SET last_seen = now() - interval '20 minutes'"
+                    " WHERE token_sha256 = encode(sha256(%s::bytea), 'hex')", (secret,))
+    assert client.get("/api/batches", headers={"X-Archive-Poll": "1"}).status_code == 200
+    with services.db.transaction() as cur:
+        cur.execute("SELECT now() - last_seen > interval '19 minutes' AS idle FROM sessions"
+                    " WHERE token_sha256 = encode(sha256(%s::bytea), 'hex')", (secret,))
+        assert cur.fetchone()["idle"]  # the page polling did not make the person active
+        accounts.set_password(cur, "changes", PASSWORD + "-new")
+    assert client.get("/api/batches").status_code == 401
+
+
+def test_production_refuses_every_request_not_only_the_first(database_url, s3_url, monkeypatch):
+    monkeypatch.setenv("ARCHIVE_ENV", "production")
+    monkeypatch.setenv("ARCHIVE_DATABASE_URL", database_url)
+    monkeypatch.setenv("ARCHIVE_S3_ENDPOINT_URL", s3_url)
+    from fastapi.testclient import TestClient
+
+    from web.app import create_app
+
+    client = TestClient(create_app(), base_url="https://127.0.0.1", headers={"Origin": "https://127.0.0.1"})
+    for _ in range(3):
+        res = client.post("/api/login", data={"username": "x", "password": "y" * 12})
+        assert res.status_code == 503 and "ARCHIVE" not in res.text  # refused, and says nothing of why
+
+
+def test_an_unknown_caller_cannot_flood_the_trail(pg_server, s3_url):
+    settings = dataclasses.replace(Settings.from_env(), refusals_per_minute=5)
+    services = make_services(new_database(pg_server), s3_url, settings)
+    client = web_client(services)
+    codes = [client.get("/api/batches").status_code for _ in range(8)]
+    assert codes == [401] * 5 + [429] * 3
+    with services.db.transaction() as cur:
+        cur.execute("SELECT count(*) AS n FROM audit_log WHERE outcome = 'denied'")
+        assert cur.fetchone()["n"] == 5
+
+
+def test_the_chain_cannot_be_made_anew_without_the_key_nor_cut_short_unnoticed(services):
+    _chain(services, 4)
+    with services.db.transaction() as cur:
+        head = audit.head(cur)
+    _chain(services, 2)
+    _tamper(services, "DELETE FROM audit_log WHERE seq > 4")
+    with services.db.transaction() as cur:
+        assert audit.verify(cur).intact  # a cut from the end leaves no gap...
+        cut = audit.verify(cur, f"6:{'0' * 64}")
+        assert not cut.intact and cut.first_bad == 5  # ...but an exported head shows it
+        assert audit.verify(cur, head).intact
+    # an edit with the chain recomputed the way a key-less editor could (plain SHA-256)
+    import hashlib
+
+    import rfc8785
+
+    with services.db.transaction() as cur:
+        rows = [audit.AuditRow(**r) for r in (cur.execute("SELECT * FROM audit_log ORDER BY seq") or cur.fetchall())]
+    prev, fixes = audit.GENESIS, []
+    for row in rows:
+        row = dataclasses.replace(row, target="edited" if row.seq == 2 else row.target)
+        digest = hashlib.sha256(prev.encode() + rfc8785.dumps(row.content())).hexdigest()
+        fixes.append((row.seq, row.target, prev, digest))
+        prev = digest
+    _tamper(services, ";".join(f"UPDATE audit_log SET target = '{t}', prev_hash = '{p}', hash = '{h}' WHERE seq = {s}"
+                               for s, t, p, h in fixes))
+    with services.db.transaction() as cur:
+        assert audit.verify(cur).first_bad == 1
+
+
+def test_another_agencys_hand_in_of_the_same_scans_stays_out_of_the_history(world, tmp_path):
+    services = world["services"]
+    folder = _first_file_batch(tmp_path)
+    for page in (folder / "pages").iterdir():
+        page.rename(page.with_name("B-secret-" + page.name))
+    submit_folder(folder, services, agency=B)
+    view = logged_in(services, "arch-a").get(f"/api/files/{FILE}").json()
+    assert "B-secret" not in json.dumps(view, ensure_ascii=False)
+
+
+def test_a_path_named_by_an_id_number_is_masked_in_the_report(world, tmp_path):
+    from stages.report import batch_report
+
+    services = world["services"]
+    folder = _first_file_batch(tmp_path)
+    (folder / "pages" / f"{ID}.jpg").write_bytes(b"not a scan")
+    sub = submit_folder(folder, services)
+    from stages.intake import intake_batch
+
+    intake_batch(sub.batch_id, services)
+    assert not ID_LIKE.search(json.dumps(batch_report(sub.batch_id, services), ensure_ascii=False))

@@ -88,9 +88,9 @@ def test_postgres_rows_for_batch_files_materials_pages(run):
     assert counts["pages"] == 9
     services = run["services"]
     with services.db.transaction() as cur:
-        cur.execute("SELECT id_number_encrypted, id_masked FROM personnel_files")
+        cur.execute("SELECT file_number, id_number_encrypted, id_masked FROM personnel_files")
         for row in cur.fetchall():  # kept encrypted, shown masked
-            number = services.id_cipher.decrypt(row["id_number_encrypted"])
+            number = services.id_cipher.decrypt(row["id_number_encrypted"], row["file_number"])
             assert row["id_number_encrypted"].startswith("demo:") and number not in row["id_number_encrypted"]
             assert row["id_masked"] == number[:6] + "********" + number[-4:]
 

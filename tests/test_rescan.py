@@ -15,13 +15,12 @@ import pytest
 from PIL import Image, ImageEnhance
 
 from access.audit import Actor
-from errors import known_cause
+from errors import BadInput, known_cause
 from pipeline.runner import run_batch
 from sample_scans.render import Page, available_fonts
 from search.query import Filters, search
 from stages.history import file_history
 from stages.submit import submit_folder
-from stages.transfer import TransferNotReady
 from storage.objects import content_key, sha256_hex
 from tests.conftest import SAMPLE_BATCH, make_services, new_database
 from tests.test_pipeline_e2e import materialize, resources_for
@@ -152,7 +151,7 @@ def test_running_the_older_batch_again_does_not_bring_the_old_scan_back(rescanne
     assert m["version"] == 2 and m["scans"] == [rescanned["y"]]
 
 
-def test_a_transfer_of_a_file_not_indexed_fails_its_step_with_one_sentence(rescanned):
+def test_a_transfer_of_a_file_not_in_the_batch_fails_its_step_with_one_sentence(rescanned):
     services = rescanned["services"]
     config = {"ops": {"transfer": {"config": {"file_number": "GZ-NOPE"}}}}
     with dg.DagsterInstance.ephemeral() as instance:
@@ -161,7 +160,8 @@ def test_a_transfer_of_a_file_not_indexed_fails_its_step_with_one_sentence(resca
         failures = [e for e in instance.all_logs(instance.get_runs()[0].run_id)
                     if e.dagster_event and e.dagster_event.is_step_failure]
     known = known_cause(failed.value)
-    assert isinstance(known, TransferNotReady) and "GZ-NOPE" in known.message_en and known.exit_code == 3
+    # a run transfers only its own batch's files: another's, or one not indexed, is refused by name
+    assert isinstance(known, BadInput) and "GZ-NOPE" in known.message_en and known.exit_code == 1
     (step,) = failures
     assert step.dagster_event.step_key == "transfer"
     assert step.dagster_event.event_specific_data.error.message.strip().endswith(str(known))

@@ -137,6 +137,14 @@ def test_staff_and_an_archivist_in_chromium(server, services, tmp_path):
         page.click("#logout")
         page.wait_for_url("**/login")
         assert page.request.get(server + "/api/batches").status == 401  # the session is over
+        page.goto(server + "/login?next=/%5Cexample.com")  # a link that would send a login elsewhere
+        page.fill("#username", "staff-gz")
+        page.fill("#password", PASSWORD)
+        page.click("#submit")
+        page.wait_for_url(server + "/**")
+        assert page.url.startswith(server), page.url
+        page.click("#logout")
+        page.wait_for_url("**/login")
 
         _log_in(page, server, "archivist-gz", "/search")  # back to the page asked for, once logged in
         page.wait_for_url("**/search")
@@ -231,3 +239,4 @@ def test_an_unreachable_database_is_one_readable_sentence(tmp_path):
     down = Services(Database("postgresql://u:secret@127.0.0.1:1/x"), LocalObjectStore(tmp_path), "s", "a")
     res = web_client(down, "pat_any").get("/api/batches")
     assert res.status_code == 503 and "服务暂不可用" in res.json()["detail"] and "secret" not in res.text
+    assert "127.0.0.1:1" not in res.text  # what is wrong goes to the log, not to whoever asked

@@ -8,6 +8,7 @@ names someone; each agency sees only its own batches and files; every read of pe
 every refusal is a row of the audit trail. What every request passes first: web/security.py.
 """
 
+import logging
 from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
@@ -36,6 +37,7 @@ from web.security import Guard
 from web.uploads import hand_in_upload
 
 STATIC = Path(__file__).parent / "static"
+log = logging.getLogger("archive.web")
 MAX_UPLOAD_FILES = 100_000  # a batch folder holds thousands of pages; Starlette's default is 1,000
 WEB_CONNECTIONS = 8  # kept open for requests: a new one cost 8-13 ms of a search (storage/db.py)
 
@@ -50,9 +52,10 @@ def create_app(services: Services | None = None, launch: Callable[[str], None] |
     state: dict = {"services": services}
 
     def svc() -> Services:
-        if state["services"] is None:
-            state["services"] = Services.from_env(keep_connections=WEB_CONNECTIONS)
-            state["services"].prepare()
+        if state["services"] is None:  # kept only once prepared: production refuses every request until safe
+            fresh = Services.from_env(keep_connections=WEB_CONNECTIONS)
+            fresh.prepare()
+            state["services"] = fresh
         return state["services"]
 
     settings = services.settings if services else Settings.from_env()
@@ -65,6 +68,7 @@ def create_app(services: Services | None = None, launch: Callable[[str], None] |
     submitter = Depends(auth.need(Permission.BATCHES_SUBMIT))
     searcher = Depends(auth.need(Permission.FILES_SEARCH))
     reader = Depends(auth.need(Permission.FILES_READ))
+    documents = Depends(auth.need(Permission.FILES_DOCUMENTS))
     revealer = Depends(auth.need(Permission.ID_REVEAL))
     auditor = Depends(auth.need(Permission.AUDIT_READ))
     engineer = Depends(auth.need(Permission.PIPELINE_UI))
@@ -73,17 +77,21 @@ def create_app(services: Services | None = None, launch: Callable[[str], None] |
     @app.exception_handler(ArchiveError)
     async def known_state(request: Request, exc: ArchiveError) -> JSONResponse:
         """The one place the web maps the project's errors: the bilingual sentence, and its kind."""
-        detail = str(exc)
-        if isinstance(exc, SetupError):  # staff can do nothing but wait; the detail is for engineers
-            detail = f"服务暂不可用，请稍后重试 / a service is unavailable, retry later: {exc}"
-        return JSONResponse({"detail": detail, **exc.to_dict()}, status_code=exc.http_status)
+        if isinstance(exc, SetupError):  # callers can do nothing but wait; what is wrong is for the log
+            log.error("%s %s: %s", request.method, request.url.path, exc)
+            return JSONResponse({"detail": "服务暂不可用，请稍后重试 / a service is unavailable, retry later",
+                                 "kind": exc.kind}, status_code=exc.http_status)
+        return JSONResponse({"detail": str(exc), **exc.to_dict()}, status_code=exc.http_status)
 
     def recorded(who: Identity, action: str, **kwargs) -> None:
         with svc().db.transaction() as cur:
             audit.record(cur, who.actor, action, **kwargs)
 
     async def scoped(request: Request, who: Identity, read: Callable, *args):
-        """`read(*args)` for the caller's agency; another agency's thing is not found, audited."""
+        """`read(*args)` for the caller's agency; another agency's thing is not found, audited. A
+        caller of no agency is of none: nothing is found (never "every agency")."""
+        if who.agency is None:
+            raise await run_in_threadpool(auth.not_found, request, who)
         try:
             return await run_in_threadpool(read, *args)
         except NotFound:
@@ -157,7 +165,7 @@ def create_app(services: Services | None = None, launch: Callable[[str], None] |
 
     @app.get("/api/batches")
     def api_batches(limit: Annotated[int, Query(ge=1, le=500)] = 50, who: Identity = staff) -> dict:
-        return {"batches": recent_batches(svc(), limit, who.agency)}
+        return {"batches": recent_batches(svc(), limit, who.agency) if who.agency else []}
 
     @app.get("/api/batches/{batch_id}")
     async def api_batch(request: Request, batch_id: str, who: Identity = staff) -> dict:
@@ -194,6 +202,9 @@ def create_app(services: Services | None = None, launch: Callable[[str], None] |
             raise HTTPException(429, "搜索过于频繁，请稍后再试 / too many searches, try again in a minute")
         if formed_from and formed_to and formed_from > formed_to:
             raise HTTPException(422, "“from” 晚于 “to” / from is after to")
+        if who.agency is None:  # a caller of no agency sees no agency's files
+            return {"query": mask_query(q), "limit": limit, "offset": offset, "hits": [], "truncated": False,
+                    "next_offset": None}
         filters = Filters(class_code, formed_from.isoformat() if formed_from else None,
                           formed_to.isoformat() if formed_to else None, who.agency, batch)
         s = svc()
@@ -209,7 +220,7 @@ def create_app(services: Services | None = None, launch: Callable[[str], None] |
         return view
 
     @app.get("/api/files/{file_number}/pages/{page_id}/image")
-    async def api_page_image(request: Request, file_number: str, page_id: int, who: Identity = reader) -> Response:
+    async def api_page_image(request: Request, file_number: str, page_id: int, who: Identity = documents) -> Response:
         image = await scoped(request, who, file_stage.page_image, svc(), file_number, page_id, who.agency)
         await run_in_threadpool(recorded, who, "page.view", target=file_number, file_numbers=[file_number],
                                 detail={"page_id": page_id})
@@ -217,7 +228,7 @@ def create_app(services: Services | None = None, launch: Callable[[str], None] |
 
     @app.get("/api/files/{file_number}/materials/{material_id}/pdf")
     async def api_material_pdf(request: Request, file_number: str, material_id: int,
-                               who: Identity = reader) -> Response:
+                               who: Identity = documents) -> Response:
         name, data = await scoped(request, who, file_stage.material_pdf, svc(), file_number, material_id, who.agency)
         await run_in_threadpool(recorded, who, "pdf.download", target=file_number, file_numbers=[file_number],
                                 detail={"material_id": material_id})

@@ -11,6 +11,7 @@ thing that does not exist (`auth.not_found`).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import Callable
 
 from fastapi import HTTPException, Request
@@ -24,7 +25,10 @@ from access.roles import ROLE_ZH, Permission
 from stages.services import Services
 from web.security import RateLimit
 
-COOKIE = "archive_session"
+# __Host-: the browser keeps it only as this host set it (Secure, path /, no Domain), so a
+# neighbouring subdomain cannot plant one
+COOKIE = "__Host-archive_session"
+POLL = "x-archive-poll"  # a page refreshing itself: not a person's activity, does not extend the session
 
 
 class Denied(HTTPException):
@@ -40,6 +44,8 @@ class Auth:
         self.services = services
         self._logins: RateLimit | None = None   # made on first use, from the settings then known
         self._searches: RateLimit | None = None
+        self._refusals: RateLimit | None = None
+        self._ghosts: dict[str, tuple[int, dt.datetime | None]] = {}
 
     @property
     def settings(self):
@@ -50,6 +56,12 @@ class Auth:
         if self._logins is None:
             self._logins = RateLimit(self.settings.login_per_minute)
         return self._logins
+
+    @property
+    def refusals(self) -> RateLimit:
+        if self._refusals is None:
+            self._refusals = RateLimit(self.settings.refusals_per_minute)
+        return self._refusals
 
     @property
     def searches(self) -> RateLimit:
@@ -68,10 +80,14 @@ class Auth:
             if header.lower().startswith("bearer "):
                 return accounts.token_identity_of(cur, header[7:].strip(), client)
             if cookie := request.cookies.get(COOKIE):
-                return accounts.session_identity(cur, cookie, self.settings, client)
+                return accounts.session_identity(cur, cookie, self.settings, client,
+                                                 touch=request.headers.get(POLL) != "1")
         return None
 
     def deny(self, request: Request, status: int, who: Identity | None, zh: str, en: str) -> Denied:
+        if who is None and not self.refusals.allow(client_of(request)):
+            # an unknown caller hammering: answered, not written, so it cannot flood the trail
+            return Denied(429, "请求过于频繁 / too many refused requests")
         actor = who.actor if who else Actor("anonymous", client_of(request))
         self.audit(actor, "denied", outcome="denied", target=request.url.path,
                    detail={"method": request.method, "status": status})
@@ -112,6 +128,8 @@ class Auth:
             return result, secret
 
         result, secret = await run_in_threadpool(check)
+        if result.reason in ("unknown", "disabled"):
+            result = self._as_if_known(username, result)
         if result.identity is None:
             # slowed a little more with each failure in a row, so guessing costs time as well as the lock
             await asyncio.sleep(min(result.failures, 6) * self.settings.login_delay_ms / 1000)
@@ -128,6 +146,23 @@ class Auth:
         response.set_cookie(COOKIE, secret, max_age=self.settings.session_hours * 3600, httponly=True,
                             secure=True, samesite="strict", path="/")
         return response
+
+    def _as_if_known(self, username: str, result):
+        """Failures of a name with no (usable) account counted and locked like a real one's, in
+        memory, so neither the answer nor its delay tells whether the account exists."""
+        from dataclasses import replace
+
+        now = dt.datetime.now(dt.UTC)
+        failures, locked = self._ghosts.get(username, (0, None))
+        if locked and locked > now:
+            return replace(result, reason="locked", failures=failures, locked_until=locked)
+        failures = (0 if locked else failures) + 1
+        locked = now + dt.timedelta(minutes=self.settings.lockout_minutes) if failures > self.settings.lockout_after \
+            else None
+        if len(self._ghosts) > 100_000:
+            self._ghosts.clear()
+        self._ghosts[username] = (failures, locked)
+        return replace(result, reason="locked" if locked else "wrong", failures=failures, locked_until=locked)
 
     async def logout(self, request: Request) -> JSONResponse:
         who = await run_in_threadpool(self.identify, request)

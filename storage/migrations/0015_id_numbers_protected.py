@@ -19,11 +19,11 @@ def migrate(cur) -> None:
     cur.execute("SELECT file_number, id_number_encrypted FROM personnel_files")
     for row in cur.fetchall():
         cur.execute("UPDATE personnel_files SET id_number_encrypted = %s WHERE file_number = %s",
-                    (cipher.encrypt(row["id_number_encrypted"]), row["file_number"]))
+                    (cipher.encrypt(row["id_number_encrypted"], row["file_number"]), row["file_number"]))
     cur.execute("SELECT batch_id, catalog FROM batches WHERE catalog IS NOT NULL")
     for row in cur.fetchall():
         files = [{**{k: v for k, v in f.items() if k != "id_number"},
-                  "id_number_encrypted": cipher.encrypt(f["id_number"])} if "id_number" in f else f
+                  "id_number_encrypted": cipher.encrypt(f["id_number"], f["file_number"])} if "id_number" in f else f
                  for f in row["catalog"].get("files", [])]
         cur.execute("UPDATE batches SET catalog = %s WHERE batch_id = %s",
                     (json.dumps({**row["catalog"], "files": files}, ensure_ascii=False), row["batch_id"]))

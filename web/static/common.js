@@ -6,8 +6,9 @@ const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<
                                                                 "'": "&#39;"}[c]));
 function cell(row, html) { const td = row.insertCell(); td.innerHTML = html; return td; }
 
-async function api(path, options) {
-  const res = await fetch(path, options);
+async function api(path, options, poll) {
+  // poll: the page refreshing itself, which must not keep an idle session alive
+  const res = await fetch(path, poll ? {...options, headers: {"X-Archive-Poll": "1"}} : options);
   if (res.status === 401) { location.href = "/login?next=" + encodeURIComponent(location.pathname + location.search); }
   return res;
 }

@@ -32,7 +32,7 @@ function upload(event) {
 async function refresh() {
   clearTimeout(timer);
   let res;
-  try { res = await fetch("/api/batches"); } catch (e) { res = {ok: false, status: "network"}; }
+  try { res = await api("/api/batches", {}, true); } catch (e) { res = {ok: false, status: "network"}; }
   if (!res.ok) {
     say("无法读取批次列表，稍后重试 / cannot list batches, retrying (" + res.status + ")", "error");
     timer = setTimeout(refresh, 5000);
