@@ -24,13 +24,16 @@ class Permission(StrEnum):
     AUDIT_READ = "audit:read"
     PIPELINE_UI = "pipeline:ui"
     ADMIN = "admin"
-    TRANSFERS_FETCH = "transfers:fetch"  # receiving provinces (issue 16)
+    TRANSFERS_REQUEST = "transfers:request"  # send a file of their agency to another agency
+    TRANSFERS_READ = "transfers:read"        # their agency's outgoing and incoming transfers
+    TRANSFERS_FETCH = "transfers:fetch"      # a receiving agency's client: the pull API
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.STAFF: frozenset({Permission.BATCHES_SUBMIT, Permission.BATCHES_READ}),
     Role.ARCHIVIST: frozenset({Permission.FILES_SEARCH, Permission.FILES_READ, Permission.FILES_DOCUMENTS,
-                               Permission.ID_REVEAL, Permission.BATCHES_READ}),
+                               Permission.ID_REVEAL, Permission.BATCHES_READ, Permission.TRANSFERS_REQUEST,
+                               Permission.TRANSFERS_READ}),
     Role.AUDITOR: frozenset({Permission.AUDIT_READ}),
     Role.ENGINEER: frozenset({Permission.PIPELINE_UI}),
     Role.ADMIN: frozenset({Permission.ADMIN, Permission.PIPELINE_UI}),
@@ -40,6 +43,8 @@ ROLE_ZH = {Role.STAFF: "档案工作人员", Role.ARCHIVIST: "档案管理员", 
            Role.ENGINEER: "数据工程师", Role.ADMIN: "系统管理员"}
 # Permissions a token may carry: what machine clients do. A token of an agency acts for it.
 TOKEN_SCOPES = frozenset({Permission.BATCHES_SUBMIT, Permission.BATCHES_READ, Permission.FILES_SEARCH,
-                          Permission.FILES_READ, Permission.AUDIT_READ, Permission.TRANSFERS_FETCH})
+                          Permission.FILES_READ, Permission.AUDIT_READ, Permission.TRANSFERS_REQUEST,
+                          Permission.TRANSFERS_READ, Permission.TRANSFERS_FETCH})
 AGENCY_SCOPES = frozenset({Permission.BATCHES_SUBMIT, Permission.BATCHES_READ, Permission.FILES_SEARCH,
-                           Permission.FILES_READ, Permission.TRANSFERS_FETCH})
+                           Permission.FILES_READ, Permission.TRANSFERS_REQUEST, Permission.TRANSFERS_READ,
+                           Permission.TRANSFERS_FETCH})

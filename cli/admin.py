@@ -100,18 +100,51 @@ def cmd_tokens(args: argparse.Namespace) -> int:
 
 
 def cmd_agencies(args: argparse.Namespace) -> int:
+    """The agency registry: add or list agencies, import or export it as JSON, and `key`: this
+    installation's own signing key entered (and printed) for others' registries."""
+    from transfer import registry
+
     if args.action == "add":
         _need(args.code and args.name, "请给出机构代码和名称", "give the agency's code and name")
+    if args.action == "import":
+        _need(args.code, "请给出机构登记文件", "give the registry file to import")
     with _cursor() as cur:
         if args.action == "list":
-            cur.execute("SELECT code, name, province FROM agencies ORDER BY code")
-            for a in cur.fetchall():
-                print(f"{a['code']:<10} {a['name']} {a['province']}")
+            for a in registry.agencies(cur):
+                keys = ", ".join(k.key_id for k in registry.keys(cur, a.code))
+                print(f"{a.code:<10} {a.name} {a.province} {a.endpoint} keys: {keys or '-'}")
             return 0
-        cur.execute("INSERT INTO agencies (code, name, province) VALUES (%s, %s, %s)"
-                    " ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name, province = EXCLUDED.province",
-                    (args.code, args.name, args.province or ""))
-        audit.record(cur, cli_actor(), "agency.add", target=args.code, detail={"name": args.name})
+        if args.action == "export":
+            text = json.dumps(registry.export_json(cur), ensure_ascii=False, indent=1)
+            if args.code:
+                with open(args.code, "w", encoding="utf-8") as out:
+                    out.write(text + "\n")
+            else:
+                print(text)
+            return 0
+        if args.action == "key":
+            from cli.transfers import signer
+            from stages.services import Services
+            from stages.transfer import register_own_key
+
+            services = Services.from_env()
+            me = signer()
+            register_own_key(services, me)
+            key = next((k for k in registry.keys(cur, services.agency) if k.key_id == me.key_id), None)
+            own = registry.agency(cur, services.agency)
+            print(json.dumps({"agencies": [{**own.__dict__, "keys": [{
+                "key_id": me.key_id, "algorithm": "Ed25519", "public_key": me.public_key_b64(),
+                "valid_from": key.valid_from.isoformat() if key else None, "valid_until": None}]}]},
+                ensure_ascii=False, indent=1))
+            return 0
+        if args.action == "import":
+            n = registry.import_json(cur, args.code)
+            audit.record(cur, cli_actor(), "agency.import", target=args.code, detail={"agencies": n})
+            print(f"imported {n} agencies from {args.code}")
+            return 0
+        registry.add_agency(cur, args.code, args.name, args.province or "", args.endpoint or "")
+        audit.record(cur, cli_actor(), "agency.add", target=args.code, detail={"name": args.name,
+                                                                               "endpoint": args.endpoint})
     print(f"agency {args.code}: {args.name}")
     return 0
 
@@ -191,11 +224,12 @@ def add_parsers(sub) -> None:
     p.add_argument("--days", type=int, default=90)
     p.add_argument("token_id", nargs="?", type=int)
     p.set_defaults(func=cmd_tokens)
-    p = sub.add_parser("agencies", help="agencies: add or list")
-    p.add_argument("action", choices=["add", "list"])
-    p.add_argument("code", nargs="?")
+    p = sub.add_parser("agencies", help="the agency registry: add, list, import FILE, export [FILE], key (our own)")
+    p.add_argument("action", choices=["add", "list", "import", "export", "key"])
+    p.add_argument("code", nargs="?", help="add: the agency's code; import, export: the JSON file")
     p.add_argument("name", nargs="?")
     p.add_argument("--province")
+    p.add_argument("--endpoint", help="its pull API, https://...")
     p.set_defaults(func=cmd_agencies)
     p = sub.add_parser("audit", help="the audit trail: list rows, or verify the chain")
     p.add_argument("action", nargs="?", default="list", choices=["list", "verify", "head"])

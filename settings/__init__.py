@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from errors import SetupError
 
@@ -78,6 +79,11 @@ class Settings:
     max_upload_bytes: int = 4 * 1024**3             # ARCHIVE_MAX_UPLOAD_BYTES: one upload request
     allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost")  # ARCHIVE_WEB_HOSTS
     behind_tls_proxy: bool = False                  # ARCHIVE_BEHIND_TLS_PROXY=1
+    transfer_valid_days: int = 15                   # ARCHIVE_TRANSFER_VALID_DAYS: a record may be accepted this
+                                                    # long (paper rules allow 15 working days)
+    receipt_overdue_hours: int = 24                 # ARCHIVE_RECEIPT_OVERDUE_HOURS: no receipt after this, flagged
+    transfer_workdir: str = ""                      # ARCHIVE_TRANSFER_WORKDIR: where packages are built and fetched
+                                                    # (default DAGSTER_HOME/transfers)
 
     @property
     def production(self) -> bool:
@@ -111,7 +117,14 @@ class Settings:
             max_upload_bytes=_int("ARCHIVE_MAX_UPLOAD_BYTES", 4 * 1024**3),
             allowed_hosts=hosts,
             behind_tls_proxy=_env("ARCHIVE_BEHIND_TLS_PROXY") in ("1", "true", "yes"),
+            transfer_valid_days=_int("ARCHIVE_TRANSFER_VALID_DAYS", 15),
+            receipt_overdue_hours=_int("ARCHIVE_RECEIPT_OVERDUE_HOURS", 24),
+            transfer_workdir=_env("ARCHIVE_TRANSFER_WORKDIR"),
         )
+
+    @property
+    def transfer_dir(self) -> Path:
+        return Path(self.transfer_workdir or Path(_env("DAGSTER_HOME", "dagster_home")) / "transfers")
 
     def production_problems(self) -> list[SetupError]:
         """What production refuses in these settings (the database and signing key are checked

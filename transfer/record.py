@@ -1,54 +1,52 @@
-"""The transfer record: the notice (档案转递通知单), the material list and every object's digest.
+"""The transfer record: what a sending agency signs so a receiver can prove what it got.
 
-Plain data with a schema name and version, so the national platform and receivers can
-validate it; the signature is added by transfer.signing.
+Canonical JSON (RFC 8785) of: record and transfer ids, a nonce, sender and receiver, the file
+(number, name, masked ID number, counts), the transfer notice (档案转递通知单), the package
+(its bytes, sha256 and the bag's tag-manifest digest, which covers every payload file's
+digest), when it was made and until when it may be accepted; then an Ed25519 signature over
+all of that, naming the key by id only. The receiver checks it with the key its registry holds
+for the sender (transfer/verify.py), never with one the record could carry.
 """
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
+import secrets
 import uuid
-from dataclasses import dataclass
+
+import rfc8785
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 SCHEMA = "personnel-archive/transfer-record"
-SCHEMA_VERSION = 1
-_NAMESPACE = uuid.UUID("6f1d2c1e-8f3a-4e59-9a57-2f0b7c1d4e10")
+SCHEMA_VERSION = 2
 
 
-@dataclass(frozen=True)
-class StoredObject:
-    role: str
-    sha256: str
-    bytes: int
-    bucket: str
-    key: str
-    media_type: str | None
+def canonical(record: dict) -> bytes:
+    """The bytes the signature covers: everything but the signature, RFC 8785."""
+    return rfc8785.dumps({k: v for k, v in record.items() if k != "signature"})
 
 
-def transfer_id(file_number: str, receiving_agency: str, object_digests: list[str]) -> str:
-    """Same file, same receiver, same content: same transfer (a retry never makes a second one)."""
-    name = "\n".join([file_number, receiving_agency, *sorted(object_digests)])
-    return str(uuid.uuid5(_NAMESPACE, name))
-
-
-def build_record(*, transfer: str, created_at: str, sending_agency: str, receiving_agency: str, reason: str,
-                 person: dict, materials: list[dict], objects: list[StoredObject]) -> dict:
+def build_record(*, transfer_id: str, sender: dict, receiver: dict, file: dict, notice: dict, package: dict,
+                 valid_days: int, now: dt.datetime | None = None) -> dict:
+    now = now or dt.datetime.now(dt.UTC)
     return {
-        "schema": SCHEMA,
-        "schema_version": SCHEMA_VERSION,
-        "transfer_id": transfer,
-        "created_at": created_at,
-        "notice": {
-            "sending_agency": sending_agency,
-            "receiving_agency": receiving_agency,
-            "person_name": person["name"],
-            "id_number_masked": person["id_masked"],
-            "file_number": person["file_number"],
-            "volumes": {"original": 1, "copies": 0},
-            "material_count": len(materials),
-            "page_count": sum(len(m["pages"]) for m in materials),
-            "reason": reason,
-            "method": "electronic",
-        },
-        "materials": materials,
-        "objects": [o.__dict__ for o in objects],
+        "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
+        "record_id": str(uuid.uuid4()), "transfer_id": transfer_id, "nonce": secrets.token_hex(16),
+        "sender": sender, "receiver": receiver, "file": file, "notice": notice, "package": package,
+        "created_at": now.isoformat(timespec="seconds"),
+        "expires_at": (now + dt.timedelta(days=valid_days)).isoformat(timespec="seconds"),
     }
+
+
+def signature_valid(record: dict, public_key: bytes) -> bool:
+    sig = record.get("signature") or {}
+    if sig.get("alg") != "Ed25519":
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(base64.b64decode(sig.get("value", "")),
+                                                                canonical(record))
+        return True
+    except (InvalidSignature, ValueError):
+        return False

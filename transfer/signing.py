@@ -1,4 +1,5 @@
-"""Ed25519 signatures over canonical JSON, so any receiver can verify a record byte-exactly.
+"""The sending agency's Ed25519 key, which signs transfer records and receipts over canonical
+JSON (RFC 8785). Verification is transfer/record.py's, against the agency registry.
 
 (GB/T 38541 names SM2; Ed25519 stands in until an SM2 library is chosen: the record carries
 its algorithm, so the switch needs no change of format.)
@@ -8,19 +9,19 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
+import rfc8785
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from errors import SetupError
 
 
 def canonical_json(data: dict) -> bytes:
-    return json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
+    """RFC 8785: the same value gives the same bytes in any conforming implementation."""
+    return rfc8785.dumps(data)
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -82,24 +83,13 @@ class Signer:
     def public_bytes(self) -> bytes:
         return self.key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
+    def public_key_b64(self) -> str:
+        return base64.b64encode(self.public_bytes()).decode()
+
     def sign(self, record: dict) -> dict:
-        """The record with a `signature` block over the canonical JSON of everything else."""
+        """The record with a `signature` block over the canonical JSON of everything else; it
+        names the key by id: the receiver takes the key from its registry, not from the record."""
         body = {k: v for k, v in record.items() if k != "signature"}
         sig = self.key.sign(canonical_json(body))
         return {**body, "signature": {"alg": "Ed25519", "key_id": self.key_id,
-                                      "public_key": base64.b64encode(self.public_bytes()).decode(),
                                       "value": base64.b64encode(sig).decode()}}
-
-
-def verify(record: dict, public_key: bytes | None = None) -> bool:
-    """True if the signature is valid (against `public_key` if given, else the embedded one)."""
-    sig = record.get("signature") or {}
-    if sig.get("alg") != "Ed25519":
-        return False
-    key = Ed25519PublicKey.from_public_bytes(public_key or base64.b64decode(sig["public_key"]))
-    body = {k: v for k, v in record.items() if k != "signature"}
-    try:
-        key.verify(base64.b64decode(sig["value"]), canonical_json(body))
-        return True
-    except InvalidSignature:
-        return False
