@@ -32,14 +32,17 @@ def _dictionaries(pdf: pikepdf.Pdf):
             stack += [v for v in obj if isinstance(v, pikepdf.Dictionary | pikepdf.Array) and not v.is_indirect]
 
 
-def self_contained_problems(data: bytes, flavour: str = "2b") -> list[str]:
-    """What keeps the PDF from being a self-contained PDF/A (the given flavour); empty when none."""
+def self_contained_problems(data: bytes, flavour: str = "2b", validator: bool = True) -> list[str]:
+    """What keeps the PDF from being a self-contained PDF/A (the given flavour); empty when none.
+    `validator=False` checks the properties below without pikepdf's allowlist walk, which is ~90%
+    of the time (40 ms a page-sized PDF): for files the validator passed where they were made."""
     import pikepdf.pdfa
 
     problems = []
-    report = pikepdf.pdfa.validate_written(io.BytesIO(data), flavour)
-    if not report.passed:
-        problems += [f"PDF/A-{flavour} validator: {f}" for f in report.findings[:10]]
+    if validator:
+        report = pikepdf.pdfa.validate_written(io.BytesIO(data), flavour)
+        if not report.passed:
+            problems += [f"PDF/A-{flavour} validator: {f}" for f in report.findings[:10]]
     try:
         pdf = pikepdf.open(io.BytesIO(data))
     except pikepdf.PdfError as exc:

@@ -8,7 +8,7 @@ APT_PACKAGES=(
   tesseract-ocr tesseract-ocr-chi-sim tesseract-ocr-eng   # OCR engine and language data
   poppler-utils                                           # pdftoppm for PDF pages (pdf2image)
   postgresql-15                                           # server binaries for the private cluster
-  fonts-wqy-zenhei fonts-arphic-uming fonts-arphic-ukai   # CJK fonts for the sample generator
+  fonts-wqy-zenhei fonts-arphic-uming fonts-arphic-ukai   # CJK fonts: printable transfer notices, sample generator
   util-linux                                              # runuser: postgres refuses to run as root
   libgl1 libglib2.0-0                                     # opencv (RapidOCR's image ops) loads them
 )

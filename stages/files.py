@@ -71,17 +71,24 @@ def file_view(services: Services, file_number: str, agency: str | None) -> dict:
 
 
 def page_image(services: Services, file_number: str, page_id: int, agency: str | None) -> bytes:
-    """The page as scanned, a JPEG of at most VIEW_SIDE px: every scan format a browser can show."""
+    """The page as scanned, a JPEG of at most VIEW_SIDE px: every scan format a browser can show.
+    Read from preservation storage (a file received by transfer has no staging copy), else from
+    staging (a batch not yet archived)."""
     with services.db.transaction() as cur:
         _held(cur, file_number, agency)
-        cur.execute("SELECT p.source_sha256, p.source_page, f.staging_key FROM pages p JOIN materials m"
-                    " USING (material_id) JOIN LATERAL (SELECT staging_key FROM batch_files"
-                    " WHERE sha256 = p.source_sha256 LIMIT 1) f ON true"
-                    " WHERE p.page_id = %s AND m.file_number = %s", (page_id, file_number))
+        cur.execute("SELECT p.source_sha256, p.source_page, o.key AS archive_key, f.staging_key FROM pages p"
+                    " JOIN materials m USING (material_id)"
+                    " LEFT JOIN stored_objects o ON o.bucket = %s AND o.sha256 = p.source_sha256"
+                    " AND o.role = 'original'"
+                    " LEFT JOIN LATERAL (SELECT staging_key FROM batch_files WHERE sha256 = p.source_sha256"
+                    " LIMIT 1) f ON true WHERE p.page_id = %s AND m.file_number = %s",
+                    (services.archive_bucket, page_id, file_number))
         row = cur.fetchone()
-    if row is None:
+    if row is None or not (row["archive_key"] or row["staging_key"]):
         raise _not_found(file_number)
-    image, _ = load_pages(services.store.get(services.staging_bucket, row["staging_key"]))[row["source_page"]]
+    data = services.store.get(services.archive_bucket, row["archive_key"]) if row["archive_key"] else \
+        services.store.get(services.staging_bucket, row["staging_key"])
+    image, _ = load_pages(data)[row["source_page"]]
     image = image.convert("RGB") if image.mode not in ("RGB", "L") else image
     image.thumbnail((VIEW_SIDE, VIEW_SIDE))
     buf = io.BytesIO()

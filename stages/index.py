@@ -170,7 +170,8 @@ class Chunk:
     page_tails: list[bytes] | None = None  # each page row's binary COPY fields after (file, class, seq)
 
 
-def _formed_on(formed: str) -> str:
+def formed_on(formed: str) -> str:
+    """The first day of a formation date as precise as the catalog: 1998-07 → 1998-07-01."""
     parts = formed.split("-")
     return "-".join(parts + ["01"] * (3 - len(parts)))
 
@@ -363,7 +364,7 @@ def _chunks(batch_id: str, files: list[PersonnelFile], services: Services, engin
                                 cipher.encrypt(pf.id_number, pf.file_number), idnumber.mask(pf.id_number), agency,
                                 batch_id))
             for m in pf.materials:
-                chunk.materials.append((pf.file_number, m.class_code, m.seq, m.title, m.formed, _formed_on(m.formed),
+                chunk.materials.append((pf.file_number, m.class_code, m.seq, m.title, m.formed, formed_on(m.formed),
                                         m.copies, m.pages, m.remarks, batch_id))
                 chunk.pages.extend(_page_rows(pf, m, sha_by_path, read_ocr))
         yield prepared(chunk)

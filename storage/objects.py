@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -48,6 +49,41 @@ class ObjectStore(Protocol):
     def get(self, bucket: str, key: str) -> bytes: ...
     def head(self, bucket: str, key: str) -> ObjectInfo | None: ...
     def count(self, bucket: str, prefix: str = "") -> int: ...
+    def put_file(self, bucket: str, key: str, path: Path, sha256: str, content_type: str = ...) -> None: ...
+    def iter_range(self, bucket: str, key: str, start: int, end: int, chunk: int = ...) -> Iterator[bytes]: ...
+
+
+CHUNK = 8 * 1024**2  # what a streamed read or a verified large write holds at a time
+
+
+def sha256_of_object(store: ObjectStore, bucket: str, key: str, size: int) -> str:
+    """The stored object's sha256, read a chunk at a time (a package of gigabytes never in memory)."""
+    h = hashlib.sha256()
+    for chunk in store.iter_range(bucket, key, 0, size - 1, CHUNK) if size else ():
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def download(store: ObjectStore, bucket: str, key: str, path: Path, size: int) -> str:
+    """The object into a file, a chunk at a time; returns its sha256."""
+    h = hashlib.sha256()
+    with open(path, "wb") as out:
+        for chunk in store.iter_range(bucket, key, 0, size - 1, CHUNK) if size else ():
+            h.update(chunk)
+            out.write(chunk)
+    return h.hexdigest()
+
+
+def put_file_verified(store: ObjectStore, bucket: str, key: str, path: Path, sha256: str,
+                      content_type: str = "application/octet-stream") -> None:
+    """A file on disk into the store (multipart where it is large), read back a chunk at a time
+    and compared; IntegrityError unless the digests match."""
+    size = Path(path).stat().st_size
+    store.put_file(bucket, key, Path(path), sha256, content_type)
+    back = sha256_of_object(store, bucket, key, size)
+    if back != sha256:
+        raise IntegrityError(f"对象 {bucket}/{key} 读回的摘要与写入时不符",
+                             f"{bucket}/{key}: wrote sha256 {sha256}, read back {back}", item=key)
 
 
 def put_verified(store: ObjectStore, bucket: str, key: str, data: bytes,
@@ -118,6 +154,27 @@ class S3ObjectStore:
     def get(self, bucket: str, key: str) -> bytes:
         return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
 
+    def iter_range(self, bucket: str, key: str, start: int, end: int, chunk: int = 1 << 20) -> Iterator[bytes]:
+        """Bytes start..end (inclusive), streamed from one GET a chunk at a time."""
+        body = self.client.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end}")["Body"]
+        try:
+            yield from body.iter_chunks(chunk)
+        finally:
+            body.close()
+
+    def put_file(self, bucket: str, key: str, path: Path, sha256: str,
+                 content_type: str = "application/octet-stream") -> None:
+        from boto3.s3.transfer import TransferConfig
+
+        if path.stat().st_size <= CHUNK:  # one PUT: upload_file's transfer manager costs more than the object
+            with open(path, "rb") as body:
+                self.client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type,
+                                       Metadata={"sha256": sha256})
+            return
+        self.client.upload_file(str(path), bucket, key, Config=TransferConfig(multipart_threshold=CHUNK,
+                                                                              multipart_chunksize=CHUNK),
+                                ExtraArgs={"ContentType": content_type, "Metadata": {"sha256": sha256}})
+
     def head(self, bucket: str, key: str) -> ObjectInfo | None:
         from botocore.exceptions import ClientError
 
@@ -173,6 +230,28 @@ class LocalObjectStore:
 
     def get(self, bucket: str, key: str) -> bytes:
         return self._path(bucket, key).read_bytes()
+
+    def iter_range(self, bucket: str, key: str, start: int, end: int, chunk: int = 1 << 20) -> Iterator[bytes]:
+        with open(self._path(bucket, key), "rb") as fh:
+            fh.seek(start)
+            left = end - start + 1
+            while left > 0 and (data := fh.read(min(chunk, left))):
+                left -= len(data)
+                yield data
+
+    def put_file(self, bucket: str, key: str, path: Path, sha256: str,
+                 content_type: str = "application/octet-stream") -> None:
+        target = self._path(bucket, key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
+            while chunk := src.read(CHUNK):
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        meta = Path(f"{target}.meta.json")
+        meta.write_text(json.dumps({"sha256": sha256, "content_type": content_type}))
+        os.replace(tmp, target)
 
     def head(self, bucket: str, key: str) -> ObjectInfo | None:
         path = self._path(bucket, key)
