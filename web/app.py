@@ -33,7 +33,9 @@ from stages.progress import batch_status, recent_batches
 from stages.report import batch_report, report_html
 from stages.services import Services
 from web.auth import Auth, Denied, login_redirect
+from web.pull import add_pull_routes
 from web.security import Guard
+from web.transfers import add_transfer_routes
 from web.uploads import hand_in_upload
 
 STATIC = Path(__file__).parent / "static"
@@ -47,8 +49,9 @@ def _attachment(filename: str) -> dict[str, str]:
 
 
 def create_app(services: Services | None = None, launch: Callable[[str], None] | None = None,
-               tls: bool = False) -> FastAPI:
-    """`launch(batch_id)` starts a run for a new upload; None leaves that to the batch sensor."""
+               tls: bool = False, launch_transfer: Callable[[str], None] | None = None) -> FastAPI:
+    """`launch(batch_id)` starts a run for a new upload, `launch_transfer(transfer_id)` one for a
+    transfer requested; None leaves them to the Dagster sensors."""
     state: dict = {"services": services}
 
     def svc() -> Services:
@@ -119,6 +122,10 @@ def create_app(services: Services | None = None, launch: Callable[[str], None] |
     @app.get("/files/{file_number}", response_class=HTMLResponse, include_in_schema=False)
     async def file_page(request: Request, file_number: str) -> Response:
         return await page(request, "file.html")
+
+    @app.get("/transfers", response_class=HTMLResponse, include_in_schema=False)
+    async def transfers_page(request: Request) -> Response:
+        return await page(request, "transfers.html")
 
     @app.get("/manifest-template.csv")
     def manifest_template() -> Response:
@@ -250,6 +257,10 @@ def create_app(services: Services | None = None, launch: Callable[[str], None] |
             rows = audit.query(cur, actor=actor, file_number=file, since=since, until=until, limit=limit)
             audit.record(cur, who.actor, "audit.read", detail={"actor": actor, "file": file, "rows": len(rows)})
         return {"rows": [{**r.__dict__, "at": r.at.isoformat(), "target": mask_ids(r.target)} for r in rows]}
+
+    # transfers: archivists send and follow them (web/transfers.py); receiving agencies pull (web/pull.py)
+    add_transfer_routes(app, auth, svc, recorded, scoped, launch_transfer)
+    add_pull_routes(app, auth, svc, recorded)
 
     @app.exception_handler(Denied)
     async def denied(request: Request, exc: Denied) -> Response:

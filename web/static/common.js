@@ -22,6 +22,7 @@ async function nav() {
   const links = [];
   if (who.permissions.includes("batches:read")) links.push('<a href="/">批次上传 / batches</a>');
   if (who.permissions.includes("files:search")) links.push('<a href="/search">档案查询 / search</a>');
+  if (who.permissions.includes("transfers:read")) links.push('<a href="/transfers">档案转递 / transfers</a>');
   bar.innerHTML = links.join("") + '<span class="who" id="who">' + esc(who.user) + "（" + esc(who.role_zh) +
     (who.agency ? "，" + esc(who.agency) : "") + '）</span><button id="logout" type="button">退出 / log out</button>';
   $("logout").addEventListener("click", async () => {

@@ -56,4 +56,28 @@ async function load() {
     [new Date(e.at).toLocaleString("zh-CN"), e.event_type, e.outcome, e.batch_id].forEach((t) => cell(row, esc(t)));
   }
 }
+
+async function transfers() {
+  // 发起转递: shown to those who may send; the file's own transfers above the form
+  const who = await (await api("/api/session")).json();
+  if (!who.permissions.includes("transfers:request")) return;
+  $("transfer").hidden = false;
+  const agencies = (await (await api("/api/agencies")).json()).agencies || [];
+  $("receiver").innerHTML = agencies.map((a) => '<option value="' + esc(a.code) + '">' + esc(a.name) + " (" +
+    esc(a.code) + ")</option>").join("");
+  const listed = await (await api("/api/transfers?file=" + encodeURIComponent(fileNumber))).json();
+  $("transfers-of-file").innerHTML = (listed.transfers || []).map((t) => "<p>" + esc(t.status_zh) + " → " +
+    esc(t.receiving_agency) + " · " + new Date(t.updated_at).toLocaleString("zh-CN") +
+    (t.overdue ? ' <strong class="error">回执逾期 / receipt overdue</strong>' : "") +
+    ' <a href="/transfers#' + esc(t.transfer_id) + '">详情 / details</a></p>').join("");
+  $("transfer-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const res = await api(base + "/transfers", {method: "POST", body: new FormData(ev.target)});
+    const body = await res.json().catch(() => ({}));
+    $("transfer-message").className = res.ok ? "" : "error";
+    $("transfer-message").textContent = res.ok ? "已申请转递 / transfer requested: " + body.transfer_id +
+      "（正在打包 / being packaged）" : (body.message_zh || body.detail || res.status);
+  });
+}
 document.addEventListener("DOMContentLoaded", load);
+document.addEventListener("DOMContentLoaded", transfers);

@@ -17,6 +17,7 @@ async function run(event) {
     const where = h.material ? " · " + esc(h.material) + " " + esc(h.title) + " 第 " + h.page_no + " 页" : "";
     div.innerHTML = '<a class="file" href="/files/' + encodeURIComponent(h.file_number) + '">' + esc(h.file_number) +
       " " + esc(h.name) + "</a> <small>" + esc(h.id_masked) + "</small>" + where +
+      ' <a class="transfer" href="/files/' + encodeURIComponent(h.file_number) + '#transfer">发起转递 / transfer</a>' +
       (h.snippet ? '<div class="snippet">' + esc(h.snippet) + "</div>" : "");
     $("hits").appendChild(div);
   }
