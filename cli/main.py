@@ -1,4 +1,4 @@
-"""`archive`: demo, services, ui, run, ocr, search, history and sample generation.
+"""`archive`: demo, services, ui, run, ocr, search, history, transfers and sample generation.
 
 A known state (errors.ArchiveError: bad input, setup, not ready, refused, integrity) prints
 one bilingual sentence and exits with its status (errors/__init__.py lists them); a traceback
@@ -21,6 +21,7 @@ from access import audit
 from catalog.idnumber import mask_ids
 from cli.admin import add_parsers as add_admin_parsers
 from cli.admin import cli_actor
+from cli.transfers import add_parsers as add_transfer_parsers
 from errors import BadInput, BatchRefused, SetupError, known_cause
 
 
@@ -53,7 +54,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     instance.export()
     started = instance.start()
     try:
-        summary = run_folder(Path(args.batch), Path(args.truth) if args.truth else None, args.to)
+        summary = run_folder(Path(args.batch), Path(args.truth) if args.truth else None)
     finally:
         if started:
             instance.stop()
@@ -244,7 +245,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         with dg.DagsterInstance.get() as instance:
             runner = BatchQueue(resources, instance)
             try:
-                uvicorn.run(create_app(services, launch=runner, tls=tls), host=args.host, port=args.port,
+                uvicorn.run(create_app(services, launch=runner, tls=tls, launch_transfer=runner.transfer),
+                            host=args.host, port=args.port,
                             log_level="warning", proxy_headers=settings.behind_tls_proxy, **ssl)
             finally:
                 runner.close(timeout=5)
@@ -322,7 +324,6 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="hand in a batch folder and run the whole pipeline on it")
     p.add_argument("batch")
     p.add_argument("--truth", help="folder of ground-truth .txt per page, for a CER figure")
-    p.add_argument("--to", help="receiving agency of the transfer record")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("upload", help="hand in a batch folder or zip (progress bar, resumable)")
     p.add_argument("batch")
@@ -354,6 +355,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_search)
     add_admin_parsers(sub)
+    add_transfer_parsers(sub)
     p = sub.add_parser("migrate", help="apply pending schema migrations (as ARCHIVE_MIGRATE_DATABASE_URL, the owner)")
     p.set_defaults(func=cmd_migrate)
     p = sub.add_parser("history", help="every version of a personnel file's materials, and its events")

@@ -1,0 +1,217 @@
+"""`archive transfer|fetch|import-transfer`: sending a file, and receiving one.
+
+Sending agency:
+    archive transfer request GZ2026-0070001 --to 440000 --reason 工作调动 --handler 张三 [--package]
+    archive transfer list [--incoming] [--state active|final|all]
+    archive transfer show TRANSFER_ID
+    archive transfer cancel TRANSFER_ID [--why ...]
+    archive transfer watch            # flag late receipts, expire what is past its record's expiry
+
+Receiving agency (its own installation, with a token the sender issued it, scope transfers:fetch):
+    archive fetch --from 520000 [--import]    # list, download (resumes), verify, receipt
+    archive import-transfer TRANSFER_ID       # into our archive, searchable here
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from catalog.idnumber import mask_ids
+from cli.admin import cli_actor
+from errors import BadInput, IntegrityFailure, SetupError
+
+
+@contextmanager
+def _services() -> Iterator:
+    from devservices.instance import local_database_if_unconfigured
+    from stages.services import Services
+
+    with local_database_if_unconfigured():
+        services = Services.from_env()
+        services.prepare()
+        yield services
+
+
+def signer():
+    from pipeline.resources import SignerResource
+
+    return SignerResource().signer()
+
+
+def _line(t) -> str:
+    late = "  回执逾期 / receipt overdue" if t.overdue_at and t.status in ("available", "fetched") else ""
+    return (f"{t.transfer_id}  {t.file_number:<16} {t.sending_agency} → {t.receiving_agency}  {t.status:<9} "
+            f"{t.updated_at:%Y-%m-%d %H:%M}  {t.handler}{late}")
+
+
+def cmd_transfer(args: argparse.Namespace) -> int:
+    from access import audit
+    from stages import transfer as stage
+    from transfer.states import ACTIVE, FINAL
+
+    with _services() as services:
+        if args.action == "request":
+            if not args.file_number or not args.to:
+                raise BadInput("请给出档号和 --to 接收机构代码",
+                               "give the file number and --to the receiving agency's code")
+            t = stage.request_transfer(services, args.file_number, args.to, args.reason, args.handler or "",
+                                       cli_actor())
+            print(f"已申请 / requested: {_line(t)}")
+            if args.package:
+                return _package(t.transfer_id)
+            print("由 Dagster 传感器 transfer_requests 打包（archive ui），或加 --package 立即打包 / "
+                  "packaged by the transfer_requests sensor (archive ui), or now with --package")
+            return 0
+        if args.action == "list":
+            status = {"active": ACTIVE, "final": FINAL, "all": None}[args.state]
+            side = {"receiver": services.agency} if args.incoming else {"sender": services.agency}
+            rows = stage.transfers(services, status=status, **side)
+            with services.db.transaction() as cur:
+                audit.record(cur, cli_actor(), "transfer.list", detail={"rows": len(rows)},
+                             file_numbers=sorted({t.file_number for t in rows}))
+            for t in rows:
+                print(_line(t))
+            if not rows:
+                print("没有转递 / no transfers")
+            return 0
+        if args.action == "watch":
+            w = stage.watch_receipts(services)
+            print(f"回执逾期 / overdue: {len(w.overdue)} (new {w.newly_overdue}), 已过期 / expired now: {w.expired}")
+            for t in w.overdue:
+                print(_line(t))
+            return 0
+        if not args.file_number:
+            raise BadInput("请给出转递编号", "give the transfer id")
+        if args.action == "cancel":
+            t = stage.cancel_transfer(services, args.file_number, cli_actor(), args.why or "")
+            print(f"已撤销 / cancelled: {_line(t)}")
+            return 0
+        detail = stage.transfer_detail(services, args.file_number, services.agency)
+        with services.db.transaction() as cur:
+            audit.record(cur, cli_actor(), "transfer.view", target=detail["transfer_id"],
+                         file_numbers=[detail["file_number"]])
+        print(mask_ids(json.dumps(detail, ensure_ascii=False, indent=2, default=str)))
+    return 0
+
+
+def _package(transfer_id: str) -> int:
+    """The transfer's package made now, through its Dagster asset, in this process."""
+    import dagster as dg
+
+    from pipeline.resources import ArchiveServicesResource, SignerResource
+    from pipeline.runner import run_transfer
+
+    t0 = time.perf_counter()
+    with dg.DagsterInstance.get() as instance:
+        result = run_transfer(transfer_id, {"services": ArchiveServicesResource(), "signer": SignerResource()},
+                              instance, {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})
+    meta = {k: v.value for ev in result.get_asset_materialization_events() for k, v in
+            ev.materialization.metadata.items()}
+    print(f"已打包、签名，待接收方下载 / packaged, signed, available: {meta.get('pages')} pages, "
+          f"{meta.get('package_bytes')} bytes, sha256 {str(meta.get('package_sha256'))[:16]}… "
+          f"({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def token_for(sender: str, token_file: str | None) -> str:
+    """The token the sender issued us: ARCHIVE_PULL_TOKEN, else --token-file, else
+    DAGSTER_HOME/keys/pull-<sender>.token."""
+    if os.environ.get("ARCHIVE_PULL_TOKEN", "").strip():
+        return os.environ["ARCHIVE_PULL_TOKEN"].strip()
+    path = Path(token_file) if token_file else \
+        Path(os.environ.get("DAGSTER_HOME", "dagster_home")) / "keys" / f"pull-{sender}.token"
+    if not path.is_file():
+        raise SetupError(f"没有 {sender} 发给本机构的令牌：请设置 ARCHIVE_PULL_TOKEN 或把令牌存入 {path}",
+                         f"no token from {sender}: set ARCHIVE_PULL_TOKEN or keep the token in {path}", item=str(path))
+    return path.read_text(encoding="utf-8").strip()
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from stages.receive import fetch_one, import_transfer
+    from transfer import registry
+    from transfer.client import PullClient
+
+    with _services() as services:
+        with services.db.transaction() as cur:
+            sender = registry.agency(cur, args.sender)
+        endpoint = args.endpoint or sender.endpoint
+        if not endpoint:
+            raise SetupError(f"机构 {sender.code} 没有登记拉取接口地址：请用 --endpoint 给出或在机构登记中补上",
+                             f"agency {sender.code} has no pull endpoint in the registry: give --endpoint",
+                             item=sender.code)
+        client = PullClient(endpoint, token_for(sender.code, args.token_file))
+        me = signer()
+        listed = client.list()
+        if args.transfer_id:
+            listed = [t for t in listed if t["transfer_id"] == args.transfer_id]
+        if not listed:
+            print(f"{sender.name} 没有待本机构接收的转递 / nothing from {sender.code} for us")
+            return 0
+        rejected = 0
+        for t in listed:
+            with tqdm(total=t.get("package_bytes") or 0, unit="B", unit_scale=True, file=sys.stderr,
+                      desc=t["transfer_id"][:8], disable=args.quiet) as bar:
+                got = fetch_one(services, client, me, t, cli_actor(), progress=bar.update)
+            steps = ", ".join(f"{k} {v:.2f} s" for k, v in got.seconds.items())
+            if got.outcome == "received":
+                print(f"已接收并回执 / received, receipted: {got.transfer_id} {got.file_number} ({steps})")
+                if args.import_:
+                    r = import_transfer(services, got.transfer_id, cli_actor())
+                    print(f"已导入 / imported: {r.file_number}, {r.materials} materials, {r.pages} pages, "
+                          f"{r.events_carried} events carried over")
+            else:
+                rejected += 1
+                print(f"已拒收 / rejected: {got.transfer_id} ({steps})")
+                for c in got.failed:
+                    print(f"    {c['code']}: {c['message_zh']} / {c['message_en']}")
+        if rejected:
+            raise IntegrityFailure(f"{rejected} 个转递未通过核验，已向发送方发出拒收",
+                                   f"{rejected} transfers failed verification: rejections were sent")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from stages.receive import import_transfer
+
+    with _services() as services:
+        r = import_transfer(services, args.transfer_id, cli_actor())
+    if r.already:
+        print(f"此前已导入 / imported before: {r.file_number}")
+    else:
+        print(f"已导入 / imported: {r.file_number}, {r.materials} materials, {r.pages} pages, {r.objects_stored} "
+              f"objects stored, {r.events_carried} events carried over")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("transfer", help="send a file to another agency: request, list, show, cancel, watch")
+    p.add_argument("action", choices=["request", "list", "show", "cancel", "watch"])
+    p.add_argument("file_number", nargs="?", help="request: the file number; show, cancel: the transfer id")
+    p.add_argument("--to", help="the receiving agency's code (archive agencies list)")
+    p.add_argument("--reason", default="工作调动")
+    p.add_argument("--handler", help="经办人")
+    p.add_argument("--package", action="store_true", help="package it now, in this process")
+    p.add_argument("--incoming", action="store_true", help="list: addressed to us")
+    p.add_argument("--state", choices=["active", "final", "all"], default="all")
+    p.add_argument("--why", help="cancel: why")
+    p.set_defaults(func=cmd_transfer)
+    p = sub.add_parser("fetch", help="fetch, verify and receipt what an agency's pull API holds for us")
+    p.add_argument("--from", dest="sender", required=True, help="the sending agency's code")
+    p.add_argument("--endpoint", help="its pull API (default: the registry's)")
+    p.add_argument("--token-file", help="the token it issued us (default DAGSTER_HOME/keys/pull-<code>.token)")
+    p.add_argument("--transfer", dest="transfer_id", help="only this transfer")
+    p.add_argument("--import", dest="import_", action="store_true", help="import what was received")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_fetch)
+    p = sub.add_parser("import-transfer", help="a received transfer into our archive, searchable here")
+    p.add_argument("transfer_id")
+    p.set_defaults(func=cmd_import)
