@@ -1,18 +1,15 @@
-"""The five assets, partitioned by scan batch. Each calls one function of `stages/`."""
+"""The four assets of a scan batch, partitioned by batch. Each calls one function of `stages/`.
+(The transfer assets, partitioned by transfer: pipeline/transfer_assets.py.)"""
 
 import dagster as dg
 
-from errors import BadInput
 from pipeline.failures import known_failures
 from pipeline.partitions import scan_batches
-from pipeline.resources import ArchiveServicesResource, OcrEngineResource, SignerResource
+from pipeline.resources import ArchiveServicesResource, OcrEngineResource
 from stages.archive import archive_batch
 from stages.index import index_batch, link_problems
-from stages.intake import intake_batch, load_catalog
+from stages.intake import intake_batch
 from stages.ocr import ocr_batch
-from stages.transfer import TransferNotReady, prepare_transfer
-
-DEFAULT_RECEIVER = "广东省人才交流服务中心"
 
 
 @dg.asset(name="intake", partitions_def=scan_batches, group_name="scan_batch", kinds={"postgres", "s3"})
@@ -85,41 +82,4 @@ def archive_asset(context: dg.AssetExecutionContext, services: ArchiveServicesRe
                                           "bytes_stored": r.bytes_stored, "searchable_pdfs_made": r.pdfs_made})
 
 
-class TransferConfig(dg.Config):
-    file_number: str = ""  # empty: the batch's first file (the demo's default)
-    receiving_agency: str = DEFAULT_RECEIVER
-    reason: str = "工作调动"
-
-
-@dg.asset(name="transfer", deps=["archive"], partitions_def=scan_batches, group_name="scan_batch",
-          kinds={"json"})
-@known_failures
-def transfer_asset(context: dg.AssetExecutionContext, config: TransferConfig, services: ArchiveServicesResource,
-                   signer: SignerResource) -> dg.MaterializeResult:
-    """A signed transfer record for one file of the batch, addressed to a receiving agency: the
-    one configured, else the batch's first file (the demo's), which is skipped with a warning
-    when it is not ready, so a problem with one file never fails the batch's run."""
-    svc = services.services()
-    number = config.file_number
-    files = sorted(f.file_number for f in load_catalog(context.partition_key, svc).files)
-    if number and number not in files:  # a run transfers a file of its own batch (its agency's), no other
-        raise BadInput(f"档案 {number} 不在批次 {context.partition_key} 中",
-                       f"file {number} is not in batch {context.partition_key}", item=number)
-    if not number:
-        if not files:
-            context.log.warning("no file of this batch passed intake: nothing to transfer")
-            return dg.MaterializeResult(metadata={"transfer_id": "none"})
-        number = files[0]
-    try:
-        r = prepare_transfer(number, config.receiving_agency, svc, signer.signer(), config.reason)
-    except TransferNotReady as exc:
-        if config.file_number:
-            raise
-        context.log.warning(str(exc))
-        return dg.MaterializeResult(metadata={"transfer_id": "none", "not_ready": str(exc)})
-    return dg.MaterializeResult(metadata={
-        "transfer_id": r.transfer_id, "file_number": r.file_number, "receiving_agency": r.receiving_agency,
-        "record_key": r.record_key, "record_sha256": r.record_sha256, "created": r.created})
-
-
-ASSETS = [intake_asset, ocr_asset, index_asset, archive_asset, transfer_asset]
+ASSETS = [intake_asset, ocr_asset, index_asset, archive_asset]

@@ -4,14 +4,21 @@ import dagster as dg
 
 from pipeline.assets import ASSETS
 from pipeline.resources import ArchiveServicesResource, OcrEngineResource, SignerResource
-from pipeline.sensors import make_inbox_sensor
+from pipeline.sensors import make_inbox_sensor, make_transfer_sensor
+from pipeline.transfer_assets import transfer_package_asset, transfer_receipts_asset
 
 batch_job = dg.define_asset_job("process_batch", selection=dg.AssetSelection.assets(*ASSETS))
+transfer_job = dg.define_asset_job("package_transfer", selection=dg.AssetSelection.assets(transfer_package_asset))
+receipts_job = dg.define_asset_job("watch_receipts", selection=dg.AssetSelection.assets(transfer_receipts_asset))
 
 defs = dg.Definitions(
-    assets=ASSETS,
-    jobs=[batch_job],
-    sensors=[make_inbox_sensor(batch_job)],
+    assets=[*ASSETS, transfer_package_asset, transfer_receipts_asset],
+    jobs=[batch_job, transfer_job, receipts_job],
+    sensors=[make_inbox_sensor(batch_job), make_transfer_sensor(transfer_job)],
+    schedules=[dg.ScheduleDefinition(name="receipts_every_15_minutes", job=receipts_job,
+                                     cron_schedule="*/15 * * * *", default_status=dg.DefaultScheduleStatus.RUNNING,
+                                     description="flags transfers whose receipt is late; expires those past their "
+                                                 "record's expiry")],
     resources={
         "services": ArchiveServicesResource(),
         "ocr_engine": OcrEngineResource(),

@@ -1,4 +1,5 @@
-"""The batch sensor: one dynamic partition and one run per scan batch, whichever way it came in.
+"""The sensors: one dynamic partition and one run per scan batch, whichever way it came in, and
+per transfer requested.
 
 Folders dropped into the inbox are handed in here once complete and stable; batches handed in
 through the web page or `archive upload` are already registered and only need their run.
@@ -10,10 +11,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from pipeline.partitions import scan_batches
+from pipeline.partitions import scan_batches, transfers
 from pipeline.resources import ArchiveServicesResource
 from stages.inbox import InboxState, poll
 from stages.progress import awaiting_processing
+from stages.transfer import transfers as transfers_of
 
 
 def inbox_path() -> Path:
@@ -42,3 +44,19 @@ def make_inbox_sensor(job) -> dg.SensorDefinition:  # job: the asset job the run
             cursor=json.dumps(new_state.to_dict(), ensure_ascii=False))
 
     return scan_batch_inbox
+
+
+def make_transfer_sensor(job) -> dg.SensorDefinition:  # job: the transfer package job
+    @dg.sensor(name="transfer_requests", job=job, minimum_interval_seconds=15,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description="Packages every transfer requested (staff web, CLI, API): one partition and run each")
+    def transfer_requests(context: dg.SensorEvaluationContext, services: ArchiveServicesResource) -> dg.SensorResult:
+        svc = services.services()
+        waiting = [t.transfer_id for t in transfers_of(svc, sender=svc.agency, status=("requested", "packaged"))]
+        new = [t for t in waiting if not context.instance.has_dynamic_partition(transfers.name, t)]
+        return dg.SensorResult(
+            # run_key = transfer id: one run per transfer, restarts included
+            run_requests=[dg.RunRequest(run_key=t, partition_key=t, tags={"transfer": t}) for t in waiting],
+            dynamic_partitions_requests=[transfers.build_add_request(new)] if new else [])
+
+    return transfer_requests
