@@ -15,6 +15,8 @@ import dagster as dg
 from access import accounts, audit
 from access.audit import Actor
 from access.roles import Role
+from cli import demo_transfer
+from cli.demo_transfer import TransferShown
 from devservices import preflight
 from devservices.instance import REPO, LocalInstance
 from ocr import EngineConfig
@@ -27,7 +29,7 @@ from stages.services import Services
 from stages.submit import submit_path
 from storage.config import StorageSettings
 from storage.db import TABLES
-from transfer.signing import verify, write_private
+from transfer.signing import write_private
 
 SAMPLE = REPO / "sample_scans" / "demo"
 SAMPLE_BATCH = SAMPLE / "GZ2026-S007"
@@ -46,8 +48,8 @@ class RunSummary:
     rows: dict[str, int]
     objects: dict[str, int]
     store: str
-    transfer_record: dict | None
     logins: list[tuple[str, str, str]] = field(default_factory=list)  # (user, role, password): demo only
+    transfer: TransferShown | None = None   # the demo's transfer to a second agency
 
     @property
     def nothing_goes_on(self) -> bool:
@@ -77,16 +79,8 @@ class RunSummary:
         out.append("  PostgreSQL 行数     " + ", ".join(f"{t} {n}" for t, n in self.rows.items()))
         out.append("  objects / 对象      " + ", ".join(f"{b} {n}" for b, n in self.objects.items())
                    + f" ({self.store})")
-        r = self.transfer_record
-        if not_ready := m.get("transfer", {}).get("not_ready"):
-            out.append(f"  transfer / 转递     not made: {not_ready}")
-        if r:
-            n = r["notice"]
-            ok = "valid" if verify(r) else "INVALID"
-            out.append(f"  transfer / 转递     {r['transfer_id']}: {n['file_number']} {n['person_name']} "
-                       f"({n['id_number_masked']}) → {n['receiving_agency']}, {n['material_count']} materials, "
-                       f"{n['page_count']} pages, {len(r['objects'])} objects listed, signature {ok}")
-            out.append(f"                      record transfers/{r['transfer_id']}.json")
+        if self.transfer is not None:
+            out += self.transfer.lines()
         if self.logins:
             out.append("  staff web / 员工网页  `.venv/bin/archive serve`, then http://127.0.0.1:8000/login as:")
             out += [f"                      {user:<16} {password}  ({role})" for user, role, password in self.logins]
@@ -107,20 +101,17 @@ def batch_cer(services: Services, batch_id: str, truth_dir: Path,
     return (corpus_cer(pairs) if pairs else None), len(pairs)
 
 
-def run_folder(batch_dir: Path, truth_dir: Path | None = None, receiving_agency: str | None = None,
+def run_folder(batch_dir: Path, truth_dir: Path | None = None,
                heading: str = "批次处理完成 / batch processed") -> RunSummary:
-    """Hands in a batch folder or zip and runs all five assets (services must be up)."""
+    """Hands in a batch folder or zip and runs the batch's four assets (services must be up)."""
     settings = StorageSettings.from_env()
     services = Services.from_settings(settings)
     services.prepare()
     sub = submit_path(batch_dir, services)
-    resources = {"services": ArchiveServicesResource(), "ocr_engine": OcrEngineResource(),
-                 "signer": SignerResource()}
+    resources = {"services": ArchiveServicesResource(), "ocr_engine": OcrEngineResource()}
     # The summary is the output, findings included; Dagster's step logs stay in the UI, and a
     # failed step ends the command with its one sentence (cli/main.py).
     run_config: dict = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-    if receiving_agency:
-        run_config["ops"] = {"transfer": {"config": {"receiving_agency": receiving_agency}}}
     t0 = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
         result = run_batch(sub.batch_id, resources, instance, run_config)
@@ -130,18 +121,16 @@ def run_folder(batch_dir: Path, truth_dir: Path | None = None, receiving_agency:
         mat = ev.materialization
         metadata[mat.asset_key.to_user_string()] = {k: v.value for k, v in mat.metadata.items()}
     cer, cer_pages = batch_cer(services, sub.batch_id, truth_dir) if truth_dir else (None, 0)
-    rows = {t: services.db.count(t) for t in TABLES}
-    objects = {b: services.store.count(b) for b in (services.staging_bucket, services.archive_bucket)}
-    record = None
-    tid = metadata.get("transfer", {}).get("transfer_id")
-    if tid and tid != "none":
-        with services.db.transaction() as cur:
-            cur.execute("SELECT record FROM transfers WHERE transfer_id = %s", (tid,))
-            record = cur.fetchone()["record"]
+    rows, objects = rows_and_objects(services)
     report = batch_report(sub.batch_id, services)
     refused = [f"{f['item']}: {f['message_zh']} / {f['message_en']}" for f in report["refused"]]
     return RunSummary(heading, sub.batch_id, report["counts"], refused, metadata, seconds, cer, cer_pages, rows,
-                      objects, services.store.description, record)
+                      objects, services.store.description)
+
+
+def rows_and_objects(services: Services) -> tuple[dict[str, int], dict[str, int]]:
+    return ({t: services.db.count(t) for t in TABLES},
+            {b: services.store.count(b) for b in (services.staging_bucket, services.archive_bucket)})
 
 
 DEMO_LOGINS = Path("demo-logins.json")
@@ -178,7 +167,12 @@ def demo(keep_running: bool = False) -> RunSummary:
     started = instance.start()
     try:
         summary = run_folder(SAMPLE_BATCH, SAMPLE / "truth", heading="演示完成 / demo finished")
-        summary.logins = demo_logins(Services.from_env())
+        services = Services.from_env()
+        summary.logins = demo_logins(services)
+        if not summary.nothing_goes_on:  # the file goes to a second agency, which imports and finds it
+            with dg.DagsterInstance.get() as dagster:
+                summary.transfer = demo_transfer.show(services, SignerResource().signer(), instance, dagster)
+            summary.rows, summary.objects = rows_and_objects(services)  # with the transfer's
         return summary
     finally:
         if started and not keep_running:

@@ -37,7 +37,8 @@ from web.auth import COOKIE
 
 A, B = "520000", "440000"
 FILE = "GZ2026-0070001"
-ID = "520103196804011252"  # in the demo manifest and on the registration form's page
+ID = "520103196804011252"
+TRANSFER = "0d6c1f0e-6a55-4b55-9f43-3f1b8a1e2c77"  # in the demo manifest and on the registration form's page
 ID_LIKE = re.compile(r"(?<![0-9])[0-9]{17}[0-9Xx](?![0-9])")
 
 
@@ -75,6 +76,10 @@ def world(pg_server, s3_url, tmp_path_factory):
         cur.execute("SELECT p.page_id, m.material_id FROM pages p JOIN materials m USING (material_id)"
                     " WHERE m.file_number = %s ORDER BY m.material_id LIMIT 1", (FILE,))
         ids = cur.fetchone()
+        # a transfer of A's file to a third agency, received already: A's to read, not B's
+        cur.execute("INSERT INTO agencies (code, name) VALUES ('110000', '北京') ON CONFLICT DO NOTHING")
+        cur.execute("INSERT INTO transfers (transfer_id, file_number, sending_agency, receiving_agency, status)"
+                    " VALUES (%s, %s, %s, '110000', 'received')", (TRANSFER, FILE, A))
     return {"services": services, "batch": sub.batch_id, "page": ids["page_id"], "material": ids["material_id"],
             "dagster_log": "\n".join(logged)}
 
@@ -97,11 +102,22 @@ def _routes(w: dict) -> list[tuple[str, str, Permission | None, bool, int]]:
         ("GET", f"/api/files/{FILE}/materials/{material}/pdf", Permission.FILES_DOCUMENTS, True, 200),
         ("POST", f"/api/files/{FILE}/id-number", Permission.ID_REVEAL, True, 200),
         ("GET", "/api/audit", Permission.AUDIT_READ, False, 200),
+        ("GET", "/api/agencies", Permission.TRANSFERS_REQUEST, False, 200),
+        ("POST", f"/api/files/{FILE}/transfers", Permission.TRANSFERS_REQUEST, True, 422),  # no receiver given
+        ("GET", "/api/transfers", Permission.TRANSFERS_READ, False, 200),
+        ("GET", f"/api/transfers/{TRANSFER}", Permission.TRANSFERS_READ, True, 200),
+        ("POST", f"/api/transfers/{TRANSFER}/cancel", Permission.TRANSFERS_REQUEST, True, 409),  # received already
+        # the pull API is for receiving agencies' tokens, never a person's session (tests/test_transfer.py)
+        ("GET", "/api/pull/v1/transfers", Permission.TRANSFERS_FETCH, False, 200),
+        ("GET", f"/api/pull/v1/transfers/{TRANSFER}/record", Permission.TRANSFERS_FETCH, True, 200),
+        ("GET", f"/api/pull/v1/transfers/{TRANSFER}/package", Permission.TRANSFERS_FETCH, True, 200),
+        ("POST", f"/api/pull/v1/transfers/{TRANSFER}/receipt", Permission.TRANSFERS_FETCH, True, 200),
     ]
 
 
-PUBLIC = {"/login", "/manifest-template.csv", "/static", "/favicon.ico", "/api/login", "/api/logout"}
-PAGES = {"/", "/search", "/files/{file_number}"}  # HTML that loads its data from the API above
+PUBLIC = {"/login", "/manifest-template.csv", "/static", "/favicon.ico", "/api/login", "/api/logout",
+          "/api/pull/v1/openapi.json"}
+PAGES = {"/", "/search", "/files/{file_number}", "/transfers"}  # HTML that loads its data from the API above
 
 
 def test_the_matrix_covers_every_route(world):
@@ -110,7 +126,10 @@ def test_the_matrix_covers_every_route(world):
     declared = {(m, p) for m, p in declared if p not in PUBLIC and p not in PAGES}
     templates = {"/api/batches/{batch_id}", "/api/batches/{batch_id}/report", "/batches/{batch_id}/report",
                  "/api/files/{file_number}", "/api/files/{file_number}/pages/{page_id}/image",
-                 "/api/files/{file_number}/materials/{material_id}/pdf", "/api/files/{file_number}/id-number"}
+                 "/api/files/{file_number}/materials/{material_id}/pdf", "/api/files/{file_number}/id-number",
+                 "/api/files/{file_number}/transfers", "/api/transfers/{transfer_id}",
+                 "/api/transfers/{transfer_id}/cancel", "/api/pull/v1/transfers/{transfer_id}/record",
+                 "/api/pull/v1/transfers/{transfer_id}/package", "/api/pull/v1/transfers/{transfer_id}/receipt"}
     matrix = {(m, p.split("?")[0]) for m, p, *_ in _routes(world)}
     for m, p in declared:
         assert (m, p) in matrix or (p in templates and any(m == mm for mm, _ in matrix)), (m, p)

@@ -41,14 +41,17 @@ def test_demo_twice_processes_nothing_twice(demo_env):
     assert "演示完成 / demo finished" in first.stdout
     assert "9 pages OCR'd now" in first.stdout
     assert re.search(r"CER / 字符错误率\s+\d+\.\d+% over 9 pages", first.stdout)
-    assert "signature valid" in first.stdout
+    # the demo's file goes to a second agency, which fetches, verifies, receipts, imports and finds it
+    assert re.search(r"transfer / 转递\s+GZ2026-0070001 \S+: 520000 → 440000 .*, received \(now\)", first.stdout)
+    assert first.stdout.count("finds it") == 2 and "request → imported" in first.stdout
     second = subprocess.run([*ARCHIVE, "demo"], env=demo_env, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "0 pages OCR'd now, 9 scans from cache" in second.stdout
     assert _summary_numbers(second.stdout) == _summary_numbers(first.stdout)
     counts = _summary_numbers(first.stdout)
     assert counts["pages"] == "9" and counts["transfers"] == "1"
-    assert counts["pa-archive"] == "29"  # 10 originals, 9 OCR results, 9 PDFs, 1 transfer record
+    assert counts["pa-archive"] == "30"  # 10 originals, 9 OCR results, 9 PDFs, the transfer's package and record
+    assert "received (in an earlier demo run" in second.stdout
     # the demo stopped the PostgreSQL it started, and its runs are in Dagster's PostgreSQL storage
     status = subprocess.run([*ARCHIVE, "services", "status"], env=demo_env, cwd=REPO, capture_output=True, text=True)
     assert "stopped" in status.stdout
@@ -166,7 +169,8 @@ def test_ui_serves_the_instance_and_stops_by_pid(demo_env):
         query = json.dumps({"query": "{ assetNodes { assetKey { path } } }"}).encode()
         req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", query, {"Content-Type": "application/json"})
         nodes = json.load(urllib.request.urlopen(req, timeout=30))["data"]["assetNodes"]
-        assert sorted(n["assetKey"]["path"][0] for n in nodes) == ["archive", "index", "intake", "ocr", "transfer"]
+        assert sorted(n["assetKey"]["path"][0] for n in nodes) == ["archive", "index", "intake", "ocr",
+                                                                        "transfer_package", "transfer_receipts"]
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(90) == 0

@@ -10,20 +10,18 @@ import shutil
 from pathlib import Path
 
 import boto3
-import dagster as dg
 import pytest
 from PIL import Image, ImageEnhance
 
 from access.audit import Actor
-from errors import BadInput, known_cause
-from pipeline.runner import run_batch
+from errors import NotFound
 from sample_scans.render import Page, available_fonts
 from search.query import Filters, search
 from stages.history import file_history
 from stages.submit import submit_folder
 from storage.objects import content_key, sha256_hex
 from tests.conftest import SAMPLE_BATCH, make_services, new_database
-from tests.test_pipeline_e2e import materialize, resources_for
+from tests.test_pipeline_e2e import materialize
 
 FILE = "GZ2026-0070001"
 EXTRA = "pages/GZ2026-0070001-0004.jpg"
@@ -122,24 +120,21 @@ def test_the_file_history_lists_every_version_and_the_supersession(rescanned):
 
 
 def test_search_and_transfer_use_the_current_version(rescanned):
+    from transfer.package import catalog_of
+
     services = rescanned["services"]
     hits = search(services.db, PHRASE[:8], Filters(), id_hash_key=services.id_hash_key,
                   actor=Actor("test", "test")).hits
     assert [(h.file_number, h.material) for h in hits] == [(FILE, "10-9")]
-    meta = rescanned["run_b"]["meta"]["transfer"]
-    assert meta["file_number"] == FILE
-    with services.db.transaction() as cur:
-        cur.execute("SELECT record FROM transfers WHERE transfer_id = %s", (meta["transfer_id"],))
-        record = cur.fetchone()["record"]
-    extra = next(m for m in record["materials"] if m["code"] == "10-9")
+    _, catalog, _ = catalog_of(services, FILE)  # what a transfer package of the file holds
+    extra = next(m for m in catalog["materials"] if m["code"] == "10-9")
     assert [p["original_sha256"] for p in extra["pages"]] == [rescanned["y"]]
-    assert extra["searchable_pdf_sha256"] == _material(services)["pdf_sha256"]
+    assert extra["pdf_sha256"] == _material(services)["pdf_sha256"] and extra["version"] == 2
 
 
 def test_a_rerun_of_the_new_batch_writes_nothing(rescanned):
     meta = rescanned["rerun_b"]["meta"]
     assert meta["index"]["rows_written"] == 0 and meta["archive"]["stored"] == 0
-    assert meta["transfer"]["created"] is False
 
 
 def test_running_the_older_batch_again_does_not_bring_the_old_scan_back(rescanned):
@@ -151,17 +146,10 @@ def test_running_the_older_batch_again_does_not_bring_the_old_scan_back(rescanne
     assert m["version"] == 2 and m["scans"] == [rescanned["y"]]
 
 
-def test_a_transfer_of_a_file_not_in_the_batch_fails_its_step_with_one_sentence(rescanned):
+def test_a_transfer_of_an_unknown_file_is_refused_by_name(rescanned):
+    from stages.transfer import request_transfer
+
     services = rescanned["services"]
-    config = {"ops": {"transfer": {"config": {"file_number": "GZ-NOPE"}}}}
-    with dg.DagsterInstance.ephemeral() as instance:
-        with pytest.raises(Exception) as failed:
-            run_batch(rescanned["b"], resources_for(services, rescanned["key_file"]), instance, config)
-        failures = [e for e in instance.all_logs(instance.get_runs()[0].run_id)
-                    if e.dagster_event and e.dagster_event.is_step_failure]
-    known = known_cause(failed.value)
-    # a run transfers only its own batch's files: another's, or one not indexed, is refused by name
-    assert isinstance(known, BadInput) and "GZ-NOPE" in known.message_en and known.exit_code == 1
-    (step,) = failures
-    assert step.dagster_event.step_key == "transfer"
-    assert step.dagster_event.event_specific_data.error.message.strip().endswith(str(known))
+    with pytest.raises(NotFound) as refused:
+        request_transfer(services, "GZ-NOPE", "440000", "工作调动", "张三", Actor("test", "test"))
+    assert "GZ-NOPE" in refused.value.message_en and refused.value.item == "GZ-NOPE"
