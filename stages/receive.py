@@ -56,6 +56,11 @@ def incoming_dir(services: Services) -> Path:
 
 
 STORERS = 8   # objects written to the store at once
+# A sender's history keeps its event types where they are preservation events we know; anything
+# else it sends is kept as `carried`, its own name in the detail, never as one of our own kinds.
+CARRIED_TYPES = frozenset({"captured", "validated", "ocr", "stored", "superseded", "transfer_requested",
+                           "transferred", "transfer_received", "transfer_rejected", "transfer_cancelled",
+                           "transfer_expired", "transfer_imported"})
 
 
 def _received_key(transfer_id: str) -> str:
@@ -275,9 +280,11 @@ def _carry_events(cur, history: dict, file_number: str, sender: str, transfer_id
     written twice."""
     cur.execute("SELECT at, event_type, object_sha256 FROM events WHERE file_number = %s", (file_number,))
     held = {(r["at"], r["event_type"], r["object_sha256"]) for r in cur.fetchall()}
-    rows = [(e["at"], e["event_type"], e["outcome"], e["agent"], None, file_number, e.get("object_sha256"),
+    rows = [(e["at"], e["event_type"] if e["event_type"] in CARRIED_TYPES else "carried", e["outcome"], e["agent"],
+             None, file_number, e.get("object_sha256"),
              json.dumps({**(e.get("detail") or {}), "carried_from": sender, "sender_batch": e.get("batch_id"),
-                         "transfer_id": transfer_id}, ensure_ascii=False, default=str))
+                         "transfer_id": transfer_id, "sender_event_type": e["event_type"]},
+                        ensure_ascii=False, default=str))
             for e in history.get("events", [])
             if (dt.datetime.fromisoformat(str(e["at"])), e["event_type"], e.get("object_sha256")) not in held]
     if rows:

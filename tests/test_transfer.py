@@ -528,3 +528,19 @@ def test_a_sender_that_redirects_gets_no_token(two):
     finally:
         server.server_close()
     assert seen == ["Bearer secret-token"]  # asked once, to the endpoint we were given, never followed
+
+
+def test_a_senders_history_cannot_pose_as_our_own_kinds_of_event(two):
+    from stages.receive import _carry_events
+
+    gd = two["gd"]
+    history = {"events": [
+        {"at": "2026-01-02 03:04:05+00:00", "event_type": "ocr", "outcome": "success", "agent": "x"},
+        {"at": "2026-01-02 03:04:06+00:00", "event_type": "id_revealed", "outcome": "success", "agent": "x"}]}
+    with gd.db.transaction() as cur:
+        cur.execute("SAVEPOINT s")
+        assert _carry_events(cur, history, "GZ-HISTORY", GZ, "0" * 8) == 2
+        cur.execute("SELECT event_type, detail->>'sender_event_type' AS theirs FROM events"
+                    " WHERE file_number = 'GZ-HISTORY' ORDER BY at")
+        assert [tuple(r.values()) for r in cur.fetchall()] == [("ocr", "ocr"), ("carried", "id_revealed")]
+        cur.execute("ROLLBACK TO SAVEPOINT s")
