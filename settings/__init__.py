@@ -130,18 +130,15 @@ class Settings:
         """What production refuses in these settings (the database and signing key are checked
         where they are opened: devservices/production.py)."""
         problems = []
-        if self.id_hash_key == DEMO_ID_HASH_KEY:
-            problems.append(SetupError("生产环境不能使用演示用的身份证号散列密钥，请设置 ARCHIVE_ID_HASH_KEY",
-                                       "production refuses the demo ID-hash key: set ARCHIVE_ID_HASH_KEY"))
-        elif len(self.id_hash_key) < MIN_KEY_BYTES:
-            problems.append(SetupError(f"ARCHIVE_ID_HASH_KEY 至少需要 {MIN_KEY_BYTES} 字节",
-                                       f"ARCHIVE_ID_HASH_KEY needs at least {MIN_KEY_BYTES} bytes"))
-        if self.audit_key == DEMO_AUDIT_KEY:
-            problems.append(SetupError("生产环境不能使用演示用的审计密钥，请设置 ARCHIVE_AUDIT_KEY",
-                                       "production refuses the demo audit key: set ARCHIVE_AUDIT_KEY"))
-        elif len(self.audit_key) < MIN_KEY_BYTES:
-            problems.append(SetupError(f"ARCHIVE_AUDIT_KEY 至少需要 {MIN_KEY_BYTES} 字节",
-                                       f"ARCHIVE_AUDIT_KEY needs at least {MIN_KEY_BYTES} bytes"))
+        for key, demo, var, zh, en in ((self.id_hash_key, DEMO_ID_HASH_KEY, "ARCHIVE_ID_HASH_KEY", "身份证号散列密钥",
+                                        "ID-hash key"),
+                                       (self.audit_key, DEMO_AUDIT_KEY, "ARCHIVE_AUDIT_KEY", "审计密钥", "audit key")):
+            if key == demo:
+                problems.append(SetupError(f"生产环境不能使用演示用的{zh}，请设置 {var}",
+                                           f"production refuses the demo {en}: set {var}"))
+            elif len(key) < MIN_KEY_BYTES:
+                problems.append(SetupError(f"{var} 至少需要 {MIN_KEY_BYTES} 字节", f"{var} needs at least "
+                                           f"{MIN_KEY_BYTES} bytes"))
         if DEMO_ID_KEY[1] in self.id_keys.values():
             problems.append(SetupError("生产环境不能使用演示用的身份证号加密密钥，请设置 ARCHIVE_ID_KEYS",
                                        "production refuses the demo ID-encryption key: set ARCHIVE_ID_KEYS"))

@@ -8,7 +8,6 @@ and renders nothing.
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 
 from errors import NotReady
@@ -21,6 +20,7 @@ from stages.services import Services
 from storage import events
 from storage.events import Event
 from storage.objects import IntegrityError, content_key, put_verified, sha256_hex
+from storage.stored import StoredObject, record_verified
 
 
 @dataclass
@@ -57,10 +57,7 @@ def objects_to_preserve(batch_id: str, services: Services, engine_key: str) -> l
 def _record(services: Services, key: str, sha: str, size: int, role: str, media_type: str, batch_id: str) -> None:
     """The stored object and its 'stored' event (read back, digest verified) in one transaction."""
     with services.db.transaction() as cur:
-        cur.execute("INSERT INTO stored_objects (bucket, key, sha256, bytes, role, media_type, verified_at)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                    (services.archive_bucket, key, sha, size, role, media_type, dt.datetime.now(dt.UTC)))
-        if cur.rowcount:
+        if record_verified(cur, [StoredObject(services.archive_bucket, key, sha, size, role, media_type)]):
             events.record(cur, [Event("stored", batch_id=batch_id, object_sha256=sha, detail={
                 "bucket": services.archive_bucket, "key": key, "role": role, "bytes": size,
                 "verified": "read back, sha256 equal"})])

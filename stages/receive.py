@@ -31,6 +31,7 @@ from stages.services import Services
 from storage import events
 from storage.events import Event
 from storage.objects import content_key, download, put_file_verified
+from storage.stored import StoredObject, record_verified
 from transfer.client import Download, PullClient, PullError
 from transfer.fourprops import file_sha256
 from transfer.receipt import build_receipt
@@ -119,10 +120,9 @@ def _keep(services: Services, v: Verification, tar: Path, outcome: str, checks: 
                           v.package_sha256, "application/x-tar")
     with services.db.transaction() as cur:
         if outcome == "received":
-            cur.execute("INSERT INTO stored_objects (bucket, key, sha256, bytes, role, media_type, verified_at)"
-                        " VALUES (%s, %s, %s, %s, 'received-package', 'application/x-tar', now())"
-                        " ON CONFLICT DO NOTHING", (services.archive_bucket, _received_key(v.transfer_id),
-                                                    v.package_sha256, tar.stat().st_size))
+            record_verified(cur, [StoredObject(services.archive_bucket, _received_key(v.transfer_id),
+                                               v.package_sha256, tar.stat().st_size, "received-package",
+                                               "application/x-tar")])
         if signed and not replay:
             r = v.record
             cur.execute("INSERT INTO received_transfers (record_id, transfer_id, sender, file_number, record,"
@@ -233,23 +233,20 @@ def _store_objects(services: Services, data: Path, catalog: dict, transfer_id: s
         have = {r["sha256"] for r in cur.fetchall()}
     todo = sorted((sha, *where) for sha, where in wanted.items() if sha not in have)
 
-    def store(sha: str, rel: str, role: str, media: str) -> tuple:
+    def store(sha: str, rel: str, role: str, media: str) -> StoredObject:
         path = data / rel
         if file_sha256(path) != sha:  # verified at receipt; checked again, the bag is on disk since
             raise IntegrityFailure(f"转递包文件 {rel} 与其摘要不符", f"{rel} of the bag does not match its sha256",
                                    item=rel)
         put_file_verified(services.store, services.archive_bucket, content_key(sha), path, sha, media)
-        return (services.archive_bucket, content_key(sha), sha, path.stat().st_size, role, media)
+        return StoredObject(services.archive_bucket, content_key(sha), sha, path.stat().st_size, role, media)
 
     with ThreadPoolExecutor(STORERS) as pool:  # page-sized objects: the store's round trips dominate
         rows = [f.result() for f in [pool.submit(store, *t) for t in todo]]
     with services.db.transaction() as cur:
-        psycopg2.extras.execute_values(
-            cur, "INSERT INTO stored_objects (bucket, key, sha256, bytes, role, media_type, verified_at) VALUES %s"
-                 " ON CONFLICT DO NOTHING", rows, template="(%s, %s, %s, %s, %s, %s, now())")
-        events.record(cur, [Event("stored", object_sha256=r[2], detail={
-            "bucket": r[0], "key": r[1], "role": r[4], "from_transfer": transfer_id,
-            "verified": "read back, sha256 equal"}) for r in rows])
+        events.record(cur, [Event("stored", object_sha256=o.sha256, detail={
+            "bucket": o.bucket, "key": o.key, "role": o.role, "from_transfer": transfer_id,
+            "verified": "read back, sha256 equal"}) for o in record_verified(cur, rows)])
     return len(rows)
 
 

@@ -26,6 +26,7 @@ from stages.services import Services
 from storage import events
 from storage.events import Event
 from storage.objects import put_file_verified, put_verified
+from storage.stored import StoredObject, record_verified
 from transfer import package as bag
 from transfer import registry
 from transfer.receipt import check_receipt
@@ -225,9 +226,8 @@ def package_transfer(services: Services, transfer_id: str, signer: Signer) -> Pa
             p = bag.build(services, t.transfer_id, t.file_number, notice, bag_info, tmp)
             put_file_verified(services.store, services.archive_bucket, key, p.path, p.sha256, "application/x-tar")
             with services.db.transaction() as cur:
-                cur.execute("INSERT INTO stored_objects (bucket, key, sha256, bytes, role, media_type, verified_at)"
-                            " VALUES (%s, %s, %s, %s, 'transfer-package', 'application/x-tar', now())"
-                            " ON CONFLICT DO NOTHING", (services.archive_bucket, key, p.sha256, p.bytes))
+                record_verified(cur, [StoredObject(services.archive_bucket, key, p.sha256, p.bytes, "transfer-package",
+                                                   "application/x-tar")])
                 move(cur, t.transfer_id, "packaged", {"package_sha256": p.sha256, "bytes": p.bytes,
                                                       "tagmanifest_sha256": p.tagmanifest_sha256},
                      package_key=key, package_sha256=p.sha256, package_bytes=p.bytes,
@@ -270,9 +270,8 @@ def _sign(services: Services, t: TransferRow, signer: Signer) -> None:
     key = f"transfers/{t.transfer_id}/record.json"
     digest = put_verified(services.store, services.archive_bucket, key, body, "application/json")
     with services.db.transaction() as cur:
-        cur.execute("INSERT INTO stored_objects (bucket, key, sha256, bytes, role, media_type, verified_at)"
-                    " VALUES (%s, %s, %s, %s, 'transfer-record', 'application/json', now()) ON CONFLICT DO NOTHING",
-                    (services.archive_bucket, key, digest, len(body)))
+        record_verified(cur, [StoredObject(services.archive_bucket, key, digest, len(body), "transfer-record",
+                                           "application/json")])
         move(cur, t.transfer_id, "available", {"record_id": record["record_id"], "record_sha256": digest,
                                                "signed_by": signer.key_id, "expires_at": record["expires_at"]},
              record=json.dumps(record, ensure_ascii=False), record_sha256=digest, record_key=key,

@@ -10,8 +10,7 @@ import uuid
 
 from errors import BadInput
 from transfer import registry
-from transfer.record import signature_valid
-from transfer.signing import Signer
+from transfer.signing import Signer, signature_valid
 
 SCHEMA = "personnel-archive/transfer-receipt"
 OUTCOMES = ("received", "rejected")

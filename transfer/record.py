@@ -4,28 +4,18 @@ Canonical JSON (RFC 8785) of: record and transfer ids, a nonce, sender and recei
 (number, name, masked ID number, counts), the transfer notice (档案转递通知单), the package
 (its bytes, sha256 and the bag's tag-manifest digest, which covers every payload file's
 digest), when it was made and until when it may be accepted; then an Ed25519 signature over
-all of that, naming the key by id only. The receiver checks it with the key its registry holds
-for the sender (transfer/verify.py), never with one the record could carry.
+all of that, naming the key by id only (transfer/signing.py). The receiver checks it with the
+key its registry holds for the sender (transfer/verify.py), never with one the record could carry.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import secrets
 import uuid
 
-import rfc8785
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 SCHEMA = "personnel-archive/transfer-record"
 SCHEMA_VERSION = 2
-
-
-def canonical(record: dict) -> bytes:
-    """The bytes the signature covers: everything but the signature, RFC 8785."""
-    return rfc8785.dumps({k: v for k, v in record.items() if k != "signature"})
 
 
 def build_record(*, transfer_id: str, sender: dict, receiver: dict, file: dict, notice: dict, package: dict,
@@ -38,15 +28,3 @@ def build_record(*, transfer_id: str, sender: dict, receiver: dict, file: dict, 
         "created_at": now.isoformat(timespec="seconds"),
         "expires_at": (now + dt.timedelta(days=valid_days)).isoformat(timespec="seconds"),
     }
-
-
-def signature_valid(record: dict, public_key: bytes) -> bool:
-    sig = record.get("signature") or {}
-    if sig.get("alg") != "Ed25519":
-        return False
-    try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(base64.b64decode(sig.get("value", "")),
-                                                                canonical(record))
-        return True
-    except (InvalidSignature, ValueError):
-        return False

@@ -1,5 +1,6 @@
-"""The sending agency's Ed25519 key, which signs transfer records and receipts over canonical
-JSON (RFC 8785). Verification is transfer/record.py's, against the agency registry.
+"""An agency's Ed25519 key, which signs transfer records and receipts over the canonical JSON
+(RFC 8785) of everything but their `signature` block; `signature_valid` checks one with a public
+key the caller takes from its agency registry (transfer/verify.py, transfer/receipt.py).
 
 (GB/T 38541 names SM2; Ed25519 stands in until an SM2 library is chosen: the record carries
 its algorithm, so the switch needs no change of format.)
@@ -13,8 +14,9 @@ import os
 from pathlib import Path
 
 import rfc8785
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from errors import SetupError
 
@@ -22,6 +24,23 @@ from errors import SetupError
 def canonical_json(data: dict) -> bytes:
     """RFC 8785: the same value gives the same bytes in any conforming implementation."""
     return rfc8785.dumps(data)
+
+
+def signed_bytes(doc: dict) -> bytes:
+    """What a signature covers: the document without its `signature` block, RFC 8785."""
+    return canonical_json({k: v for k, v in doc.items() if k != "signature"})
+
+
+def signature_valid(doc: dict, public_key: bytes) -> bool:
+    sig = doc.get("signature") or {}
+    if sig.get("alg") != "Ed25519":
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(base64.b64decode(sig.get("value", "")),
+                                                                signed_bytes(doc))
+        return True
+    except (InvalidSignature, ValueError):
+        return False
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -89,7 +108,6 @@ class Signer:
     def sign(self, record: dict) -> dict:
         """The record with a `signature` block over the canonical JSON of everything else; it
         names the key by id: the receiver takes the key from its registry, not from the record."""
+        sig = self.key.sign(signed_bytes(record))
         body = {k: v for k, v in record.items() if k != "signature"}
-        sig = self.key.sign(canonical_json(body))
-        return {**body, "signature": {"alg": "Ed25519", "key_id": self.key_id,
-                                      "value": base64.b64encode(sig).decode()}}
+        return {**body, "signature": {"alg": "Ed25519", "key_id": self.key_id, "value": base64.b64encode(sig).decode()}}

@@ -18,7 +18,8 @@ import bagit
 
 from transfer import registry
 from transfer.fourprops import Check, check_payload, failed, file_sha256
-from transfer.record import SCHEMA, signature_valid
+from transfer.record import SCHEMA
+from transfer.signing import signature_valid
 
 RECORD_FIELDS = ("record_id", "transfer_id", "nonce", "sender", "receiver", "file", "notice", "package",
                  "created_at", "expires_at", "signature")
