@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cli.demo_transfer import steps_of, transfer_file  # noqa: E402
 from devservices.postgres import LocalPostgres  # noqa: E402
 from devservices.s3 import MotoServer, free_port  # noqa: E402
+from national_platform.cli import platform_database  # noqa: E402
 from pipeline.resources import ArchiveServicesResource, OcrEngineResource, SignerResource  # noqa: E402
 from pipeline.runner import run_batch  # noqa: E402
 from sample_scans.generate import generate  # noqa: E402
@@ -151,7 +152,9 @@ def run_store(store: str, pg: LocalPostgres, s3_url: str, root: Path, args) -> l
                                    id_key_current="gd", id_keys={"gd": bytes(range(32))})
             gd = installation(pg, url, f"gd_{store}{i}", gd_settings, folder)
             t0 = time.perf_counter()
-            tid = transfer_file(gz, key, gd, Signer.generate(), file_number, instance, resources)
+            pg.ensure_database(f"platform_{store}{i}")
+            platform = platform_database(pg.url(f"platform_{store}{i}"))
+            tid = transfer_file(gz, key, gd, Signer.generate(), file_number, instance, resources, platform)
             wall = time.perf_counter() - t0
             steps, total = steps_of(gz, gd, tid)
             tar = root / "received.tar"

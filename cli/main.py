@@ -21,8 +21,9 @@ from access import audit
 from catalog.idnumber import mask_ids
 from cli.admin import add_parsers as add_admin_parsers
 from cli.admin import cli_actor
+from cli.national import add_parsers as add_platform_parsers
 from cli.transfers import add_parsers as add_transfer_parsers
-from errors import BadInput, BatchRefused, SetupError, known_cause
+from errors import BadInput, BatchRefused, SetupError, run_command
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -356,6 +357,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_search)
     add_admin_parsers(sub)
     add_transfer_parsers(sub)
+    add_platform_parsers(sub)
     p = sub.add_parser("migrate", help="apply pending schema migrations (as ARCHIVE_MIGRATE_DATABASE_URL, the owner)")
     p.set_defaults(func=cmd_migrate)
     p = sub.add_parser("history", help="every version of a personnel file's materials, and its events")
@@ -383,14 +385,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except Exception as exc:  # the one place the CLI maps the project's errors
-        known = known_cause(exc)
-        if known is None:
-            raise
-        print(f"{known.label}: {known}", file=sys.stderr)
-        return known.exit_code
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":

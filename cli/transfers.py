@@ -9,7 +9,14 @@ Sending agency:
 
 Receiving agency (its own installation, with a token the sender issued it, scope transfers:fetch):
     archive fetch --from 520000 [--import]    # list, download (resumes), verify, receipt
+    archive fetch --waiting [--import]        # what the national platform says waits for us, from any sender
     archive import-transfer TRANSFER_ID       # into our archive, searchable here
+
+The national platform (ARCHIVE_PLATFORM_URL, ARCHIVE_PLATFORM_TOKEN):
+    archive platform status                   # the outbox: pending, delivered, failed and why
+    archive platform deliver [--follow]       # send what is due (--follow: until stopped, at once on each step)
+    archive platform retry RECORD_ID|--all    # a refused record again, once its cause is mended
+    archive platform feed                     # read what the platform says is addressed to us
 """
 
 from __future__ import annotations
@@ -133,49 +140,82 @@ def token_for(sender: str, token_file: str | None) -> str:
     return path.read_text(encoding="utf-8").strip()
 
 
-def cmd_fetch(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from stages.receive import fetch_one, import_transfer
+def _pull_client(services, code: str, endpoint: str | None, token_file: str | None):
+    """A client of `code`'s pull API at the endpoint our registry holds for it (or `endpoint`)."""
     from transfer import registry
     from transfer.client import PullClient
 
+    with services.db.transaction() as cur:
+        sender = registry.agency(cur, code)
+    if not (endpoint or sender.endpoint):
+        raise SetupError(f"机构 {sender.code} 没有登记拉取接口地址：请用 --endpoint 给出或在机构登记中补上",
+                         f"agency {sender.code} has no pull endpoint in the registry: give --endpoint",
+                         item=sender.code)
+    return sender, PullClient(endpoint or sender.endpoint, token_for(sender.code, token_file))
+
+
+def _platform(services):
+    from crossregion.client import PlatformClient
+
+    client = PlatformClient.from_settings(services.settings)
+    if client is None:
+        raise SetupError("未配置全国平台：请设置 ARCHIVE_PLATFORM_URL 和 ARCHIVE_PLATFORM_TOKEN",
+                         "no national platform configured: set ARCHIVE_PLATFORM_URL and ARCHIVE_PLATFORM_TOKEN")
+    return client
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from crossregion import feed
+
+    if bool(args.sender) == bool(args.waiting):
+        raise BadInput("请给出 --from 发送机构代码，或 --waiting（按全国平台的通知）",
+                       "give --from the sending agency's code, or --waiting (what the national platform tells us)")
     with _services() as services:
-        with services.db.transaction() as cur:
-            sender = registry.agency(cur, args.sender)
-        endpoint = args.endpoint or sender.endpoint
-        if not endpoint:
-            raise SetupError(f"机构 {sender.code} 没有登记拉取接口地址：请用 --endpoint 给出或在机构登记中补上",
-                             f"agency {sender.code} has no pull endpoint in the registry: give --endpoint",
-                             item=sender.code)
-        client = PullClient(endpoint, token_for(sender.code, args.token_file))
         me = signer()
-        listed = client.list()
+        if args.sender:
+            sender, client = _pull_client(services, args.sender, args.endpoint, args.token_file)
+            listed = [(client, t) for t in client.list()]
+            if not listed:
+                print(f"{sender.name} 没有待本机构接收的转递 / nothing from {sender.code} for us")
+        else:
+            read = feed.read(services, _platform(services))
+            for seq, problem in read.problems:
+                print(f"全国平台第 {seq} 条记录不可信，已忽略 / platform record {seq} not believed: {problem}",
+                      file=sys.stderr)
+            clients = {w.sender: _pull_client(services, w.sender, None, None)[1] for w in read.waiting}
+            listed = [(clients[w.sender], w.listing()) for w in read.waiting]
+            if not listed:
+                print("全国平台没有待本机构接收的转递 / the national platform lists nothing waiting for us")
         if args.transfer_id:
-            listed = [t for t in listed if t["transfer_id"] == args.transfer_id]
-        if not listed:
-            print(f"{sender.name} 没有待本机构接收的转递 / nothing from {sender.code} for us")
-            return 0
-        rejected = 0
-        for t in listed:
-            with tqdm(total=t.get("package_bytes") or 0, unit="B", unit_scale=True, file=sys.stderr,
-                      desc=t["transfer_id"][:8], disable=args.quiet) as bar:
-                got = fetch_one(services, client, me, t, cli_actor(), progress=bar.update)
-            steps = ", ".join(f"{k} {v:.2f} s" for k, v in got.seconds.items())
-            if got.outcome == "received":
-                print(f"已接收并回执 / received, receipted: {got.transfer_id} {got.file_number} ({steps})")
-                if args.import_:
-                    r = import_transfer(services, got.transfer_id, cli_actor())
-                    print(f"已导入 / imported: {r.file_number}, {r.materials} materials, {r.pages} pages, "
-                          f"{r.events_carried} events carried over")
-            else:
-                rejected += 1
-                print(f"已拒收 / rejected: {got.transfer_id} ({steps})")
-                for c in got.failed:
-                    print(f"    {c['code']}: {c['message_zh']} / {c['message_en']}")
-        if rejected:
-            raise IntegrityFailure(f"{rejected} 个转递未通过核验，已向发送方发出拒收",
-                                   f"{rejected} transfers failed verification: rejections were sent")
+            listed = [(c, t) for c, t in listed if t["transfer_id"] == args.transfer_id]
+        return _fetch_each(services, me, listed, args)
+
+
+def _fetch_each(services, me, listed: list, args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from stages.receive import fetch_one, import_transfer
+
+    rejected = 0
+    for client, t in listed:
+        with tqdm(total=t.get("package_bytes") or 0, unit="B", unit_scale=True, file=sys.stderr,
+                  desc=t["transfer_id"][:8], disable=args.quiet) as bar:
+            got = fetch_one(services, client, me, t, cli_actor(), progress=bar.update)
+        steps = ", ".join(f"{k} {v:.2f} s" for k, v in got.seconds.items())
+        if got.outcome == "received":
+            print(f"已接收并回执 / received, receipted: {got.transfer_id} {got.file_number} ({steps})")
+            if args.import_:
+                r = import_transfer(services, got.transfer_id, cli_actor())
+                print(f"已导入 / imported: {r.file_number}, {r.materials} materials, {r.pages} pages, "
+                      f"{r.events_carried} events carried over")
+        else:
+            rejected += 1
+            print(f"已拒收 / rejected: {got.transfer_id} ({steps})")
+            for c in got.failed:
+                print(f"    {c['code']}: {c['message_zh']} / {c['message_en']}")
+    if rejected:
+        raise IntegrityFailure(f"{rejected} 个转递未通过核验，已向发送方发出拒收",
+                               f"{rejected} transfers failed verification: rejections were sent")
     return 0
 
 
@@ -205,7 +245,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--why", help="cancel: why")
     p.set_defaults(func=cmd_transfer)
     p = sub.add_parser("fetch", help="fetch, verify and receipt what an agency's pull API holds for us")
-    p.add_argument("--from", dest="sender", required=True, help="the sending agency's code")
+    p.add_argument("--from", dest="sender", help="the sending agency's code")
+    p.add_argument("--waiting", action="store_true", help="what the national platform says waits for us")
     p.add_argument("--endpoint", help="its pull API (default: the registry's)")
     p.add_argument("--token-file", help="the token it issued us (default DAGSTER_HOME/keys/pull-<code>.token)")
     p.add_argument("--transfer", dest="transfer_id", help="only this transfer")

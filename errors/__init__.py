@@ -97,3 +97,18 @@ def _chain(exc: BaseException | None) -> Iterator[BaseException]:
 def known_cause(exc: BaseException) -> ArchiveError | None:
     """The ArchiveError behind `exc`, looking through wrappers and causes; None for a bug."""
     return next((e for e in _chain(exc) if isinstance(e, ArchiveError)), None)
+
+
+def run_command(func, args) -> int:
+    """A CLI command's exit status: a known state is its message on stderr and its status; a
+    bug keeps its traceback."""
+    import sys
+
+    try:
+        return func(args)
+    except Exception as exc:
+        known = known_cause(exc)
+        if known is None:
+            raise
+        print(f"{known.label}: {known}", file=sys.stderr)
+        return known.exit_code

@@ -20,6 +20,7 @@ DEMO_AGENCY_CODE, DEMO_AGENCY_NAME = "520000", "贵州省人才交流服务中�
 DEMO_ID_HASH_KEY = b"demo-id-hash-key-not-for-production"
 DEMO_ID_KEY = ("demo", base64.b64decode("ZGVtby1pZC1rZXktbm90LWZvci1wcm9kdWN0aW9uISE="))  # 32 bytes
 DEMO_AUDIT_KEY = b"demo-audit-key-not-for-production"
+DEMO_PLATFORM_ID_HASH_KEY = b"demo-national-platform-id-hash-key"
 MIN_KEY_BYTES = 32
 
 
@@ -38,6 +39,16 @@ def _int(name: str, default: int) -> int:
     if value <= 0:
         raise SetupError(f"{name} 必须大于 0", f"{name} must be greater than 0")
     return value
+
+
+def _file(path: str) -> str:
+    """A secret kept in a file (its first line), or "" when no file is named."""
+    if not path:
+        return ""
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise SetupError(f"无法读取 {path}：{exc.strerror}", f"cannot read {path}: {exc.strerror}", item=path) from None
 
 
 def parse_id_keys(raw: str) -> tuple[str, dict[str, bytes]]:
@@ -84,6 +95,15 @@ class Settings:
     receipt_overdue_hours: int = 24                 # ARCHIVE_RECEIPT_OVERDUE_HOURS: no receipt after this, flagged
     transfer_workdir: str = ""                      # ARCHIVE_TRANSFER_WORKDIR: where packages are built and fetched
                                                     # (default DAGSTER_HOME/transfers)
+    platform_url: str = ""                          # ARCHIVE_PLATFORM_URL: the national platform's API (https://...);
+                                                    # unset: records wait in the outbox
+    platform_token: str = ""                        # ARCHIVE_PLATFORM_TOKEN, or the file ARCHIVE_PLATFORM_TOKEN_FILE
+    platform_ca_file: str = ""                      # ARCHIVE_PLATFORM_CA_FILE: its CA, if not a public one
+    platform_id_hash_key: bytes = DEMO_PLATFORM_ID_HASH_KEY  # ARCHIVE_PLATFORM_ID_HASH_KEY: the key the platform
+                                                    # distributes, so a person's hash is the same in every province
+    platform_retry_seconds: int = 2                 # ARCHIVE_PLATFORM_RETRY_SECONDS: first retry after this (doubling,
+                                                    # jittered, at most 10 minutes)
+    platform_timeout_seconds: int = 10              # ARCHIVE_PLATFORM_TIMEOUT_SECONDS: one call to the platform
 
     @property
     def production(self) -> bool:
@@ -120,6 +140,12 @@ class Settings:
             transfer_valid_days=_int("ARCHIVE_TRANSFER_VALID_DAYS", 15),
             receipt_overdue_hours=_int("ARCHIVE_RECEIPT_OVERDUE_HOURS", 24),
             transfer_workdir=_env("ARCHIVE_TRANSFER_WORKDIR"),
+            platform_url=_env("ARCHIVE_PLATFORM_URL"),
+            platform_token=_env("ARCHIVE_PLATFORM_TOKEN") or _file(_env("ARCHIVE_PLATFORM_TOKEN_FILE")),
+            platform_ca_file=_env("ARCHIVE_PLATFORM_CA_FILE"),
+            platform_id_hash_key=_env("ARCHIVE_PLATFORM_ID_HASH_KEY").encode() or DEMO_PLATFORM_ID_HASH_KEY,
+            platform_retry_seconds=_int("ARCHIVE_PLATFORM_RETRY_SECONDS", 2),
+            platform_timeout_seconds=_int("ARCHIVE_PLATFORM_TIMEOUT_SECONDS", 10),
         )
 
     @property
@@ -132,7 +158,10 @@ class Settings:
         problems = []
         for key, demo, var, zh, en in ((self.id_hash_key, DEMO_ID_HASH_KEY, "ARCHIVE_ID_HASH_KEY", "身份证号散列密钥",
                                         "ID-hash key"),
-                                       (self.audit_key, DEMO_AUDIT_KEY, "ARCHIVE_AUDIT_KEY", "审计密钥", "audit key")):
+                                       (self.audit_key, DEMO_AUDIT_KEY, "ARCHIVE_AUDIT_KEY", "审计密钥", "audit key"),
+                                       (self.platform_id_hash_key, DEMO_PLATFORM_ID_HASH_KEY,
+                                        "ARCHIVE_PLATFORM_ID_HASH_KEY", "全国平台身份证号散列密钥",
+                                        "national platform's ID-hash key")):
             if key == demo:
                 problems.append(SetupError(f"生产环境不能使用演示用的{zh}，请设置 {var}",
                                            f"production refuses the demo {en}: set {var}"))

@@ -21,7 +21,10 @@ import psycopg2.errors
 
 from access import audit
 from access.audit import Actor
+from catalog import idnumber
+from crossregion import outbox
 from errors import BadInput, NotFound, NotReady
+from stages.files import reveal_id
 from stages.services import Services
 from storage import events
 from storage.events import Event
@@ -32,7 +35,7 @@ from transfer import registry
 from transfer.receipt import check_receipt
 from transfer.record import build_record
 from transfer.signing import Signer, canonical_json
-from transfer.states import ACTIVE, STATUS_ZH, move, steps
+from transfer.states import ACTIVE, STATUS_ZH, begin, move, steps
 
 METHOD = "网络转递（BagIt 转递包，接收方经拉取接口下载）"
 SYSTEM = Actor("pipeline", "dagster")
@@ -58,13 +61,22 @@ class TransferRow:
     package_sha256: str | None
     expires_at: dt.datetime | None
     overdue_at: dt.datetime | None
+    platform_state: str            # its national records: none | pending | delivered | failed (staff must act)
+    platform_failure: str | None   # why the platform (or our own check) refused the first that failed
 
     def to_dict(self) -> dict:
         out = {k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in self.__dict__.items()}
         return {**out, "status_zh": STATUS_ZH.get(self.status, self.status), "overdue": self.overdue_at is not None}
 
 
-_COLUMNS = ", ".join(f"t.{f}" for f in TransferRow.__dataclass_fields__)
+_PLATFORM = {
+    "platform_state": "(SELECT CASE WHEN bool_or(o.state = 'failed') THEN 'failed' WHEN bool_or(o.state = 'pending')"
+                      " THEN 'pending' WHEN count(*) > 0 THEN 'delivered' ELSE 'none' END FROM platform_outbox o"
+                      " WHERE o.transfer_id = t.transfer_id)",
+    "platform_failure": "(SELECT o.failure FROM platform_outbox o WHERE o.transfer_id = t.transfer_id"
+                        " AND o.state = 'failed' ORDER BY o.sequence LIMIT 1)",
+}
+_COLUMNS = ", ".join(f"{_PLATFORM[f]} AS {f}" if f in _PLATFORM else f"t.{f}" for f in TransferRow.__dataclass_fields__)
 
 
 def _row(r: dict) -> TransferRow:
@@ -104,15 +116,16 @@ def request_transfer(services: Services, file_number: str, receiving_agency: str
                                   f"receiving agency {receiving_agency} has no valid signing key in the registry: its "
                                   "receipt could not be verified", item=receiving_agency)
     bag.catalog_of(services, file_number)  # PackageNotReady names what is not yet preserved
+    person_ref = idnumber.lookup_hash(reveal_id(services, file_number, services.agency),
+                                       services.settings.platform_id_hash_key)  # never shown: hashed for the platform
     tid = str(uuid.uuid4())
     try:
         with services.db.transaction() as cur:
             cur.execute("INSERT INTO transfers (transfer_id, file_number, sending_agency, receiving_agency, status,"
-                        " reason, handler, requested_by) VALUES (%s, %s, %s, %s, 'requested', %s, %s, %s)",
-                        (tid, file_number, services.agency, receiving_agency, reason, handler, actor.name))
-            cur.execute("INSERT INTO transfer_events (transfer_id, status, detail) VALUES (%s, 'requested', %s)",
-                        (tid, json.dumps({"by": actor.name, "reason": reason, "handler": handler},
-                                         ensure_ascii=False)))
+                        " reason, handler, requested_by, person_ref) VALUES (%s, %s, %s, %s, 'requested', %s, %s, %s,"
+                        " %s)", (tid, file_number, services.agency, receiving_agency, reason, handler, actor.name,
+                                 person_ref))
+            begin(cur, tid, {"by": actor.name, "reason": reason, "handler": handler})
             audit.record(cur, actor, "transfer.request", target=tid, file_numbers=[file_number],
                          detail={"receiving_agency": receiving_agency})
             events.record(cur, [Event("transfer_requested", file_number=file_number, detail={
@@ -158,8 +171,9 @@ def transfer_detail(services: Services, transfer_id: str, agency: str | None) ->
                     " WHERE t.transfer_id = %s", (t.transfer_id,))
         r = cur.fetchone()
         history = steps(cur, t.transfer_id)
+        national = outbox.of_transfer(cur, t.transfer_id)
     return {**t.to_dict(), "name": r["name"], "id_masked": r["id_masked"], "receiving_agency_name": r["receiver_name"],
-            "notice": r["notice"], "receipt": r["receipt"], "steps": history}
+            "notice": r["notice"], "receipt": r["receipt"], "steps": history, "platform": national}
 
 
 def cancel_transfer(services: Services, transfer_id: str, actor: Actor, why: str = "") -> TransferRow:

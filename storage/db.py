@@ -52,9 +52,10 @@ class Database:
     forked child never uses its parent's (they share the sockets; psycopg2 closes a connection it
     collects only in the process that opened it)."""
 
-    def __init__(self, url: str, keep: int = 0) -> None:
+    def __init__(self, url: str, keep: int = 0, schema_package: str = "storage") -> None:
         self.url = url
         self.keep = keep
+        self.schema_package = schema_package   # whose migrations/ folder makes this database
         self._idle: list[psycopg2.extensions.connection] = []
         self._pid = os.getpid()
         self._lock = threading.Lock()
@@ -103,7 +104,7 @@ class Database:
                         " applied_at timestamptz NOT NULL DEFAULT now())")
             cur.execute("SELECT version FROM schema_migrations")
             done = {row["version"] for row in cur.fetchall()}
-            for name, source in migrations():
+            for name, source in migrations(self.schema_package):
                 version = int(name[:4])
                 if version in done or (upto is not None and version > int(upto)):
                     continue
@@ -120,7 +121,7 @@ class Database:
             if cur.fetchone()["ready"]:
                 cur.execute("SELECT version FROM schema_migrations")
                 done = {row["version"] for row in cur.fetchall()}
-        return [name for name, _ in migrations()
+        return [name for name, _ in migrations(self.schema_package)
                 if int(name[:4]) not in done and (upto is None or int(name[:4]) <= int(upto))]
 
     def count(self, table: str) -> int:
@@ -140,9 +141,10 @@ def apply_migration(cur, name: str, source: str) -> None:
         cur.execute(source)
 
 
-def migrations() -> list[tuple[str, str]]:
-    """(file name, source) of every migration, in order: SQL, or Python defining migrate(cur)."""
-    folder = resources.files("storage") / "migrations"
+def migrations(package: str = "storage") -> list[tuple[str, str]]:
+    """(file name, source) of every migration of `package`, in order: SQL, or Python defining
+    migrate(cur)."""
+    folder = resources.files(package) / "migrations"
     names = sorted(p.name for p in folder.iterdir() if _MIGRATION.match(p.name))
     return [(n, (folder / n).read_text(encoding="utf-8")) for n in names]
 

@@ -431,12 +431,13 @@ def test_production_refuses_each_unsafe_setting_in_one_sentence(database_url, s3
     with pytest.raises(SetupError) as refused:
         make_services(database_url, s3_url, unsafe)
     text = str(refused.value)
-    for part in ("demo ID-hash key", "demo ID-encryption key", "demo audit key", "ARCHIVE_SIGNING_KEY",
+    for part in ("demo ID-hash key", "demo ID-encryption key", "demo audit key", "demo national platform's ID-hash",
+                 "ARCHIVE_SIGNING_KEY",
                  "without a password", "must neither own audit_log nor be a superuser"):
         assert part in text, part
     assert "\n" not in text
     safe_keys = dataclasses.replace(unsafe, id_hash_key=b"k" * 32, id_keys={"k1": b"\1" * 32}, id_key_current="k1",
-                                    audit_key=b"a" * 32)
+                                    audit_key=b"a" * 32, platform_id_hash_key=b"p" * 32)
     monkeypatch.setenv("ARCHIVE_SIGNING_KEY", base64.b64encode(b"x").decode())
     with pytest.raises(SetupError) as refused:
         make_services(database_url, s3_url, safe_keys)

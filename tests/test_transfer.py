@@ -544,3 +544,47 @@ def test_a_senders_history_cannot_pose_as_our_own_kinds_of_event(two):
                     " WHERE file_number = 'GZ-HISTORY' ORDER BY at")
         assert [tuple(r.values()) for r in cur.fetchall()] == [("ocr", "ocr"), ("carried", "id_revealed")]
         cur.execute("ROLLBACK TO SAVEPOINT s")
+
+
+def test_guangdong_learns_from_the_national_platform_what_waits_and_the_receipt_reaches_it(
+        two, pg_server, monkeypatch, capsys, tmp_path):
+    from cli.demo_transfer import join_platform, platform_steps
+    from cli.main import main
+    from crossregion import feed, outbox
+    from crossregion.client import PlatformClient
+    from national_platform.api import create_platform_app
+    from national_platform.cli import platform_database
+
+    gz, gd = two["gz"], two["gd"]
+    platform = platform_database(new_database(pg_server))
+    tokens = join_platform(platform, [(gz, two["gz_key"]), (gd, two["gd_key"])])
+    with serving(create_platform_app(platform)) as url:
+        to_platform = PlatformClient(url, tokens[GZ])
+        outbox.deliver_due(gz.db, to_platform, two["gz_key"], retry_seconds=0.05)   # what earlier tests left
+        tid = _offer(two)
+        outbox.deliver_due(gz.db, to_platform, two["gz_key"], retry_seconds=0.05)
+        # Guangdong's operator asks the platform what waits, and fetches it from Guizhou's pull API
+        _as_guangdong(two, monkeypatch, tmp_path)
+        monkeypatch.setenv("ARCHIVE_PLATFORM_URL", url)
+        monkeypatch.setenv("ARCHIVE_PLATFORM_TOKEN", tokens[GD])
+        assert main(["fetch", "--waiting", "--quiet"]) == 0   # (Guangdong holds the file: the first test imported it)
+        assert f"received, receipted: {tid} {FILE}" in capsys.readouterr().out
+        assert main(["fetch", "--waiting", "--quiet"]) == 0
+        assert "lists nothing waiting for us" in capsys.readouterr().out
+        # the receipt's state reaches the platform through Guizhou's outbox, and Guangdong hears it
+        run = outbox.deliver_due(gz.db, to_platform, two["gz_key"], retry_seconds=0.05)
+        assert run.count("delivered") == 2 and outbox.backlog(gz.db).healthy
+        assert [s for s, _ in platform_steps(platform, tid)] == ["requested", "packaged", "available", "fetched",
+                                                                   "received"]
+        feed.read(gd, PlatformClient(url, tokens[GD]))
+        with gd.db.transaction() as cur:
+            cur.execute("SELECT status, verified FROM platform_feed WHERE transfer_id = %s ORDER BY sequence", (tid,))
+            heard = cur.fetchall()
+        assert [r["status"] for r in heard][-1] == "received" and all(r["verified"] for r in heard)
+        assert main(["platform", "status"]) == 0   # Guangdong's own outbox: nothing refused
+        # a record the platform lists that our registry's key does not verify is not believed
+        with platform.transaction() as cur:
+            cur.execute("UPDATE records SET body = jsonb_set(body, '{status}', '\"available\"'),"
+                        " platform_seq = platform_seq + 1000 WHERE transfer_id = %s AND status = 'received'", (tid,))
+        read = feed.read(gd, PlatformClient(url, tokens[GD]))
+        assert read.problems and "does not verify" in read.problems[0][1] and read.waiting == []

@@ -45,7 +45,7 @@ class Download:
     resumed_from: int   # bytes kept from a broken download (an earlier run's or this one's), asked no more
 
 
-def _loopback(host: str) -> bool:
+def loopback(host: str) -> bool:
     try:
         return host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -55,7 +55,7 @@ def _loopback(host: str) -> bool:
 class PullClient:
     def __init__(self, endpoint: str, token: str, ca_file: str | None = None) -> None:
         parts = urlsplit(endpoint)
-        if parts.scheme != "https" and not (parts.scheme == "http" and _loopback(parts.hostname or "")):
+        if parts.scheme != "https" and not (parts.scheme == "http" and loopback(parts.hostname or "")):
             raise BadInput(f"接收接口地址 {endpoint} 必须使用 https", f"pull endpoint {endpoint} must be https",
                            item=endpoint)
         self.base = endpoint.rstrip("/")

@@ -5,12 +5,16 @@
                                              ↘ rejected (the receiver's signed rejection)
     requested, packaged, available → cancelled (by the sending agency)
     available, fetched → expired (no receipt before the record's expiry)
+
+Each step also writes the national platform's record of it into the outbox, in the same
+transaction (crossregion/outbox.py): the platform hears of every step taken, and of no other.
 """
 
 from __future__ import annotations
 
 import json
 
+from crossregion import outbox
 from errors import NotFound, NotReady
 
 ACTIVE = ("requested", "packaged", "available", "fetched")
@@ -47,9 +51,19 @@ def move(cur, transfer_id: str, to: str, detail: dict | None = None, **columns) 
     sets = "".join(f", {name} = %({name})s" for name in columns)
     cur.execute(f"UPDATE transfers SET status = %(to)s, updated_at = now(){sets} WHERE transfer_id = %(id)s",
                 {**columns, "to": to, "id": transfer_id})
+    _step(cur, transfer_id, to, detail)
+    return row
+
+
+def begin(cur, transfer_id: str, detail: dict) -> None:
+    """The first step of a transfer whose `requested` row the caller has just inserted."""
+    _step(cur, transfer_id, "requested", detail)
+
+
+def _step(cur, transfer_id: str, to: str, detail: dict | None) -> None:
     cur.execute("INSERT INTO transfer_events (transfer_id, status, detail) VALUES (%s, %s, %s)",
                 (transfer_id, to, json.dumps(detail or {}, ensure_ascii=False)))
-    return row
+    outbox.enqueue(cur, transfer_id, to)
 
 
 def steps(cur, transfer_id: str) -> list[dict]:

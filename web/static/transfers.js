@@ -18,7 +18,18 @@ async function detail(id) {
   }
   $("detail-receipt").textContent = t.receipt ? JSON.stringify(t.receipt.failed_checks || t.receipt.outcome, null, 1)
     : "";
+  const national = $("platform").tBodies[0];
+  national.innerHTML = "";
+  for (const p of t.platform || []) {
+    const row = national.insertRow();
+    if (p.state === "failed") row.className = "error";
+    [p.sequence, p.status, PLATFORM_ZH[p.state] || p.state, p.attempts,
+     p.delivered_at ? new Date(p.delivered_at).toLocaleString("zh-CN") : "", p.failure || ""]
+      .forEach((x) => cell(row, esc(x)));
+  }
 }
+const PLATFORM_ZH = {pending: "待报送 / pending", delivered: "已报送 / delivered",
+                     failed: "平台拒收 / refused"};
 
 async function cancel(id) {
   if (!confirm("撤销该转递？/ Cancel this transfer?")) return;
@@ -38,7 +49,9 @@ async function table(direction) {
     if (t.overdue && ACTIVE.includes(t.status)) row.className = "error";
     cell(row, '<a href="/files/' + encodeURIComponent(t.file_number) + '">' + esc(t.file_number) + "</a>");
     cell(row, esc(direction === "outgoing" ? t.receiving_agency : t.sending_agency));
-    cell(row, esc(t.status_zh) + (t.overdue && ACTIVE.includes(t.status) ? "（回执逾期 / receipt overdue）" : ""));
+    if (t.platform_state === "failed") row.className = "error";
+    cell(row, esc(t.status_zh) + (t.overdue && ACTIVE.includes(t.status) ? "（回执逾期 / receipt overdue）" : "")
+      + (t.platform_state === "failed" ? "（全国平台拒收：" + esc(t.platform_failure || "") + "）" : ""));
     cell(row, esc(new Date(t.updated_at).toLocaleString("zh-CN")));
     cell(row, esc(t.handler));
     const actions = cell(row, "");

@@ -1,0 +1,111 @@
+"""Receiving side: what the national platform's feed says is waiting for us. Each record is
+kept (platform_feed) with whether it keeps the schema and whether its signature holds with the
+key *our* registry has for the sender: the platform's word alone never makes a transfer waiting.
+A waiting transfer is then fetched from the sender's pull API, at the endpoint our registry
+holds for it (stages/receive.py), and verified there in full."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from dataclasses import dataclass
+
+from crossregion.client import PlatformClient
+from crossregion.schema import RecordInvalid, check
+from stages.services import Services
+from transfer import registry
+from transfer.signing import signature_valid
+
+WAITING = ("available", "fetched")   # the platform's last word: the sender serves it, no receipt yet
+
+
+@dataclass(frozen=True)
+class Waiting:
+    transfer_id: str
+    sender: str
+    file_number: str
+    package_bytes: int
+
+    def listing(self) -> dict:
+        """As the sender's pull API lists it (what stages/receive.fetch_one takes)."""
+        return {"transfer_id": self.transfer_id, "sending_agency": self.sender, "file_number": self.file_number,
+                "package_bytes": self.package_bytes}
+
+
+@dataclass(frozen=True)
+class FeedRead:
+    new: int                      # records read this time
+    problems: list[tuple[int, str]]   # (platform number, why it was not believed)
+    waiting: list[Waiting]
+
+
+def _problem(cur, record: dict) -> str | None:
+    try:
+        check(record)
+    except RecordInvalid as exc:
+        return exc.message_en
+    sender, sig = record["sender"]["code"], record["signature"]
+    key = registry.key_at(cur, sender, str(sig.get("key_id", "")), dt.datetime.fromisoformat(record["changed_at"]))
+    if key is None or not signature_valid(record, key.public_key):
+        return f"its signature does not verify with a key our registry holds for {sender}"
+    return None
+
+
+def read(services: Services, client: PlatformClient, wait: float = 0) -> FeedRead:
+    """Reads the feed from where we stopped (waiting up to `wait` seconds for something new),
+    keeps what it says, and returns the transfers waiting for us."""
+    with services.db.transaction() as cur:
+        cur.execute("SELECT coalesce(max(platform_seq), 0) AS n FROM platform_feed")
+        after = cur.fetchone()["n"]
+    new, problems = 0, []
+    while True:
+        page = client.feed(after, wait=wait if new == 0 else 0)
+        rows = page.get("records") or []
+        with services.db.transaction() as cur:
+            for item in rows:
+                record = item.get("record") if isinstance(item.get("record"), dict) else {}
+                problem = _problem(cur, record) if record else "not a JSON object"
+                if problem:
+                    problems.append((int(item["platform_seq"]), problem))
+                cur.execute("INSERT INTO platform_feed (platform_seq, record_id, transfer_id, sender, receiver, status,"
+                            " sequence, body, verified, problem) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                            " ON CONFLICT DO NOTHING", _row(int(item["platform_seq"]), record, problem))
+        new += len(rows)
+        if not rows or len(rows) < 200:
+            break
+        after = int(page["last"])
+    return FeedRead(new, problems, waiting(services))
+
+
+def _row(seq: int, record: dict, problem: str | None) -> tuple:
+    """A feed row; a record not believed keeps its place with what could be read of it."""
+    def text(*path: str) -> str:
+        value: object = record
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        return str(value) if value is not None else ""
+
+    def an_id(value: str) -> str:
+        try:
+            return str(uuid.UUID(value))
+        except ValueError:
+            return str(uuid.uuid4())
+
+    sequence = record.get("sequence") if isinstance(record.get("sequence"), int) else 0
+    return (seq, an_id(text("record_id")), an_id(text("transfer_id")), text("sender", "code"),
+            text("receiver", "code"), text("status"), sequence, json.dumps(record, ensure_ascii=False),
+            problem is None, problem)
+
+
+def waiting(services: Services) -> list[Waiting]:
+    """Transfers to us whose latest believed record says the sender serves them, and that we
+    have not received or rejected."""
+    with services.db.transaction() as cur:
+        cur.execute("SELECT * FROM (SELECT DISTINCT ON (transfer_id) transfer_id, sender, status, body"
+                    " FROM platform_feed WHERE verified AND receiver = %s ORDER BY transfer_id, sequence DESC) last"
+                    " WHERE status = ANY(%s) AND NOT EXISTS (SELECT 1 FROM received_transfers r"
+                    " WHERE r.transfer_id = last.transfer_id AND r.outcome IN ('received', 'rejected'))",
+                    (services.agency, list(WAITING)))
+        return [Waiting(str(r["transfer_id"]), r["sender"], r["body"]["file"]["file_number"],
+                        int((r["body"].get("package") or {}).get("bytes") or 0)) for r in cur.fetchall()]

@@ -1,0 +1,242 @@
+"""The outbox: each step of a transfer writes its national record here in the transaction that
+takes it (`enqueue`, called by transfer/states.py), so a step is never taken without its record
+nor a record sent for a step that was rolled back. A deliverer sends them:
+
+- one transfer's records in their order: a record is due only when every earlier one of its
+  transfer is delivered, so a `fetched` never overtakes its `available`, even with many
+  deliverers at once (rows are claimed with FOR UPDATE SKIP LOCKED);
+- each under its record id as idempotency key: a platform that stored a record and then failed
+  to say so gets it again and answers "duplicate", leaving one;
+- retried with doubling, jittered delays on no answer, 5xx and 429; refused records (a schema
+  or signature the platform does not accept) are marked failed with its reason, told to staff in
+  the file's history and the transfer's page, and hold the rest of their transfer until
+  `archive platform retry`;
+- every attempt recorded in platform_attempts.
+
+`follow` wakes on PostgreSQL NOTIFY, which is sent when the step's transaction commits: a
+record leaves milliseconds after its step.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import select
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from crossregion import record as national
+from crossregion.client import Answer, PlatformClient
+from crossregion.schema import RecordInvalid, check
+from storage import events
+from storage.db import Database, connect
+from storage.events import Event
+from transfer.signing import Signer
+
+CHANNEL = "platform_outbox"
+MAX_DELAY = 600.0   # seconds between attempts, at most
+
+_HEAD = """
+SELECT o.*, t.file_number FROM platform_outbox o JOIN transfers t USING (transfer_id)
+WHERE o.state = 'pending' AND o.next_attempt_at <= now() AND o.record_id <> ALL(%s::uuid[])
+  AND NOT EXISTS (SELECT 1 FROM platform_outbox p WHERE p.transfer_id = o.transfer_id
+                  AND p.sequence < o.sequence AND p.state <> 'delivered')
+ORDER BY o.next_attempt_at, o.created_at LIMIT 1 FOR UPDATE OF o SKIP LOCKED"""
+
+
+def enqueue(cur, transfer_id: str, status: str) -> str:
+    """The record of the step just taken, in the caller's transaction; its record id. The
+    transfer's row is locked by the step, so sequence numbers cannot collide."""
+    cur.execute("SELECT coalesce(max(sequence), 0) + 1 AS n FROM platform_outbox WHERE transfer_id = %s",
+                (transfer_id,))
+    sequence = cur.fetchone()["n"]
+    body = national.build(cur, transfer_id, status, sequence)
+    cur.execute("INSERT INTO platform_outbox (record_id, transfer_id, sequence, status, body)"
+                " VALUES (%s, %s, %s, %s, %s)",
+                (body["record_id"], transfer_id, sequence, status, json.dumps(body, ensure_ascii=False)))
+    cur.execute(f"NOTIFY {CHANNEL}")
+    return body["record_id"]
+
+
+@dataclass(frozen=True)
+class Attempted:
+    record_id: str
+    transfer_id: str
+    sequence: int
+    status: str
+    outcome: str            # delivered | duplicate | retry | refused
+    code: str
+    message: str
+    delay: float | None     # seconds from the step to its delivery, once delivered
+
+
+@dataclass
+class DeliveryRun:
+    attempted: list[Attempted] = field(default_factory=list)
+
+    def count(self, *outcomes: str) -> int:
+        return sum(1 for a in self.attempted if a.outcome in outcomes)
+
+    @property
+    def delays(self) -> list[float]:
+        return sorted(a.delay for a in self.attempted if a.delay is not None)
+
+
+def backoff(attempts: int, first: float) -> float:
+    """Seconds before the next attempt: doubling from `first`, at most MAX_DELAY, jittered over
+    its upper half so many senders retrying at once spread out."""
+    return min(MAX_DELAY, first * 2 ** max(0, attempts - 1)) * random.uniform(0.5, 1.0)
+
+
+def deliver_one(db: Database, client: PlatformClient, signer: Signer, retry_seconds: float,
+                tried: tuple[str, ...] = ()) -> Attempted | None:
+    """Claims the next due record (not one of `tried`) and sends it; None when nothing is due.
+    The claim is held through the call, so no other deliverer sends the record, or its
+    successor, meanwhile."""
+    with db.transaction() as cur:
+        cur.execute(_HEAD, (list(tried),))
+        row = cur.fetchone()
+        if row is None:
+            return None
+        signed = signer.sign(row["body"])
+        try:
+            check(signed)
+        except RecordInvalid as exc:  # ours, never sent: a bug here or a record rewritten behind our back
+            answer = Answer("refused", None, "schema", f"our own check: {exc.message_en}")
+        else:
+            answer = client.post_record(signed)
+        kind = {"stored": "delivered"}.get(answer.kind, answer.kind)
+        cur.execute("INSERT INTO platform_attempts (record_id, outcome, http_status, detail, seconds)"
+                    " VALUES (%s, %s, %s, %s, %s)", (row["record_id"], kind, answer.http_status,
+                                                     f"{answer.code} {answer.message}".strip()[:1000],
+                                                     answer.seconds))
+        delay = None
+        if answer.kind in ("stored", "duplicate"):
+            cur.execute("UPDATE platform_outbox SET state = 'delivered', delivered_at = now(), answer = %s,"
+                        " attempts = attempts + 1 WHERE record_id = %s RETURNING delivered_at - created_at AS delay",
+                        (json.dumps(answer.body, ensure_ascii=False), row["record_id"]))
+            delay = cur.fetchone()["delay"].total_seconds()
+        elif answer.kind == "retry":
+            cur.execute("UPDATE platform_outbox SET attempts = attempts + 1,"
+                        " next_attempt_at = now() + make_interval(secs => %s) WHERE record_id = %s",
+                        (backoff(row["attempts"] + 1, retry_seconds), row["record_id"]))
+        else:
+            _failed(cur, row, answer)
+    return Attempted(str(row["record_id"]), str(row["transfer_id"]), row["sequence"], row["status"], kind,
+                     answer.code, answer.message, delay)
+
+
+def _failed(cur, row: dict, answer: Answer) -> None:
+    zh = str(answer.body.get("message_zh") or answer.message)
+    cur.execute("UPDATE platform_outbox SET state = 'failed', attempts = attempts + 1, failure_code = %s,"
+                " failure = %s WHERE record_id = %s", (answer.code, answer.message[:1000], row["record_id"]))
+    events.record(cur, [Event("platform_refused", outcome="failure", file_number=row["file_number"], detail={
+        "transfer_id": str(row["transfer_id"]), "record_id": str(row["record_id"]), "status": row["status"],
+        "sequence": row["sequence"], "code": answer.code, "http_status": answer.http_status,
+        "reason_zh": zh[:500], "reason_en": answer.message[:500]})])
+
+
+def deliver_due(db: Database, client: PlatformClient, signer: Signer, *, retry_seconds: float, workers: int = 4,
+                seconds: float | None = None) -> DeliveryRun:
+    """Sends what is due with `workers` deliverers until nothing is, or `seconds` have passed;
+    a record is tried once a run (a retry falling due meanwhile waits for the next)."""
+    run, lock = DeliveryRun(), threading.Lock()
+    end = time.monotonic() + seconds if seconds else None
+
+    def work() -> None:
+        while end is None or time.monotonic() < end:
+            with lock:
+                tried = tuple(a.record_id for a in run.attempted if a.outcome == "retry")
+            got = deliver_one(db, client, signer, retry_seconds, tried)
+            if got is None:
+                return
+            with lock:
+                run.attempted.append(got)
+
+    threads = [threading.Thread(target=work, name=f"deliver-{i}") for i in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return run
+
+
+def next_due_in(db: Database) -> float | None:
+    """Seconds until the next pending record is due (0: now); None when none is pending."""
+    with db.transaction() as cur:
+        cur.execute("SELECT extract(epoch FROM min(next_attempt_at) - now()) AS s FROM platform_outbox"
+                    " WHERE state = 'pending'")
+        s = cur.fetchone()["s"]
+    return None if s is None else max(0.0, float(s))
+
+
+def follow(db: Database, client: PlatformClient, signer: Signer, *, retry_seconds: float, stop: threading.Event,
+           workers: int = 4, on_run: Callable[[DeliveryRun], None] | None = None) -> None:
+    """Delivers until `stop` is set: at once when a step commits (LISTEN), and when a retry
+    falls due."""
+    listener = connect(db.url)
+    listener.autocommit = True
+    try:
+        listener.cursor().execute(f"LISTEN {CHANNEL}")
+        while not stop.is_set():
+            run = deliver_due(db, client, signer, retry_seconds=retry_seconds, workers=workers)
+            if run.attempted and on_run:
+                on_run(run)
+            wait = next_due_in(db)
+            wait = 1.0 if wait is None else min(1.0, wait)  # the stop flag is looked at every second
+            if select.select([listener], [], [], wait) != ([], [], []):
+                listener.poll()
+                listener.notifies.clear()
+    finally:
+        listener.close()
+
+
+@dataclass(frozen=True)
+class Backlog:
+    pending: int
+    delivered: int
+    failed: int
+    oldest_pending_seconds: float | None
+    failures: list[dict]     # the failed records: transfer, status, code, reason
+
+    @property
+    def healthy(self) -> bool:
+        return self.failed == 0
+
+
+def backlog(db: Database) -> Backlog:
+    with db.transaction() as cur:
+        cur.execute("SELECT state, count(*) AS n, extract(epoch FROM now() - min(created_at)) AS age"
+                    " FROM platform_outbox GROUP BY state")
+        by = {r["state"]: r for r in cur.fetchall()}
+        cur.execute("SELECT o.record_id, o.transfer_id, t.file_number, o.status, o.sequence, o.failure_code,"
+                    " o.failure, o.attempts FROM platform_outbox o JOIN transfers t USING (transfer_id)"
+                    " WHERE o.state = 'failed' ORDER BY o.created_at LIMIT 100")
+        failures = [{**r, "record_id": str(r["record_id"]), "transfer_id": str(r["transfer_id"])}
+                    for r in cur.fetchall()]
+    pending = by.get("pending")
+    return Backlog(pending["n"] if pending else 0, by["delivered"]["n"] if "delivered" in by else 0,
+                   by["failed"]["n"] if "failed" in by else 0, float(pending["age"]) if pending else None, failures)
+
+
+def retry_failed(db: Database, record_id: str | None = None) -> int:
+    """Failed records (one, or all) pending again, due now; how many."""
+    with db.transaction() as cur:
+        cur.execute("UPDATE platform_outbox SET state = 'pending', next_attempt_at = now(), failure_code = NULL,"
+                    " failure = NULL WHERE state = 'failed' AND (%s::uuid IS NULL OR record_id = %s::uuid)",
+                    (record_id, record_id))
+        n = cur.rowcount
+        cur.execute(f"NOTIFY {CHANNEL}")
+    return n
+
+
+def of_transfer(cur, transfer_id: str) -> list[dict]:
+    """The transfer's national records and how each fared, for its page."""
+    cur.execute("SELECT record_id, sequence, status, state, attempts, created_at, delivered_at, failure_code,"
+                " failure FROM platform_outbox WHERE transfer_id = %s ORDER BY sequence", (transfer_id,))
+    return [{**r, "record_id": str(r["record_id"]),
+             **{k: r[k].isoformat() if isinstance(r[k], dt.datetime) else r[k] for k in ("created_at", "delivered_at")}}
+            for r in cur.fetchall()]
