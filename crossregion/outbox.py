@@ -44,7 +44,8 @@ SELECT o.*, t.file_number FROM platform_outbox o JOIN transfers t USING (transfe
 WHERE o.state = 'pending' AND o.next_attempt_at <= now() AND o.record_id <> ALL(%s::uuid[])
   AND NOT EXISTS (SELECT 1 FROM platform_outbox p WHERE p.transfer_id = o.transfer_id
                   AND p.sequence < o.sequence AND p.state <> 'delivered')
-ORDER BY o.next_attempt_at, o.created_at LIMIT 1 FOR UPDATE OF o SKIP LOCKED"""
+ORDER BY o.next_attempt_at, o.created_at LIMIT %s FOR UPDATE OF o SKIP LOCKED"""
+CLAIM = 8   # heads (each of its own transfer) a deliverer claims at once: one commit for their bookkeeping
 
 
 def enqueue(cur, transfer_id: str, status: str) -> str:
@@ -91,40 +92,43 @@ def backoff(attempts: int, first: float) -> float:
     return min(MAX_DELAY, first * 2 ** max(0, attempts - 1)) * random.uniform(0.5, 1.0)
 
 
-def deliver_one(db: Database, client: PlatformClient, signer: Signer, retry_seconds: float,
-                tried: tuple[str, ...] = ()) -> Attempted | None:
-    """Claims the next due record (not one of `tried`) and sends it; None when nothing is due.
-    The claim is held through the call, so no other deliverer sends the record, or its
-    successor, meanwhile."""
+def deliver_some(db: Database, client: PlatformClient, signer: Signer, retry_seconds: float,
+                 tried: tuple[str, ...] = (), claim: int = CLAIM) -> list[Attempted]:
+    """Claims up to `claim` due records (heads of different transfers, none of `tried`) and sends
+    them one after another; [] when nothing is due. The claim is held until their outcomes are
+    committed, so no other deliverer sends them, or their successors, meanwhile."""
+    out = []
     with db.transaction() as cur:
-        cur.execute(_HEAD, (list(tried),))
-        row = cur.fetchone()
-        if row is None:
-            return None
-        signed = signer.sign(row["body"])
-        try:
-            check(signed)
-        except RecordInvalid as exc:  # ours, never sent: a bug here or a record rewritten behind our back
-            answer = Answer("refused", None, "schema", f"our own check: {exc.message_en}")
-        else:
-            answer = client.post_record(signed)
-        kind = {"stored": "delivered"}.get(answer.kind, answer.kind)
-        cur.execute("INSERT INTO platform_attempts (record_id, outcome, http_status, detail, seconds)"
-                    " VALUES (%s, %s, %s, %s, %s)", (row["record_id"], kind, answer.http_status,
-                                                     f"{answer.code} {answer.message}".strip()[:1000],
-                                                     answer.seconds))
-        delay = None
-        if answer.kind in ("stored", "duplicate"):
-            cur.execute("UPDATE platform_outbox SET state = 'delivered', delivered_at = now(), answer = %s,"
-                        " attempts = attempts + 1 WHERE record_id = %s RETURNING delivered_at - created_at AS delay",
-                        (json.dumps(answer.body, ensure_ascii=False), row["record_id"]))
-            delay = cur.fetchone()["delay"].total_seconds()
-        elif answer.kind == "retry":
-            cur.execute("UPDATE platform_outbox SET attempts = attempts + 1,"
-                        " next_attempt_at = now() + make_interval(secs => %s) WHERE record_id = %s",
-                        (backoff(row["attempts"] + 1, retry_seconds), row["record_id"]))
-        else:
-            _failed(cur, row, answer)
+        cur.execute(_HEAD, (list(tried), claim))
+        for row in cur.fetchall():
+            out.append(_send(cur, row, client, signer, retry_seconds))
+    return out
+
+
+def _send(cur, row: dict, client: PlatformClient, signer: Signer, retry_seconds: float) -> Attempted:
+    signed = signer.sign(row["body"])
+    try:
+        check(signed)
+    except RecordInvalid as exc:  # ours, never sent: a bug here or a record rewritten behind our back
+        answer = Answer("refused", None, "schema", f"our own check: {exc.message_en}")
+    else:
+        answer = client.post_record(signed)
+    kind = {"stored": "delivered"}.get(answer.kind, answer.kind)
+    cur.execute("INSERT INTO platform_attempts (record_id, outcome, http_status, detail, seconds)"
+                " VALUES (%s, %s, %s, %s, %s)", (row["record_id"], kind, answer.http_status,
+                                                 f"{answer.code} {answer.message}".strip()[:1000], answer.seconds))
+    delay = None
+    if answer.kind in ("stored", "duplicate"):
+        cur.execute("UPDATE platform_outbox SET state = 'delivered', delivered_at = now(), answer = %s,"
+                    " attempts = attempts + 1 WHERE record_id = %s RETURNING delivered_at - created_at AS delay",
+                    (json.dumps(answer.body, ensure_ascii=False), row["record_id"]))
+        delay = cur.fetchone()["delay"].total_seconds()
+    elif answer.kind == "retry":
+        cur.execute("UPDATE platform_outbox SET attempts = attempts + 1,"
+                    " next_attempt_at = now() + make_interval(secs => %s) WHERE record_id = %s",
+                    (backoff(row["attempts"] + 1, retry_seconds), row["record_id"]))
+    else:
+        _failed(cur, row, answer)
     return Attempted(str(row["record_id"]), str(row["transfer_id"]), row["sequence"], row["status"], kind,
                      answer.code, answer.message, delay)
 
@@ -150,11 +154,11 @@ def deliver_due(db: Database, client: PlatformClient, signer: Signer, *, retry_s
         while end is None or time.monotonic() < end:
             with lock:
                 tried = tuple(a.record_id for a in run.attempted if a.outcome == "retry")
-            got = deliver_one(db, client, signer, retry_seconds, tried)
-            if got is None:
+            got = deliver_some(db, client, signer, retry_seconds, tried)
+            if not got:
                 return
             with lock:
-                run.attempted.append(got)
+                run.attempted.extend(got)
 
     threads = [threading.Thread(target=work, name=f"deliver-{i}") for i in range(workers)]
     for t in threads:
@@ -192,6 +196,15 @@ def follow(db: Database, client: PlatformClient, signer: Signer, *, retry_second
                 listener.notifies.clear()
     finally:
         listener.close()
+
+
+def oldest_due(db: Database) -> str:
+    """`record_id:attempts` of the record due longest: a key that changes once it is tried."""
+    with db.transaction() as cur:
+        cur.execute("SELECT record_id, attempts FROM platform_outbox WHERE state = 'pending'"
+                    " AND next_attempt_at <= now() ORDER BY next_attempt_at, created_at LIMIT 1")
+        r = cur.fetchone()
+    return f"{r['record_id']}:{r['attempts']}" if r else ""
 
 
 @dataclass(frozen=True)

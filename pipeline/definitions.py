@@ -4,17 +4,18 @@ import dagster as dg
 
 from pipeline.assets import ASSETS
 from pipeline.resources import ArchiveServicesResource, OcrEngineResource, SignerResource
-from pipeline.sensors import make_inbox_sensor, make_transfer_sensor
-from pipeline.transfer_assets import transfer_package_asset, transfer_receipts_asset
+from pipeline.sensors import make_inbox_sensor, make_platform_sensor, make_transfer_sensor
+from pipeline.transfer_assets import platform_deliveries_asset, transfer_package_asset, transfer_receipts_asset
 
 batch_job = dg.define_asset_job("process_batch", selection=dg.AssetSelection.assets(*ASSETS))
 transfer_job = dg.define_asset_job("package_transfer", selection=dg.AssetSelection.assets(transfer_package_asset))
 receipts_job = dg.define_asset_job("watch_receipts", selection=dg.AssetSelection.assets(transfer_receipts_asset))
+platform_job = dg.define_asset_job("deliver_to_platform", selection=dg.AssetSelection.assets(platform_deliveries_asset))
 
 defs = dg.Definitions(
-    assets=[*ASSETS, transfer_package_asset, transfer_receipts_asset],
-    jobs=[batch_job, transfer_job, receipts_job],
-    sensors=[make_inbox_sensor(batch_job), make_transfer_sensor(transfer_job)],
+    assets=[*ASSETS, transfer_package_asset, transfer_receipts_asset, platform_deliveries_asset],
+    jobs=[batch_job, transfer_job, receipts_job, platform_job],
+    sensors=[make_inbox_sensor(batch_job), make_transfer_sensor(transfer_job), make_platform_sensor(platform_job)],
     schedules=[dg.ScheduleDefinition(name="receipts_every_15_minutes", job=receipts_job,
                                      cron_schedule="*/15 * * * *", default_status=dg.DefaultScheduleStatus.RUNNING,
                                      description="flags transfers whose receipt is late; expires those past their "

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from crossregion.outbox import next_due_in, oldest_due
 from pipeline.partitions import scan_batches, transfers
 from pipeline.resources import ArchiveServicesResource
 from stages.inbox import InboxState, poll
@@ -60,3 +61,21 @@ def make_transfer_sensor(job) -> dg.SensorDefinition:  # job: the transfer packa
             dynamic_partitions_requests=[transfers.build_add_request(new)] if new else [])
 
     return transfer_requests
+
+
+def make_platform_sensor(job) -> dg.SensorDefinition:  # job: the platform delivery job
+    @dg.sensor(name="platform_outbox", job=job, minimum_interval_seconds=10,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description="Runs the delivery to the national platform whenever a record is due")
+    def platform_outbox(context: dg.SensorEvaluationContext, services: ArchiveServicesResource):
+        svc = services.services()
+        if not svc.settings.platform_url:
+            return dg.SkipReason("ARCHIVE_PLATFORM_URL is not set: records wait in the outbox")
+        due = next_due_in(svc.db)
+        if due is None or due > 0:
+            return dg.SkipReason("nothing due")
+        # one key per due head and attempt count: a run in progress is not launched twice, a retry is
+        head = oldest_due(svc.db)
+        return dg.RunRequest(run_key=head, tags={"platform": "deliver"})
+
+    return platform_outbox

@@ -1,8 +1,11 @@
 """The transfer assets: one package per transfer (a dynamic partition per transfer requested),
-and the watch on receipts that are late. Each calls one function of `stages/transfer.py`."""
+the watch on receipts that are late, and the delivery of the outbox's records to the national
+platform. Each calls one function of `stages/transfer.py` or `crossregion/outbox.py`."""
 
 import dagster as dg
 
+from crossregion import outbox
+from crossregion.client import PlatformClient
 from pipeline.failures import known_failures
 from pipeline.partitions import transfers
 from pipeline.resources import ArchiveServicesResource, SignerResource
@@ -38,3 +41,39 @@ def transfer_receipts_asset(context: dg.AssetExecutionContext, services: Archive
                               severity=dg.AssetCheckSeverity.WARN,
                               metadata={"overdue": len(w.overdue), "transfers": late or "none"})
 
+
+@dg.asset(name="platform_deliveries", group_name="transfer", kinds={"http", "postgres"},
+          check_specs=[dg.AssetCheckSpec("platform_records_delivered", asset="platform_deliveries",
+                                         description="no record refused by the national platform; none waiting "
+                                                     "longer than 15 minutes")])
+@known_failures
+def platform_deliveries_asset(context: dg.AssetExecutionContext, services: ArchiveServicesResource,
+                              signer: SignerResource):
+    """Every transfer step's record that is due, sent to the national platform (ARCHIVE_PLATFORM_URL)
+    exactly once and in each transfer's order; what it refused stays failed, with its reason, until
+    `archive platform retry`."""
+    svc = services.services()
+    client = PlatformClient.from_settings(svc.settings)
+    if client is None:
+        context.log.warning("ARCHIVE_PLATFORM_URL is not set: the records wait in the outbox")
+        run = outbox.DeliveryRun()
+    else:
+        try:
+            run = outbox.deliver_due(svc.db, client, signer.signer(), workers=4, seconds=50,
+                                     retry_seconds=float(svc.settings.platform_retry_seconds))
+        finally:
+            client.close()
+    b = outbox.backlog(svc.db)
+    d = run.delays
+    refused = "; ".join(f"{f['file_number']} {f['status']}: {f['failure_code']} {f['failure']}"[:200]
+                        for f in b.failures[:20])
+    yield dg.MaterializeResult(metadata={
+        "delivered": run.count("delivered"), "duplicates": run.count("duplicate"), "to_retry": run.count("retry"),
+        "refused_now": run.count("refused"), "pending": b.pending, "refused": b.failed,
+        "delay_p50_s": d[len(d) // 2] if d else 0.0, "delay_max_s": d[-1] if d else 0.0})
+    late = b.oldest_pending_seconds is not None and b.oldest_pending_seconds > 15 * 60
+    yield dg.AssetCheckResult(check_name="platform_records_delivered", passed=b.healthy and not late,
+                              severity=dg.AssetCheckSeverity.ERROR if not b.healthy else dg.AssetCheckSeverity.WARN,
+                              metadata={"refused": b.failed, "pending": b.pending,
+                                        "oldest_pending_s": b.oldest_pending_seconds or 0.0,
+                                        "why": refused or "none"})

@@ -287,3 +287,45 @@ def test_the_platform_takes_records_only_from_their_sender_and_shows_them_only_t
         service.revoke_tokens(cur, BJ)
     assert httpx.get(f"{platform.url}/api/v1/feed", headers={"Authorization": f"Bearer {platform.tokens[BJ]}"}
                      ).status_code == 401
+
+
+def test_the_dagster_asset_delivers_and_its_check_fails_on_a_refusal(gz, platform, s3_url, monkeypatch, tmp_path):
+    import dagster as dg
+    from cryptography.hazmat.primitives import serialization
+
+    from pipeline.definitions import defs
+    from pipeline.resources import ArchiveServicesResource, SignerResource
+    from pipeline.sensors import make_platform_sensor
+    from pipeline.transfer_assets import platform_deliveries_asset
+
+    services = ArchiveServicesResource(database_url=gz.db.url, s3_endpoint_url=s3_url,
+                                       staging_bucket=gz.staging_bucket, archive_bucket=gz.archive_bucket)
+
+    def run(key: Signer) -> dg.ExecuteInProcessResult:
+        pem = tmp_path / f"{key.key_id}.pem"
+        pem.write_bytes(key.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                              serialization.NoEncryption()))
+        resources = {"services": services, "signer": SignerResource(key_file=str(pem))}
+        return dg.materialize([platform_deliveries_asset], resources=resources, raise_on_error=False)
+
+    monkeypatch.delenv("ARCHIVE_SIGNING_KEY", raising=False)
+    monkeypatch.setenv("ARCHIVE_PLATFORM_URL", platform.url)
+    monkeypatch.setenv("ARCHIVE_PLATFORM_TOKEN", platform.tokens[GZ])
+    monkeypatch.setenv("ARCHIVE_PLATFORM_RETRY_SECONDS", "1")
+    add_file(gz, "F-DAGSTER")
+    tid = request(gz, "F-DAGSTER", GD)
+    sensor = make_platform_sensor(defs.resolve_job_def("deliver_to_platform"))
+    with dg.build_sensor_context(resources={"services": services}) as ctx:
+        asked = sensor(ctx)
+    assert isinstance(asked, dg.RunRequest) and asked.run_key.endswith(":0")   # a record is due
+    result = run(platform.keys[GZ])
+    assert result.success
+    (mat,) = result.get_asset_materialization_events()
+    assert mat.materialization.metadata["delivered"].value == 1
+    (check,) = result.get_asset_check_evaluations()
+    assert check.passed
+    step(gz, tid, "packaged", platform.keys[GZ])
+    result = run(Signer.generate())   # a key the platform does not know: refused, and the check says so
+    (check,) = result.get_asset_check_evaluations()
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+    assert "signature" in check.metadata["why"].value and "F-DAGSTER packaged" in check.metadata["why"].value
