@@ -32,7 +32,7 @@ from pathlib import Path
 
 from catalog.idnumber import mask_ids
 from cli.admin import cli_actor
-from errors import BadInput, IntegrityFailure, SetupError
+from errors import ArchiveError, BadInput, IntegrityFailure, NotReady, SetupError
 
 
 @contextmanager
@@ -127,10 +127,12 @@ def _package(transfer_id: str) -> int:
     return 0
 
 
-def token_for(sender: str, token_file: str | None) -> str:
+def token_for(sender: str, token_file: str | None, chosen: bool = True) -> str:
     """The token the sender issued us: ARCHIVE_PULL_TOKEN, else --token-file, else
-    DAGSTER_HOME/keys/pull-<sender>.token."""
-    if os.environ.get("ARCHIVE_PULL_TOKEN", "").strip():
+    DAGSTER_HOME/keys/pull-<sender>.token. ARCHIVE_PULL_TOKEN is one token for whichever sender
+    the operator named (`chosen`): a sender the platform's feed names gets only its own file,
+    so an agency posting a record to us never receives a token another agency issued us."""
+    if chosen and os.environ.get("ARCHIVE_PULL_TOKEN", "").strip():
         return os.environ["ARCHIVE_PULL_TOKEN"].strip()
     path = Path(token_file) if token_file else \
         Path(os.environ.get("DAGSTER_HOME", "dagster_home")) / "keys" / f"pull-{sender}.token"
@@ -140,7 +142,7 @@ def token_for(sender: str, token_file: str | None) -> str:
     return path.read_text(encoding="utf-8").strip()
 
 
-def _pull_client(services, code: str, endpoint: str | None, token_file: str | None):
+def _pull_client(services, code: str, endpoint: str | None, token_file: str | None, chosen: bool = True):
     """A client of `code`'s pull API at the endpoint our registry holds for it (or `endpoint`)."""
     from transfer import registry
     from transfer.client import PullClient
@@ -151,7 +153,7 @@ def _pull_client(services, code: str, endpoint: str | None, token_file: str | No
         raise SetupError(f"机构 {sender.code} 没有登记拉取接口地址：请用 --endpoint 给出或在机构登记中补上",
                          f"agency {sender.code} has no pull endpoint in the registry: give --endpoint",
                          item=sender.code)
-    return sender, PullClient(endpoint or sender.endpoint, token_for(sender.code, token_file))
+    return sender, PullClient(endpoint or sender.endpoint, token_for(sender.code, token_file, chosen))
 
 
 def _platform(services):
@@ -165,8 +167,6 @@ def _platform(services):
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    from crossregion import feed
-
     if bool(args.sender) == bool(args.waiting):
         raise BadInput("请给出 --from 发送机构代码，或 --waiting（按全国平台的通知）",
                        "give --from the sending agency's code, or --waiting (what the national platform tells us)")
@@ -178,29 +178,59 @@ def cmd_fetch(args: argparse.Namespace) -> int:
             if not listed:
                 print(f"{sender.name} 没有待本机构接收的转递 / nothing from {sender.code} for us")
         else:
-            read = feed.read(services, _platform(services))
-            for seq, problem in read.problems:
-                print(f"全国平台第 {seq} 条记录不可信，已忽略 / platform record {seq} not believed: {problem}",
-                      file=sys.stderr)
-            clients = {w.sender: _pull_client(services, w.sender, None, None)[1] for w in read.waiting}
-            listed = [(clients[w.sender], w.listing()) for w in read.waiting]
-            if not listed:
-                print("全国平台没有待本机构接收的转递 / the national platform lists nothing waiting for us")
+            listed = _waiting(services)
         if args.transfer_id:
             listed = [(c, t) for c, t in listed if t["transfer_id"] == args.transfer_id]
         return _fetch_each(services, me, listed, args)
 
 
+def _waiting(services) -> list:
+    """(client, listing) of each transfer the platform's feed says waits for us. A feed that
+    cannot be read, a sender we hold no token or endpoint for, is said and skipped: what can be
+    fetched still is."""
+    from crossregion import feed
+
+    try:
+        read = feed.read(services, _platform(services))
+        waiting, problems = read.waiting, read.problems
+    except ArchiveError as exc:  # the platform is away or answers nonsense: what we knew still waits
+        print(f"{exc.label}: {exc}", file=sys.stderr)
+        waiting, problems = feed.waiting(services), []
+    for seq, problem in problems:
+        print(f"全国平台第 {seq} 条记录不可信，已忽略 / platform record {seq} not believed: {problem}", file=sys.stderr)
+    clients, listed = {}, []
+    for w in waiting:
+        if w.sender not in clients:
+            try:
+                clients[w.sender] = _pull_client(services, w.sender, None, None, chosen=False)[1]
+            except ArchiveError as exc:
+                clients[w.sender] = exc
+        if isinstance(clients[w.sender], ArchiveError):
+            print(f"跳过 / skipped {w.transfer_id} from {w.sender}: {clients[w.sender]}", file=sys.stderr)
+            continue
+        listed.append((clients[w.sender], w.listing()))
+    if not waiting:
+        print("全国平台没有待本机构接收的转递 / the national platform lists nothing waiting for us")
+    return listed
+
+
 def _fetch_each(services, me, listed: list, args: argparse.Namespace) -> int:
+    """Fetches each in turn; one that cannot be fetched is said and the next is taken, and the
+    exit status tells that something was left."""
     from tqdm import tqdm
 
     from stages.receive import fetch_one, import_transfer
 
-    rejected = 0
+    rejected, left = 0, 0
     for client, t in listed:
-        with tqdm(total=t.get("package_bytes") or 0, unit="B", unit_scale=True, file=sys.stderr,
-                  desc=t["transfer_id"][:8], disable=args.quiet) as bar:
-            got = fetch_one(services, client, me, t, cli_actor(), progress=bar.update)
+        try:
+            with tqdm(total=t.get("package_bytes") or 0, unit="B", unit_scale=True, file=sys.stderr,
+                      desc=t["transfer_id"][:8], disable=args.quiet) as bar:
+                got = fetch_one(services, client, me, t, cli_actor(), progress=bar.update)
+        except ArchiveError as exc:
+            left += 1
+            print(f"未能接收 / not fetched: {t['transfer_id']}: {exc}", file=sys.stderr)
+            continue
         steps = ", ".join(f"{k} {v:.2f} s" for k, v in got.seconds.items())
         if got.outcome == "received":
             print(f"已接收并回执 / received, receipted: {got.transfer_id} {got.file_number} ({steps})")
@@ -216,6 +246,9 @@ def _fetch_each(services, me, listed: list, args: argparse.Namespace) -> int:
     if rejected:
         raise IntegrityFailure(f"{rejected} 个转递未通过核验，已向发送方发出拒收",
                                f"{rejected} transfers failed verification: rejections were sent")
+    if left:
+        raise NotReady(f"{left} 个转递未能接收（原因见上），下次运行再试",
+                       f"{left} transfers could not be fetched (reasons above): the next run tries again")
     return 0
 
 

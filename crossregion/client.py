@@ -24,6 +24,7 @@ from transfer.signing import canonical_json
 
 API = "/api/v1"
 RETRYABLE_CODES = frozenset({"out_of_order"})   # a 409 that a later attempt may find gone
+MAX_ANSWER = 64 * 1024                            # bytes of an answer to a record read, at most
 
 
 class PlatformUnavailable(SetupError):
@@ -73,22 +74,41 @@ class PlatformClient:
         the platform's reason."""
         t0 = time.perf_counter()
         try:
-            res = self.http.post(f"{API}/records", content=canonical_json(record),
-                                 headers={"Content-Type": "application/json", "Idempotency-Key": record["record_id"]})
-        except httpx.HTTPError as exc:
+            status, raw = self._post(f"{API}/records", canonical_json(record),
+                                     {"Content-Type": "application/json", "Idempotency-Key": record["record_id"]})
+        except (httpx.HTTPError, TimeoutError) as exc:
             return Answer("retry", None, "unreachable", f"{type(exc).__name__}: {exc}"[:300],
                           seconds=time.perf_counter() - t0)
         seconds = time.perf_counter() - t0
-        body = _json(res)
-        code, message = str(body.get("code", "")), str(body.get("message_en") or body.get("detail") or res.text[:300])
-        if res.status_code in (200, 201):
-            return Answer("duplicate" if body.get("duplicate") else "stored", res.status_code, body=body,
-                          seconds=seconds)
-        if res.status_code >= 500 or res.status_code in (408, 429) or code in RETRYABLE_CODES:
-            return Answer("retry", res.status_code, code or f"http_{res.status_code}", message, body, seconds)
-        if 300 <= res.status_code < 400:
-            message = f"the platform redirected to {res.headers.get('location', '?')}: not followed"
-        return Answer("refused", res.status_code, code or f"http_{res.status_code}", message, body, seconds)
+        body = _json(raw)
+        text = raw[:300].decode("utf-8", "replace")
+        code, message = str(body.get("code", "")), str(body.get("message_en") or body.get("detail") or text)
+        if status in (200, 201):
+            # an answer that is not the platform's (a portal, a proxy's page) is no proof it was stored
+            if not isinstance(body.get("platform_seq"), int) or not isinstance(body.get("duplicate"), bool):
+                return Answer("retry", status, "bad_answer", f"the platform answered {status} without saying what "
+                              f"it stored: {text[:120]}", body, seconds)
+            return Answer("duplicate" if body["duplicate"] else "stored", status, body=body, seconds=seconds)
+        if status >= 500 or status in (408, 429) or code in RETRYABLE_CODES:
+            return Answer("retry", status, code or f"http_{status}", message, body, seconds)
+        if 300 <= status < 400:
+            message = "the platform redirected: not followed"
+        return Answer("refused", status, code or f"http_{status}", message, body, seconds)
+
+    def _post(self, path: str, content: bytes, headers: dict) -> tuple[int, bytes]:
+        """(status, body) of a POST within `timeout` in all, the body read to MAX_ANSWER bytes:
+        a platform that drips its answer cannot hold a deliverer (and its claim) for long."""
+        end = time.monotonic() + self.timeout
+        with self.http.stream("POST", path, content=content, headers=headers) as res:
+            raw = b""
+            for chunk in res.iter_bytes():
+                raw += chunk
+                if len(raw) > MAX_ANSWER:
+                    raw = raw[:MAX_ANSWER]
+                    break
+                if time.monotonic() > end:
+                    raise TimeoutError(f"the answer took more than {self.timeout:.0f} s")
+            return res.status_code, raw
 
     def feed(self, after: int, wait: float = 0, limit: int = 200) -> dict:
         """{"records": [{"platform_seq", "received_at", "record"}...], "last": N}: what came after N."""
@@ -99,17 +119,20 @@ class PlatformClient:
             raise PlatformUnavailable(f"无法连接全国平台 {self.url}：{exc}",
                                       f"cannot reach the national platform at {self.url}: {exc}",
                                       item=self.url) from None
+        body = _json(res)
         if res.status_code != 200:
-            body = _json(res)
             raise PlatformUnavailable(f"全国平台返回 {res.status_code}：{body.get('message_zh', res.text[:200])}",
                                       f"the national platform answered {res.status_code}: "
                                       f"{body.get('message_en', res.text[:200])}", item=self.url)
-        return res.json()
+        if not isinstance(body.get("records"), list):
+            raise PlatformUnavailable("全国平台的通知列表格式不对", "the national platform's feed is not a list of "
+                                      "records", item=self.url)
+        return body
 
 
-def _json(res: httpx.Response) -> dict:
+def _json(raw: bytes | httpx.Response) -> dict:
     try:
-        body = res.json()
+        body = json.loads(raw.content if isinstance(raw, httpx.Response) else raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
         return {}
     return body if isinstance(body, dict) else {}

@@ -11,13 +11,15 @@ import json
 import uuid
 from dataclasses import dataclass
 
-from crossregion.client import PlatformClient
-from crossregion.schema import RecordInvalid, check
+from crossregion.client import PlatformClient, PlatformUnavailable
+from crossregion.schema import MAX_AGE, RecordInvalid, check, has_nul
 from stages.services import Services
 from transfer import registry
 from transfer.signing import signature_valid
 
 WAITING = ("available", "fetched")   # the platform's last word: the sender serves it, no receipt yet
+PAGE = 200
+MAX_SEQ = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,10 @@ def _problem(cur, record: dict) -> str | None:
         check(record)
     except RecordInvalid as exc:
         return exc.message_en
+    if has_nul(record):
+        return "it holds NUL characters"
+    if dt.datetime.fromisoformat(record["changed_at"]) < dt.datetime.now(dt.UTC) - MAX_AGE:
+        return f"its step is older than {MAX_AGE.days} days: its key is not trusted for it any more"
     sender, sig = record["sender"]["code"], record["signature"]
     key = registry.key_at(cur, sender, str(sig.get("key_id", "")), dt.datetime.fromisoformat(record["changed_at"]))
     if key is None or not signature_valid(record, key.public_key):
@@ -60,31 +66,37 @@ def read(services: Services, client: PlatformClient, wait: float = 0) -> FeedRea
         after = cur.fetchone()["n"]
     new, problems = 0, []
     while True:
-        page = client.feed(after, wait=wait if new == 0 else 0)
-        rows = page.get("records") or []
+        rows = client.feed(after, wait=wait if new == 0 else 0)["records"]
+        for item in rows:  # the numbering is checked whole before any of the page is kept
+            seq = item.get("platform_seq") if isinstance(item, dict) else None
+            if type(seq) is not int or not after < seq <= MAX_SEQ:
+                raise PlatformUnavailable(f"全国平台的通知编号无效（在 {after} 之后）：{str(seq)[:30]}",
+                                          f"the national platform's feed numbered a record {str(seq)[:30]!r} after "
+                                          f"{after}: not read further", item=client.url)
+            after = seq
         with services.db.transaction() as cur:
             for item in rows:
                 record = item.get("record") if isinstance(item.get("record"), dict) else {}
                 problem = _problem(cur, record) if record else "not a JSON object"
                 if problem:
-                    problems.append((int(item["platform_seq"]), problem))
+                    problems.append((item["platform_seq"], problem))
                 cur.execute("INSERT INTO platform_feed (platform_seq, record_id, transfer_id, sender, receiver, status,"
                             " sequence, body, verified, problem) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                            " ON CONFLICT DO NOTHING", _row(int(item["platform_seq"]), record, problem))
+                            " ON CONFLICT DO NOTHING", _row(item["platform_seq"], record, problem))
         new += len(rows)
-        if not rows or len(rows) < 200:
+        if len(rows) < PAGE:
             break
-        after = int(page["last"])
     return FeedRead(new, problems, waiting(services))
 
 
 def _row(seq: int, record: dict, problem: str | None) -> tuple:
-    """A feed row; a record not believed keeps its place with what could be read of it."""
+    """A feed row; a record not believed keeps its place with what could be read of it (never
+    what PostgreSQL cannot hold: NUL characters, numbers beyond its integers)."""
     def text(*path: str) -> str:
         value: object = record
         for key in path:
             value = value.get(key) if isinstance(value, dict) else None
-        return str(value) if value is not None else ""
+        return str(value).replace("\x00", "")[:100] if value is not None else ""
 
     def an_id(value: str) -> str:
         try:
@@ -92,20 +104,22 @@ def _row(seq: int, record: dict, problem: str | None) -> tuple:
         except ValueError:
             return str(uuid.uuid4())
 
-    sequence = record.get("sequence") if isinstance(record.get("sequence"), int) else 0
+    body = json.dumps({"unreadable": "it holds NUL characters"}) if has_nul(record) else \
+        json.dumps(record, ensure_ascii=False)
+    sequence = record["sequence"] if problem is None else 0
     return (seq, an_id(text("record_id")), an_id(text("transfer_id")), text("sender", "code"),
-            text("receiver", "code"), text("status"), sequence, json.dumps(record, ensure_ascii=False),
-            problem is None, problem)
+            text("receiver", "code"), text("status"), sequence, body, problem is None, problem)
 
 
 def waiting(services: Services) -> list[Waiting]:
     """Transfers to us whose latest believed record says the sender serves them, and that we
     have not received or rejected."""
     with services.db.transaction() as cur:
-        cur.execute("SELECT * FROM (SELECT DISTINCT ON (transfer_id) transfer_id, sender, status, body"
-                    " FROM platform_feed WHERE verified AND receiver = %s ORDER BY transfer_id, sequence DESC) last"
-                    " WHERE status = ANY(%s) AND NOT EXISTS (SELECT 1 FROM received_transfers r"
-                    " WHERE r.transfer_id = last.transfer_id AND r.outcome IN ('received', 'rejected'))",
+        cur.execute("SELECT * FROM (SELECT DISTINCT ON (sender, transfer_id) transfer_id, sender, status, body"
+                    " FROM platform_feed WHERE verified AND receiver = %s ORDER BY sender, transfer_id, sequence DESC)"
+                    " last WHERE status = ANY(%s) AND NOT EXISTS (SELECT 1 FROM received_transfers r"
+                    " WHERE r.transfer_id = last.transfer_id AND r.sender = last.sender"
+                    " AND r.outcome IN ('received', 'rejected')) ORDER BY sender, transfer_id",
                     (services.agency, list(WAITING)))
         return [Waiting(str(r["transfer_id"]), r["sender"], r["body"]["file"]["file_number"],
                         int((r["body"].get("package") or {}).get("bytes") or 0)) for r in cur.fetchall()]

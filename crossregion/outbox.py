@@ -25,12 +25,14 @@ import random
 import select
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from crossregion import record as national
 from crossregion.client import Answer, PlatformClient
 from crossregion.schema import RecordInvalid, check
+from errors import BadInput
 from storage import events
 from storage.db import Database, connect
 from storage.events import Event
@@ -38,6 +40,7 @@ from transfer.signing import Signer
 
 CHANNEL = "platform_outbox"
 MAX_DELAY = 600.0   # seconds between attempts, at most
+OUT_OF_ORDER_LIMIT = 20   # attempts answered "an earlier record is missing" before staff are told
 
 _HEAD = """
 SELECT o.*, t.file_number FROM platform_outbox o JOIN transfers t USING (transfer_id)
@@ -48,9 +51,14 @@ ORDER BY o.next_attempt_at, o.created_at LIMIT %s FOR UPDATE OF o SKIP LOCKED"""
 CLAIM = 8   # heads (each of its own transfer) a deliverer claims at once: one commit for their bookkeeping
 
 
-def enqueue(cur, transfer_id: str, status: str) -> str:
+def enqueue(cur, transfer_id: str, status: str) -> str | None:
     """The record of the step just taken, in the caller's transaction; its record id. The
-    transfer's row is locked by the step, so sequence numbers cannot collide."""
+    transfer's row is locked by the step, so sequence numbers cannot collide. A transfer
+    requested before the outbox existed (migration 0018) has no person hash for the platform
+    and no first record there: it is not reported (None)."""
+    cur.execute("SELECT person_ref IS NOT NULL AS reported FROM transfers WHERE transfer_id = %s", (transfer_id,))
+    if not cur.fetchone()["reported"]:
+        return None
     cur.execute("SELECT coalesce(max(sequence), 0) + 1 AS n FROM platform_outbox WHERE transfer_id = %s",
                 (transfer_id,))
     sequence = cur.fetchone()["n"]
@@ -106,13 +114,21 @@ def deliver_some(db: Database, client: PlatformClient, signer: Signer, retry_sec
 
 
 def _send(cur, row: dict, client: PlatformClient, signer: Signer, retry_seconds: float) -> Attempted:
-    signed = signer.sign(row["body"])
+    signed = row["signed"]
+    if signed is None:  # signed once: a retry after a key change must not become another record
+        signed = signer.sign(row["body"])
+        cur.execute("UPDATE platform_outbox SET signed = %s WHERE record_id = %s",
+                    (json.dumps(signed, ensure_ascii=False), row["record_id"]))
     try:
         check(signed)
     except RecordInvalid as exc:  # ours, never sent: a bug here or a record rewritten behind our back
         answer = Answer("refused", None, "schema", f"our own check: {exc.message_en}")
     else:
         answer = client.post_record(signed)
+    if answer.code == "out_of_order" and row["attempts"] + 1 >= OUT_OF_ORDER_LIMIT:
+        answer = Answer("refused", answer.http_status, "out_of_order",
+                        f"the platform still lacks an earlier record of this transfer after {OUT_OF_ORDER_LIMIT} "
+                        "attempts: it lost one we delivered; ask its operators", answer.body, answer.seconds)
     kind = {"stored": "delivered"}.get(answer.kind, answer.kind)
     cur.execute("INSERT INTO platform_attempts (record_id, outcome, http_status, detail, seconds)"
                 " VALUES (%s, %s, %s, %s, %s)", (row["record_id"], kind, answer.http_status,
@@ -237,10 +253,16 @@ def backlog(db: Database) -> Backlog:
 
 def retry_failed(db: Database, record_id: str | None = None) -> int:
     """Failed records (one, or all) pending again, due now; how many."""
-    with db.transaction() as cur:
+    if record_id is not None:
+        try:
+            record_id = str(uuid.UUID(record_id))
+        except ValueError:
+            raise BadInput(f"记录编号 {record_id[:60]} 无效", f"{record_id[:60]!r} is not a record id",
+                           item=record_id[:60]) from None
+    with db.transaction() as cur:  # signed again: a refused record was not stored, the key may be new
         cur.execute("UPDATE platform_outbox SET state = 'pending', next_attempt_at = now(), failure_code = NULL,"
-                    " failure = NULL WHERE state = 'failed' AND (%s::uuid IS NULL OR record_id = %s::uuid)",
-                    (record_id, record_id))
+                    " failure = NULL, signed = NULL, attempts = 0"
+                    " WHERE state = 'failed' AND (%s::uuid IS NULL OR record_id = %s::uuid)", (record_id, record_id))
         n = cur.rowcount
         cur.execute(f"NOTIFY {CHANNEL}")
     return n

@@ -10,6 +10,7 @@ from crossregion.schema import SCHEMA, VERSION
 from transfer.client import PREFIX as PULL_PREFIX
 
 PACKAGE_FORMAT = "BagIt 1.0, tar"
+MAX_CHECKS, MAX_CODE = 50, 60   # a rejection's failed checks a record names, and their codes' length
 
 
 def _time(value: dt.datetime) -> str:
@@ -45,8 +46,9 @@ def build(cur, transfer_id: str, status: str, sequence: int) -> dict:
         record["transfer_record"] = {"record_id": str(t["record_id"]), "sha256": t["record_sha256"],
                                      "expires_at": _time(t["expires_at"]),
                                      "signature": t["record"]["signature"]["value"]}
-    if t["receipt"]:
+    if t["receipt"]:  # the receiver wrote it: its time in our own form, its list of checks bounded
         r = t["receipt"]
-        record["receipt"] = {"receipt_id": str(r["receipt_id"]), "outcome": r["outcome"], "at": r["at"],
-                             "failed_checks": [c.get("code", "") for c in r.get("failed_checks", [])]}
+        codes = [str(c.get("code", ""))[:MAX_CODE] for c in r.get("failed_checks", [])]
+        record["receipt"] = {"receipt_id": str(r["receipt_id"])[:100], "outcome": r["outcome"],
+                             "at": _time(dt.datetime.fromisoformat(r["at"])), "failed_checks": codes[:MAX_CHECKS]}
     return record

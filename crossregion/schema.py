@@ -4,6 +4,7 @@ properties, which it ignores (docs/national-platform.md)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from functools import cache
 from importlib import resources
@@ -14,6 +15,9 @@ from jsonschema.validators import Draft202012Validator
 from errors import BadInput
 
 SCHEMA = "personnel-archive/national-transfer-record"
+# A record whose step is older than this is refused, by the platform and by a receiver: a key
+# retired (perhaps compromised) cannot sign backdated records beyond this window.
+MAX_AGE = dt.timedelta(days=30)
 MAJOR = 1
 VERSION = "1.0"   # what this installation writes
 
@@ -60,3 +64,8 @@ def check(record: object) -> dict:
 
 def _short(e: jsonschema.ValidationError) -> str:
     return e.message if len(e.message) <= 200 else e.message[:197] + "..."
+
+
+def has_nul(record: dict) -> bool:
+    """A NUL character anywhere: PostgreSQL's text and jsonb cannot hold one."""
+    return "\\u0000" in json.dumps(record)

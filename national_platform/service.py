@@ -6,7 +6,11 @@ key the platform's registry has for the sender at the record's time. Then:
 
 - the same record id again, with the same content, is a duplicate: answered as stored, kept once;
   with other content, a conflict;
-- record n of a transfer is taken only after record n-1 (a sender that lost one retries).
+- record n of a transfer is taken only after record n-1 (a sender that lost one retries);
+- a transfer id belongs to its sender: records of another agency under the same id are another
+  transfer's, so no agency can take the place of another's records;
+- a step older than 30 days is refused (crossregion.schema.MAX_AGE): a retired key cannot sign
+  records backdated to when it was valid, beyond that.
 
 Records are numbered under a lock, so the numbers are also their commit order: a reader that
 has read up to n never misses one numbered below n that commits later.
@@ -18,9 +22,10 @@ import datetime as dt
 import hashlib
 import json
 import secrets
+import uuid
 from dataclasses import dataclass
 
-from crossregion.schema import RecordInvalid, check
+from crossregion.schema import MAX_AGE, RecordInvalid, check, has_nul
 from errors import ArchiveError
 from storage.db import Database
 from transfer import registry
@@ -105,6 +110,13 @@ def accept(db: Database, agency: str, raw: bytes, idempotency_key: str | None) -
             raise Refused("schema", 422, exc.message_zh, exc.message_en, path=exc.path,
                           item=str(record.get("record_id", ""))[:40] if isinstance(record, dict) else None) from None
         rid = record["record_id"]
+        if has_nul(record):
+            raise Refused("schema", 422, "记录含有 NUL 字符", "the record holds NUL characters", item=rid)
+        try:
+            canonical_json(record)
+        except ValueError as exc:  # RFC 8785 cannot write it (an integer beyond 2^53): no signature can cover it
+            raise Refused("schema", 422, "记录无法规范化（RFC 8785）", f"the record has no canonical form: {exc}",
+                          item=rid) from None
         if idempotency_key != rid:
             raise Refused("idempotency_key", 400, "请求头 Idempotency-Key 应等于记录的 record_id",
                           "the Idempotency-Key header must be the record's record_id", item=rid)
@@ -132,6 +144,9 @@ def _store(db: Database, agency: str, record: dict) -> Accepted:
                           f"the receiving agency {record['receiver']['code']} is not registered here", item=rid)
         if changed.tzinfo is None or changed > dt.datetime.now(dt.UTC) + CLOCK_SKEW:
             raise Refused("time", 422, "记录时间晚于当前时间", "the record's time is in the future", item=rid)
+        if changed < dt.datetime.now(dt.UTC) - MAX_AGE:  # a retired key signs nothing backdated past this
+            raise Refused("stale", 422, f"记录所述步骤早于 {MAX_AGE.days} 天", f"the record's step is older than "
+                          f"{MAX_AGE.days} days", item=rid)
         key = registry.key_at(cur, agency, str(record["signature"].get("key_id", "")), changed)
         if key is None or not signature_valid(record, key.public_key):
             kid = record["signature"].get("key_id")
@@ -145,13 +160,9 @@ def _store(db: Database, agency: str, record: dict) -> Accepted:
                 raise Refused("conflict", 409, "同一记录编号已有不同内容的记录",
                               "a different record was stored under this record id", item=rid)
             return Accepted(same["platform_seq"], same["received_at"], duplicate=True)
-        cur.execute("SELECT sequence, sender FROM records WHERE transfer_id = %s ORDER BY sequence DESC LIMIT 1",
-                    (tid,))
-        last = cur.fetchone()
-        if last is not None and last["sender"] != agency:
-            raise Refused("conflict", 409, "该转递的记录由另一机构登记",
-                          "this transfer's records come from another agency", item=rid)
-        have = last["sequence"] if last else 0
+        # a transfer id is its sender's: another agency using the same id makes another transfer
+        cur.execute("SELECT max(sequence) AS n FROM records WHERE sender = %s AND transfer_id = %s", (agency, tid))
+        have = cur.fetchone()["n"] or 0
         if record["sequence"] <= have:
             raise Refused("conflict", 409, f"该转递的第 {record['sequence']} 条记录已是另一条",
                           f"another record is this transfer's number {record['sequence']}", item=rid)
@@ -176,8 +187,12 @@ def feed(db: Database, agency: str, after: int, limit: int) -> list[dict]:
 
 
 def of_transfer(db: Database, agency: str, transfer_id: str) -> list[dict]:
+    try:
+        tid = str(uuid.UUID(transfer_id))
+    except ValueError:
+        return []
     with db.transaction() as cur:
-        cur.execute("SELECT platform_seq, received_at, body FROM records WHERE transfer_id::text = %s"
-                    " AND (receiver = %s OR sender = %s) ORDER BY sequence", (transfer_id, agency, agency))
+        cur.execute("SELECT platform_seq, received_at, body FROM records WHERE transfer_id = %s"
+                    " AND (receiver = %s OR sender = %s) ORDER BY sender, sequence", (tid, agency, agency))
         return [{"platform_seq": r["platform_seq"], "received_at": r["received_at"].isoformat(), "record": r["body"]}
                 for r in cur.fetchall()]

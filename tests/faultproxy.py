@@ -7,6 +7,7 @@
     "reset_before"  close the connection without forwarding
     "reset_after"   forward, then close the connection without answering
     "slow_down"     answer 503 SlowDown without forwarding
+    "portal"        answer 200 with an HTML page without forwarding (a captive portal, a proxy's page)
     "stall:S"       wait S seconds (past the client's timeout), then forward
     "delay:S"       wait S seconds, then forward
 
@@ -93,6 +94,8 @@ class FaultProxy:
                 if kind == "slow_down":
                     return self._answer(503, [("Content-Type", "application/xml")],
                                         b"<Error><Code>SlowDown</Code></Error>")
+                if kind == "portal":
+                    return self._answer(200, [("Content-Type", "text/html")], b"<html>Welcome</html>")
                 if kind == "reset_before":
                     return self._reset()
                 status, headers, data = self._forward(body)

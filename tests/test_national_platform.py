@@ -10,6 +10,7 @@ import json
 import random
 import threading
 import time
+import uuid
 from types import SimpleNamespace
 
 import httpx
@@ -143,9 +144,13 @@ def test_a_platform_that_stores_then_answers_500_keeps_one_record(gz, platform):
     tid = request(gz, "F-500", GD)
     assert outbox.deliver_due(gz.db, client, platform.keys[GZ], retry_seconds=FAST).count("retry") == 1
     assert len(_at_platform(platform, tid)) == 1     # it was stored, though we heard 500
-    _until_delivered(gz, client, platform.keys[GZ], tid)
+    newer = Signer.generate()   # and Guizhou's key rotates before the retry: the record was signed once
+    with platform.db.transaction() as cur:
+        registry.add_key(cur, GZ, newer.key_id, newer.public_bytes(), dt.datetime.now(dt.UTC) - dt.timedelta(days=1))
+    _until_delivered(gz, client, newer, tid)
     (row,) = _outbox(gz, tid)
     assert row["tried"] == ["retry", "duplicate"] and row["answer"]["duplicate"] is True
+    assert row["signed"]["signature"]["key_id"] == platform.keys[GZ].key_id
     assert len(_at_platform(platform, tid)) == 1
     proxy.close()
 
@@ -329,3 +334,72 @@ def test_the_dagster_asset_delivers_and_its_check_fails_on_a_refusal(gz, platfor
     (check,) = result.get_asset_check_evaluations()
     assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
     assert "signature" in check.metadata["why"].value and "F-DAGSTER packaged" in check.metadata["why"].value
+
+
+def test_an_answer_that_is_not_the_platforms_is_no_delivery(gz, platform):
+    proxy = FaultProxy(platform.url, lambda method, path, n: "portal" if n == 0 else "pass")
+    client = _client(platform, proxy.url)
+    add_file(gz, "F-PORTAL")
+    tid = request(gz, "F-PORTAL", GD)
+    run = outbox.deliver_due(gz.db, client, platform.keys[GZ], retry_seconds=FAST)
+    assert [(a.outcome, a.code) for a in run.attempted] == [("retry", "bad_answer")]
+    assert _at_platform(platform, tid) == []
+    _until_delivered(gz, client, platform.keys[GZ], tid)
+    assert len(_at_platform(platform, tid)) == 1
+    proxy.close()
+
+
+def test_no_agency_can_take_another_agencys_transfer_id_or_backdate_a_record(gz, platform):
+    add_file(gz, "F-SQUAT")
+    tid = request(gz, "F-SQUAT", GD)
+    (row,) = _outbox(gz, tid)
+    # Guangdong learned the id first and posts its own record 1 under it, as sender
+    squat = platform.keys[GD].sign({**row["body"], "record_id": "00000000-0000-4000-8000-000000000001",
+                                   "sender": {"code": GD, "name": NAMES[GD]}, "receiver": {"code": GZ, "name": "x"}})
+    assert _post(platform, squat, GD).status_code == 201
+    _until_delivered(gz, _client(platform), platform.keys[GZ], tid)   # Guizhou's own records are not blocked
+    assert [r["status"] for r in _at_platform(platform, tid)] == ["requested", "requested"]
+    with httpx.Client(headers={"Authorization": f"Bearer {platform.tokens[GZ]}"}) as http:
+        mine = http.get(f"{platform.url}/api/v1/transfers/{tid}/records").json()["records"]
+    assert {r["record"]["sender"]["code"] for r in mine} == {GZ, GD}   # each is its own sender's
+    old = (dt.datetime.now(dt.UTC) - dt.timedelta(days=31)).isoformat()
+    for bad, code in ((platform.keys[GZ].sign({**row["body"], "record_id": str(uuid.uuid4()), "sequence": 2,
+                                                "changed_at": old}), "stale"),
+                      (platform.keys[GZ].sign({**row["body"], "record_id": str(uuid.uuid4()), "sequence": 2,
+                                                "person": {**row["body"]["person"], "name": "李\u0000明"}}), "schema")):
+        res = _post(platform, bad)
+        assert res.status_code == 422 and res.json()["code"] == code, res.text
+    big = {**row["body"], "record_id": str(uuid.uuid4()), "sequence": 2, "extra": 2**60}
+    big["signature"] = {"alg": "Ed25519", "key_id": "k", "value": "x"}
+    res = httpx.post(f"{platform.url}/api/v1/records", content=json.dumps(big),
+                     headers={"Authorization": f"Bearer {platform.tokens[GZ]}", "Idempotency-Key": big["record_id"]})
+    assert res.status_code == 422 and res.json()["code"] == "schema"
+
+
+def test_a_platform_that_answers_nonsense_is_told_by_name_and_what_we_knew_still_waits(gz, platform):
+    from fastapi import FastAPI
+
+    from crossregion import feed
+    from errors import ArchiveError
+
+    bad = FastAPI()
+    pages = iter([{"records": [{"platform_seq": 5, "record": {"schema": "x"}},
+                               {"platform_seq": 9, "record": {"status": "available", "sequence": 2**40,
+                                                              "sender": {"code": "44\u00000000"}}}], "last": 9},
+                  {"records": [{"platform_seq": "9'; DROP TABLE x"}], "last": 9},
+                  {"records": "none"}])
+
+    @bad.get("/api/v1/feed")
+    def page() -> dict:
+        return next(pages)
+
+    with serving(bad) as url:
+        client = PlatformClient(url, "t", timeout=2)
+        read = feed.read(gz, client)
+        assert [seq for seq, _ in read.problems] == [5, 9] and read.waiting == []
+        for _ in range(2):
+            with pytest.raises(ArchiveError, match="feed"):
+                feed.read(gz, client)
+    with gz.db.transaction() as cur:
+        cur.execute("SELECT platform_seq, verified FROM platform_feed ORDER BY platform_seq")
+        assert [(r["platform_seq"], r["verified"]) for r in cur.fetchall()] == [(5, False), (9, False)]

@@ -567,6 +567,10 @@ def test_guangdong_learns_from_the_national_platform_what_waits_and_the_receipt_
         _as_guangdong(two, monkeypatch, tmp_path)
         monkeypatch.setenv("ARCHIVE_PLATFORM_URL", url)
         monkeypatch.setenv("ARCHIVE_PLATFORM_TOKEN", tokens[GD])
+        # a sender the feed names gets only the token it issued us, never ARCHIVE_PULL_TOKEN
+        monkeypatch.setenv("ARCHIVE_PULL_TOKEN", "meant-for-the-sender-the-operator-names")
+        (tmp_path / "keys").mkdir(exist_ok=True)
+        (tmp_path / "keys" / f"pull-{GZ}.token").write_text(two["token"], encoding="utf-8")
         assert main(["fetch", "--waiting", "--quiet"]) == 0   # (Guangdong holds the file: the first test imported it)
         assert f"received, receipted: {tid} {FILE}" in capsys.readouterr().out
         assert main(["fetch", "--waiting", "--quiet"]) == 0

@@ -40,7 +40,7 @@ CREATE TABLE records (
     body          jsonb NOT NULL,
     body_sha256   text NOT NULL,              -- of its canonical JSON: the same id twice must be the same record
     received_at   timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (transfer_id, sequence)
+    UNIQUE (sender, transfer_id, sequence)   -- a transfer id is its sender's: no other agency can take it
 );
 CREATE INDEX records_receiver ON records (receiver, platform_seq);
 CREATE INDEX records_sender ON records (sender, platform_seq);

@@ -9,8 +9,9 @@ CREATE TABLE platform_outbox (
     transfer_id      uuid NOT NULL REFERENCES transfers ON DELETE CASCADE,
     sequence         integer NOT NULL,            -- 1 for the request, +1 a step: the order they must arrive in
     status           text NOT NULL,               -- the transfer's state the record reports
-    body             jsonb NOT NULL,              -- the record unsigned; signed when sent (Ed25519 is
-                                                  -- deterministic: every attempt sends the same bytes)
+    body             jsonb NOT NULL,              -- the record as the step wrote it, unsigned
+    signed           jsonb,                       -- signed at its first attempt and kept: every later attempt
+                                                  -- sends the same bytes, whatever key is current by then
     created_at       timestamptz NOT NULL DEFAULT now(),   -- the state change's own time
     state            text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'failed')),
     attempts         integer NOT NULL DEFAULT 0,
