@@ -113,12 +113,19 @@ def deliver_some(db: Database, client: PlatformClient, signer: Signer, retry_sec
     return out
 
 
+# One statement a record: its attempt, and its outcome (the signed bytes kept from the first).
+_OUTCOME = """
+WITH tried AS (INSERT INTO platform_attempts (record_id, outcome, http_status, detail, seconds)
+               VALUES (%(id)s, %(kind)s, %(http)s, %(detail)s, %(seconds)s))
+UPDATE platform_outbox SET signed = coalesce(signed, %(signed)s), attempts = attempts + 1, state = %(state)s,
+    delivered_at = CASE WHEN %(state)s = 'delivered' THEN now() END, answer = %(answer)s,
+    next_attempt_at = now() + make_interval(secs => %(wait)s), failure_code = %(code)s, failure = %(failure)s
+WHERE record_id = %(id)s RETURNING delivered_at - created_at AS delay"""
+
+
 def _send(cur, row: dict, client: PlatformClient, signer: Signer, retry_seconds: float) -> Attempted:
-    signed = row["signed"]
-    if signed is None:  # signed once: a retry after a key change must not become another record
-        signed = signer.sign(row["body"])
-        cur.execute("UPDATE platform_outbox SET signed = %s WHERE record_id = %s",
-                    (json.dumps(signed, ensure_ascii=False), row["record_id"]))
+    # signed once: a retry after a key change must not become another record under the same id
+    signed = row["signed"] or signer.sign(row["body"])
     try:
         check(signed)
     except RecordInvalid as exc:  # ours, never sent: a bug here or a record rewritten behind our back
@@ -130,29 +137,25 @@ def _send(cur, row: dict, client: PlatformClient, signer: Signer, retry_seconds:
                         f"the platform still lacks an earlier record of this transfer after {OUT_OF_ORDER_LIMIT} "
                         "attempts: it lost one we delivered; ask its operators", answer.body, answer.seconds)
     kind = {"stored": "delivered"}.get(answer.kind, answer.kind)
-    cur.execute("INSERT INTO platform_attempts (record_id, outcome, http_status, detail, seconds)"
-                " VALUES (%s, %s, %s, %s, %s)", (row["record_id"], kind, answer.http_status,
-                                                 f"{answer.code} {answer.message}".strip()[:1000], answer.seconds))
-    delay = None
-    if answer.kind in ("stored", "duplicate"):
-        cur.execute("UPDATE platform_outbox SET state = 'delivered', delivered_at = now(), answer = %s,"
-                    " attempts = attempts + 1 WHERE record_id = %s RETURNING delivered_at - created_at AS delay",
-                    (json.dumps(answer.body, ensure_ascii=False), row["record_id"]))
-        delay = cur.fetchone()["delay"].total_seconds()
-    elif answer.kind == "retry":
-        cur.execute("UPDATE platform_outbox SET attempts = attempts + 1,"
-                    " next_attempt_at = now() + make_interval(secs => %s) WHERE record_id = %s",
-                    (backoff(row["attempts"] + 1, retry_seconds), row["record_id"]))
-    else:
-        _failed(cur, row, answer)
+    state = {"delivered": "delivered", "duplicate": "delivered", "retry": "pending"}.get(kind, "failed")
+    cur.execute(_OUTCOME, {
+        "id": row["record_id"], "kind": kind, "http": answer.http_status, "seconds": answer.seconds,
+        "detail": f"{answer.code} {answer.message}".strip()[:1000], "state": state,
+        "signed": None if row["signed"] else json.dumps(signed, ensure_ascii=False),
+        "answer": json.dumps(answer.body, ensure_ascii=False) if state == "delivered" else None,
+        "wait": backoff(row["attempts"] + 1, retry_seconds) if state == "pending" else 0,
+        "code": answer.code if state == "failed" else None,
+        "failure": answer.message[:1000] if state == "failed" else None})
+    delay = cur.fetchone()["delay"]
+    if state == "failed":
+        _told(cur, row, answer)
     return Attempted(str(row["record_id"]), str(row["transfer_id"]), row["sequence"], row["status"], kind,
-                     answer.code, answer.message, delay)
+                     answer.code, answer.message, delay.total_seconds() if delay is not None else None)
 
 
-def _failed(cur, row: dict, answer: Answer) -> None:
+def _told(cur, row: dict, answer: Answer) -> None:
+    """A refusal into the file's history, where staff see it."""
     zh = str(answer.body.get("message_zh") or answer.message)
-    cur.execute("UPDATE platform_outbox SET state = 'failed', attempts = attempts + 1, failure_code = %s,"
-                " failure = %s WHERE record_id = %s", (answer.code, answer.message[:1000], row["record_id"]))
     events.record(cur, [Event("platform_refused", outcome="failure", file_number=row["file_number"], detail={
         "transfer_id": str(row["transfer_id"]), "record_id": str(row["record_id"]), "status": row["status"],
         "sequence": row["sequence"], "code": answer.code, "http_status": answer.http_status,
