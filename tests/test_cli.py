@@ -170,7 +170,8 @@ def test_ui_serves_the_instance_and_stops_by_pid(demo_env):
         req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", query, {"Content-Type": "application/json"})
         nodes = json.load(urllib.request.urlopen(req, timeout=30))["data"]["assetNodes"]
         assert sorted(n["assetKey"]["path"][0] for n in nodes) == ["archive", "index", "intake", "ocr",
-                                                                        "transfer_package", "transfer_receipts"]
+                                                                        "platform_deliveries", "transfer_package",
+                                                                        "transfer_receipts"]
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(90) == 0
