@@ -13,7 +13,7 @@ import signal
 import threading
 
 from cli.admin import cli_actor
-from cli.transfers import _platform, _services, signer
+from cli.transfers import installation, platform_client, signer
 from errors import BadInput, NotReady
 
 
@@ -28,7 +28,7 @@ def cmd_platform(args: argparse.Namespace) -> int:
     from access import audit
     from crossregion import feed, outbox
 
-    with _services() as services:
+    with installation() as services:
         if args.action == "status":
             b = outbox.backlog(services.db)
             age = f", oldest {b.oldest_pending_seconds:.0f} s" if b.oldest_pending_seconds is not None else ""
@@ -50,7 +50,7 @@ def cmd_platform(args: argparse.Namespace) -> int:
                 audit.record(cur, cli_actor(), "platform.retry", target=args.record_id or "all", detail={"records": n})
             print(f"已重新排队 / queued again: {n}")
             return 0
-        client = _platform(services)
+        client = platform_client(services)
         try:
             if args.action == "feed":
                 read = feed.read(services, client)

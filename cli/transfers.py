@@ -36,7 +36,8 @@ from errors import ArchiveError, BadInput, IntegrityFailure, NotReady, SetupErro
 
 
 @contextmanager
-def _services() -> Iterator:
+def installation() -> Iterator:
+    """This installation's services, prepared (the demo's database started if none is configured)."""
     from devservices.instance import local_database_if_unconfigured
     from stages.services import Services
 
@@ -63,7 +64,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     from stages import transfer as stage
     from transfer.states import ACTIVE, FINAL
 
-    with _services() as services:
+    with installation() as services:
         if args.action == "request":
             if not args.file_number or not args.to:
                 raise BadInput("请给出档号和 --to 接收机构代码",
@@ -156,7 +157,8 @@ def _pull_client(services, code: str, endpoint: str | None, token_file: str | No
     return sender, PullClient(endpoint or sender.endpoint, token_for(sender.code, token_file, chosen))
 
 
-def _platform(services):
+def platform_client(services):
+    """The configured national platform's client; SetupError naming the settings when none is."""
     from crossregion.client import PlatformClient
 
     client = PlatformClient.from_settings(services.settings)
@@ -170,7 +172,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     if bool(args.sender) == bool(args.waiting):
         raise BadInput("请给出 --from 发送机构代码，或 --waiting（按全国平台的通知）",
                        "give --from the sending agency's code, or --waiting (what the national platform tells us)")
-    with _services() as services:
+    with installation() as services:
         me = signer()
         if args.sender:
             sender, client = _pull_client(services, args.sender, args.endpoint, args.token_file)
@@ -191,7 +193,7 @@ def _waiting(services) -> list:
     from crossregion import feed
 
     try:
-        read = feed.read(services, _platform(services))
+        read = feed.read(services, platform_client(services))
         waiting, problems = read.waiting, read.problems
     except ArchiveError as exc:  # the platform is away or answers nonsense: what we knew still waits
         print(f"{exc.label}: {exc}", file=sys.stderr)
@@ -255,7 +257,7 @@ def _fetch_each(services, me, listed: list, args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from stages.receive import import_transfer
 
-    with _services() as services:
+    with installation() as services:
         r = import_transfer(services, args.transfer_id, cli_actor())
     if r.already:
         print(f"此前已导入 / imported before: {r.file_number}")

@@ -6,16 +6,14 @@ holds for it (stages/receive.py), and verified there in full."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import uuid
 from dataclasses import dataclass
 
 from crossregion.client import PlatformClient, PlatformUnavailable
-from crossregion.schema import MAX_AGE, RecordInvalid, check, has_nul
+from crossregion.schema import RecordInvalid, check, has_nul
+from crossregion.trust import distrust
 from stages.services import Services
-from transfer import registry
-from transfer.signing import signature_valid
 
 WAITING = ("available", "fetched")   # the platform's last word: the sender serves it, no receipt yet
 PAGE = 200
@@ -49,13 +47,8 @@ def _problem(cur, record: dict) -> str | None:
         return exc.message_en
     if has_nul(record):
         return "it holds NUL characters"
-    if dt.datetime.fromisoformat(record["changed_at"]) < dt.datetime.now(dt.UTC) - MAX_AGE:
-        return f"its step is older than {MAX_AGE.days} days: its key is not trusted for it any more"
-    sender, sig = record["sender"]["code"], record["signature"]
-    key = registry.key_at(cur, sender, str(sig.get("key_id", "")), dt.datetime.fromisoformat(record["changed_at"]))
-    if key is None or not signature_valid(record, key.public_key):
-        return f"its signature does not verify with a key our registry holds for {sender}"
-    return None
+    doubt = distrust(cur, record, "our", "本机构")
+    return doubt[2] if doubt else None
 
 
 def read(services: Services, client: PlatformClient, wait: float = 0) -> FeedRead:

@@ -271,6 +271,17 @@ def retry_failed(db: Database, record_id: str | None = None) -> int:
     return n
 
 
+# A transfer's national records in two columns, for a query over `transfers t` (stages/transfer.py):
+# none | pending | delivered | failed (staff must act), and why the first that failed was refused.
+TRANSFER_COLUMNS = {
+    "platform_state": "(SELECT CASE WHEN bool_or(o.state = 'failed') THEN 'failed' WHEN bool_or(o.state = 'pending')"
+                      " THEN 'pending' WHEN count(*) > 0 THEN 'delivered' ELSE 'none' END FROM platform_outbox o"
+                      " WHERE o.transfer_id = t.transfer_id)",
+    "platform_failure": "(SELECT o.failure FROM platform_outbox o WHERE o.transfer_id = t.transfer_id"
+                        " AND o.state = 'failed' ORDER BY o.sequence LIMIT 1)",
+}
+
+
 def of_transfer(cur, transfer_id: str) -> list[dict]:
     """The transfer's national records and how each fared, for its page."""
     cur.execute("SELECT record_id, sequence, status, state, attempts, created_at, delivered_at, failure_code,"

@@ -4,7 +4,6 @@ properties, which it ignores (docs/national-platform.md)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from functools import cache
 from importlib import resources
@@ -15,9 +14,6 @@ from jsonschema.validators import Draft202012Validator
 from errors import BadInput
 
 SCHEMA = "personnel-archive/national-transfer-record"
-# A record whose step is older than this is refused, by the platform and by a receiver: a key
-# retired (perhaps compromised) cannot sign backdated records beyond this window.
-MAX_AGE = dt.timedelta(days=30)
 MAJOR = 1
 VERSION = "1.0"   # what this installation writes
 

@@ -9,7 +9,7 @@ key the platform's registry has for the sender at the record's time. Then:
 - record n of a transfer is taken only after record n-1 (a sender that lost one retries);
 - a transfer id belongs to its sender: records of another agency under the same id are another
   transfer's, so no agency can take the place of another's records;
-- a step older than 30 days is refused (crossregion.schema.MAX_AGE): a retired key cannot sign
+- a step older than 30 days is refused (crossregion.trust.MAX_AGE): a retired key cannot sign
   records backdated to when it was valid, beyond that.
 
 Records are numbered under a lock, so the numbers are also their commit order: a reader that
@@ -25,11 +25,12 @@ import secrets
 import uuid
 from dataclasses import dataclass
 
-from crossregion.schema import MAX_AGE, RecordInvalid, check, has_nul
+from crossregion.schema import RecordInvalid, check, has_nul
+from crossregion.trust import distrust
 from errors import ArchiveError
 from storage.db import Database
 from transfer import registry
-from transfer.signing import canonical_json, signature_valid
+from transfer.signing import canonical_json
 
 _SEQ_LOCK = 0x5041_0018
 CLOCK_SKEW = dt.timedelta(minutes=5)
@@ -144,15 +145,8 @@ def _store(db: Database, agency: str, record: dict) -> Accepted:
                           f"the receiving agency {record['receiver']['code']} is not registered here", item=rid)
         if changed.tzinfo is None or changed > dt.datetime.now(dt.UTC) + CLOCK_SKEW:
             raise Refused("time", 422, "记录时间晚于当前时间", "the record's time is in the future", item=rid)
-        if changed < dt.datetime.now(dt.UTC) - MAX_AGE:  # a retired key signs nothing backdated past this
-            raise Refused("stale", 422, f"记录所述步骤早于 {MAX_AGE.days} 天", f"the record's step is older than "
-                          f"{MAX_AGE.days} days", item=rid)
-        key = registry.key_at(cur, agency, str(record["signature"].get("key_id", "")), changed)
-        if key is None or not signature_valid(record, key.public_key):
-            kid = record["signature"].get("key_id")
-            raise Refused("signature", 422, f"签名无法用平台登记的 {agency} 公钥验证（密钥 {kid}）",
-                          f"the signature does not verify with a key the platform's registry holds for {agency} "
-                          f"(key {kid})", item=rid)
+        if doubt := distrust(cur, record, "the platform's", "平台"):
+            raise Refused(doubt[0], 422, doubt[1], doubt[2], item=rid)
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (_SEQ_LOCK,))
         cur.execute("SELECT platform_seq, received_at, body_sha256 FROM records WHERE record_id = %s", (rid,))
         if (same := cur.fetchone()) is not None:

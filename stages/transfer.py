@@ -69,14 +69,8 @@ class TransferRow:
         return {**out, "status_zh": STATUS_ZH.get(self.status, self.status), "overdue": self.overdue_at is not None}
 
 
-_PLATFORM = {
-    "platform_state": "(SELECT CASE WHEN bool_or(o.state = 'failed') THEN 'failed' WHEN bool_or(o.state = 'pending')"
-                      " THEN 'pending' WHEN count(*) > 0 THEN 'delivered' ELSE 'none' END FROM platform_outbox o"
-                      " WHERE o.transfer_id = t.transfer_id)",
-    "platform_failure": "(SELECT o.failure FROM platform_outbox o WHERE o.transfer_id = t.transfer_id"
-                        " AND o.state = 'failed' ORDER BY o.sequence LIMIT 1)",
-}
-_COLUMNS = ", ".join(f"{_PLATFORM[f]} AS {f}" if f in _PLATFORM else f"t.{f}" for f in TransferRow.__dataclass_fields__)
+_COLUMNS = ", ".join(f"{outbox.TRANSFER_COLUMNS[f]} AS {f}" if f in outbox.TRANSFER_COLUMNS else f"t.{f}"
+                     for f in TransferRow.__dataclass_fields__)
 
 
 def _row(r: dict) -> TransferRow:
