@@ -8,6 +8,7 @@ and renders nothing.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from errors import NotReady
@@ -19,8 +20,10 @@ from stages.progress import advance
 from stages.services import Services
 from storage import events
 from storage.events import Event
-from storage.objects import IntegrityError, content_key, put_verified, sha256_hex
+from storage.objects import content_key, copy_verified, put_verified, sha256_hex
 from storage.stored import StoredObject, record_verified
+
+STORERS = 8
 
 
 @dataclass
@@ -32,25 +35,33 @@ class ArchiveResult:
     pdfs_made: int = 0
 
 
-def objects_to_preserve(batch_id: str, services: Services, engine_key: str) -> list[tuple[str, str, str, str]]:
-    """(sha256, staging key, role, media type) of the batch's manifest, the originals of the
-    materials going on, and their OCR results."""
+@dataclass(frozen=True)
+class ToPreserve:
+    sha256: str
+    staging_key: str
+    bytes: int
+    role: str          # original | ocr
+    media_type: str
+
+
+def objects_to_preserve(batch_id: str, services: Services, engine_key: str) -> list[ToPreserve]:
+    """The batch's manifest, the originals of the materials going on, and their OCR results."""
     with services.db.transaction() as cur:
-        cur.execute("SELECT sha256, staging_key, role, media_type, status FROM batch_files WHERE batch_id = %s"
+        cur.execute("SELECT sha256, staging_key, bytes, role, media_type, status FROM batch_files WHERE batch_id = %s"
                     " AND (role = 'manifest' OR (status = 'accepted' AND path IN"
                     f" (SELECT jsonb_array_elements_text(page_files) FROM ({CATALOG_MATERIALS}) c))) ORDER BY path",
                     (batch_id, batch_id))
         rows = cur.fetchall()
     out = []
     for r in rows:
-        out.append((r["sha256"], r["staging_key"], "original", r["media_type"] or "text/csv"))
+        out.append(ToPreserve(r["sha256"], r["staging_key"], r["bytes"], "original", r["media_type"] or "text/csv"))
         if r["role"] == "page":
             key = ocr_key(engine_key, r["sha256"])
             info = services.store.head(services.staging_bucket, key)
             if info is None or not info.sha256:
                 raise NotReady(f"{r['staging_key']} 的识别结果缺失，请先运行识别阶段",
                                f"OCR result {key} of {r['staging_key']} is missing: run the ocr stage first", item=key)
-            out.append((info.sha256, key, "ocr", "application/json"))
+            out.append(ToPreserve(info.sha256, key, info.bytes, "ocr", "application/json"))
     return out
 
 
@@ -104,29 +115,31 @@ def material_pdfs(batch_id: str, services: Services, engine_key: str) -> tuple[i
 
 def archive_batch(batch_id: str, services: Services, engine_key: str) -> ArchiveResult:
     bucket = services.archive_bucket
-    stored = already = size = 0
+    already = 0
     objects = objects_to_preserve(batch_id, services, engine_key)
     with services.db.transaction() as cur:
         cur.execute("SELECT key FROM stored_objects WHERE bucket = %s AND key = ANY(%s)",
-                    (bucket, [content_key(o[0]) for o in objects]))
+                    (bucket, [content_key(o.sha256) for o in objects]))
         recorded = {r["key"] for r in cur.fetchall()}
-    seen: set[str] = set()
-    for sha, staging_key, role, media_type in objects:
-        key = content_key(sha)
-        if key in seen:
-            continue
-        seen.add(key)
+    todo: dict[str, ToPreserve] = {}
+    for o in objects:
+        key = content_key(o.sha256)
         if key in recorded:
             already += 1
-            continue
-        data = services.store.get(services.staging_bucket, staging_key)
-        if sha256_hex(data) != sha:
-            raise IntegrityError(f"暂存对象 {staging_key} 与其摘要不符", f"staging object {staging_key} does not match "
-                                 f"its sha256 {sha}", item=staging_key)
-        put_verified(services.store, bucket, key, data, media_type)
-        _record(services, key, sha, len(data), role, media_type, batch_id)
-        stored += 1
-        size += len(data)
+        else:
+            todo.setdefault(key, o)
+
+    def preserve(key: str, o: ToPreserve) -> tuple[str, ToPreserve]:
+        # streamed from staging, read back from the archive: a zip of gigabytes never in memory
+        copy_verified(services.store, services.staging_bucket, o.staging_key, services.store, bucket, key,
+                      o.sha256, o.bytes, o.media_type)
+        return key, o
+
+    with ThreadPoolExecutor(STORERS) as pool:  # page-sized objects: the store's round trips dominate
+        for f in [pool.submit(preserve, key, o) for key, o in todo.items()]:
+            key, o = f.result()   # recorded as each is verified: a crash loses no verified copy
+            _record(services, key, o.sha256, o.bytes, o.role, o.media_type, batch_id)
+    stored, size = len(todo), sum(o.bytes for o in todo.values())
     pdfs, pdf_bytes = material_pdfs(batch_id, services, engine_key)
     with services.db.transaction() as cur:
         advance(cur, batch_id, "archived")

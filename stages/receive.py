@@ -30,10 +30,9 @@ from stages.index import Chunk, formed_on, load_chunks, prepared
 from stages.services import Services
 from storage import events
 from storage.events import Event
-from storage.objects import content_key, download, put_file_verified
+from storage.objects import content_key, download, file_sha256, put_file_verified
 from storage.stored import StoredObject, record_verified
 from transfer.client import Download, PullClient, PullError
-from transfer.fourprops import file_sha256
 from transfer.receipt import build_receipt
 from transfer.signing import Signer
 from transfer.verify import Verification, extract, verify_transfer

@@ -23,7 +23,7 @@ from intake.zipsafe import safe_extract
 from stages.services import Services
 from storage import events
 from storage.events import Event
-from storage.objects import content_key, put_if_absent, sha256_hex
+from storage.objects import content_key, file_sha256, put_file_if_absent
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ def submit_folder(folder: Path, services: Services, name: str | None = None,
         files.append((container[0].name, container[0]))
     if not files:
         raise BadInput(f"批次文件夹 {folder} 中没有文件", f"batch folder {folder} holds no files", item=str(folder))
-    digests = [(rel, sha256_hex(path.read_bytes())) for rel, path in files]
+    digests = [(rel, file_sha256(path)) for rel, path in files]
     agency = agency or services.agency
     batch_id, content = batch_id_for(name or folder.name, digests, agency)
     with services.db.transaction() as cur:
@@ -107,11 +107,10 @@ def submit_folder(folder: Path, services: Services, name: str | None = None,
     # unreferenced content-keyed objects, which the next hand-in reuses.
     sizes = {}
     for (rel, path), (_, digest) in zip(files, digests, strict=True):
-        data = path.read_bytes()
-        sizes[rel] = len(data)
-        put_if_absent(services.store, services.staging_bucket, content_key(digest, "originals"), data, digest)
+        sizes[rel] = path.stat().st_size   # streamed, in parts where large: a zip of gigabytes too
+        put_file_if_absent(services.store, services.staging_bucket, content_key(digest, "originals"), path, digest)
         if progress:
-            progress(rel, len(data))
+            progress(rel, sizes[rel])
     with services.db.transaction() as cur:
         cur.execute("INSERT INTO batches (batch_id, name, content_sha256, holding_agency) VALUES (%s, %s, %s, %s) "
                     "ON CONFLICT DO NOTHING", (batch_id, name or folder.name, content, agency))

@@ -324,7 +324,7 @@ def test_http_endpoint_paged_and_masked(db):
 
     from access import accounts
     from stages.services import Services
-    from storage.objects import LocalObjectStore
+    from storage.localstore import LocalObjectStore
     from web.app import create_app
 
     services = Services(db, LocalObjectStore("/nonexistent"), "s", "a", id_hash_key=KEY)

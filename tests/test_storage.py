@@ -11,16 +11,16 @@ import psycopg2.errors
 import pytest
 
 from storage.db import Database, DatabaseUnavailable, copy_binary
+from storage.localstore import LocalObjectStore
 from storage.objects import (
     IntegrityError,
-    LocalObjectStore,
     ObjectStoreUnavailable,
-    S3ObjectStore,
     content_key,
     put_if_absent,
     put_verified,
     sha256_hex,
 )
+from storage.s3store import S3ObjectStore
 
 
 def test_migrations_apply_once_and_rerun_safely(database_url):
@@ -123,14 +123,15 @@ def test_s3_objects_really_are_on_the_endpoint(s3_url):
 
 
 class CorruptingStore(LocalObjectStore):
-    def get(self, bucket, key):
-        return super().get(bucket, key)[:-1] + b"!"
+    def iter_range(self, bucket, key, start, end, chunk=1 << 20):
+        data = b"".join(super().iter_range(bucket, key, start, end, chunk))
+        yield data[:-1] + b"!"
 
 
 def test_read_back_mismatch_is_an_integrity_error(tmp_path):
     store = CorruptingStore(tmp_path)
     store.ensure_bucket("b")
-    with pytest.raises(IntegrityError, match="b/k: wrote sha256"):
+    with pytest.raises(IntegrityError, match=r"b/k \(local directory .*\): wrote sha256"):
         put_verified(store, "b", "k", b"original bytes")
 
 

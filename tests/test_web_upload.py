@@ -234,7 +234,7 @@ def test_a_zip_uploaded_is_handed_in_as_the_zip(services, tmp_path):
 def test_an_unreachable_database_is_one_readable_sentence(tmp_path):
     from stages.services import Services
     from storage.db import Database
-    from storage.objects import LocalObjectStore
+    from storage.localstore import LocalObjectStore
 
     down = Services(Database("postgresql://u:secret@127.0.0.1:1/x"), LocalObjectStore(tmp_path), "s", "a")
     res = web_client(down, "pat_any").get("/api/batches")

@@ -10,7 +10,8 @@ from errors import BadInput
 from stages.intake import intake_batch, load_catalog
 from stages.services import Services
 from stages.submit import submit_folder, submit_path
-from storage.objects import LocalObjectStore, sha256_hex
+from storage.localstore import LocalObjectStore
+from storage.objects import sha256_hex
 from tests.conftest import SAMPLE_BATCH, token, web_client
 
 MANIFEST = ("档号,姓名,身份证号,类号,序号,材料名称,形成时间,份数,页数,备注,页面文件\n"
@@ -82,11 +83,11 @@ class FlakyStore(LocalObjectStore):
         super().__init__(root)
         self.puts, self.fail_after = 0, fail_after
 
-    def put(self, *args, **kwargs):
+    def put_stream(self, *args, **kwargs):
         if self.fail_after is not None and self.puts >= self.fail_after:
             raise ConnectionError("network dropped")
         self.puts += 1
-        super().put(*args, **kwargs)
+        super().put_stream(*args, **kwargs)
 
 
 def test_interrupted_upload_resumes_without_resending(tmp_path, services):

@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from errors import BadInput, NotFound, SetupError
-from transfer.fourprops import file_sha256
+from storage.objects import file_sha256
 
 PREFIX = "/api/pull/v1"
 CHUNK = 1024 * 1024

@@ -9,7 +9,6 @@ The payload (a bag's data/ folder, transfer/package.py):
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import re
@@ -23,6 +22,7 @@ from intake.scanfile import SUPPORTED_IMAGES, inspect_scan
 from ocr.images import is_pdf
 from ocr.pdf_check import self_contained_problems
 from ocr.pool import default_workers, spawn_pool
+from storage.objects import file_sha256
 
 PROPERTIES = {"authenticity": "真实性", "integrity": "完整性", "usability": "可用性", "security": "安全性"}
 DOCUMENTS = ("person.json", "catalog.json", "notice.json", "notice.pdf", "material-list.pdf", "history.json",
@@ -30,7 +30,6 @@ DOCUMENTS = ("person.json", "catalog.json", "notice.json", "notice.pdf", "materi
 BAG_PATH = re.compile(r"^(originals/[0-9a-f]{64}\.[a-z]{3,4}|ocr/[0-9a-f]{64}\.json"
                       r"|pdf/[0-9]{1,2}(-[0-9]{1,2})?-[0-9]{1,4}\.pdf)$")  # transfer/package.py's layout
 FORMED = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
-CHUNK = 1 << 20
 PARALLEL_FROM = 400  # scans and PDFs to open before worker processes pay for their start (~1.5 s)
 
 
@@ -44,14 +43,6 @@ class Check:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _json(payload: Path, name: str, checks: list[Check]) -> dict | None:

@@ -22,8 +22,8 @@ from catalog.idnumber import mask
 from errors import IntegrityFailure, NotReady
 from stages.history import file_history
 from stages.services import Services
-from storage.objects import content_key, download
-from transfer.fourprops import check_payload, failed, file_sha256
+from storage.objects import content_key, download, file_sha256
+from transfer.fourprops import check_payload, failed
 from transfer.printable import material_list_pdf, notice_pdf
 
 FETCHERS = 8   # objects read from the store at once

@@ -16,8 +16,9 @@ from pathlib import Path, PurePosixPath
 
 import bagit
 
+from storage.objects import file_sha256
 from transfer import registry
-from transfer.fourprops import Check, check_payload, failed, file_sha256
+from transfer.fourprops import Check, check_payload, failed
 from transfer.record import SCHEMA
 from transfer.signing import signature_valid
 
