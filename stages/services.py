@@ -23,6 +23,7 @@ class Services:
     id_hash_key: bytes = DEMO_ID_HASH_KEY
     settings: Settings = field(default_factory=Settings)
     agency_name: str = DEMO_AGENCY_NAME
+    storage: StorageSettings | None = None  # replicas and tuning; None: the environment's
 
     @classmethod
     def from_settings(cls, storage: StorageSettings, agency: str | None = None, keep_connections: int = 0,
@@ -31,7 +32,8 @@ class Services:
         settings = settings or Settings.from_env()
         return cls(
             db=Database(storage.database_url, keep=keep_connections),
-            store=open_store(storage.s3_endpoint_url, storage.object_root, storage.s3_region),
+            store=open_store(storage.s3_endpoint_url, storage.object_root, storage.s3_region,
+                             **(storage.s3.store_options() if storage.s3_endpoint_url else {})),
             staging_bucket=storage.staging_bucket,
             archive_bucket=storage.archive_bucket,
             agency=agency or settings.agency_code,
@@ -39,11 +41,16 @@ class Services:
             settings=settings,
             agency_name=settings.agency_name if (agency or settings.agency_code) == settings.agency_code
             else (agency or settings.agency_code),
+            storage=storage,
         )
 
     @classmethod
     def from_env(cls, keep_connections: int = 0) -> Services:
         return cls.from_settings(StorageSettings.from_env(), keep_connections=keep_connections)
+
+    @property
+    def storage_settings(self) -> StorageSettings:
+        return self.storage or StorageSettings.from_env()
 
     @property
     def id_cipher(self) -> IdCipher:
@@ -65,4 +72,4 @@ class Services:
             cur.execute("INSERT INTO agencies (code, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
                         (self.agency, self.agency_name))
         self.store.ensure_bucket(self.staging_bucket)
-        self.store.ensure_bucket(self.archive_bucket)
+        self.store.ensure_bucket(self.archive_bucket, protect=True)

@@ -3,7 +3,41 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
+
+from errors import SetupError
+
+WRITE_ONCE = ("off", "versioning", "object-lock")
+
+
+@dataclass(frozen=True)
+class ReplicaSettings:
+    """One more copy of the archive bucket: another S3 endpoint (its own bucket and credentials)
+    or a folder on another disk. ARCHIVE_REPLICA_<NAME>_* for each name in ARCHIVE_REPLICAS."""
+
+    name: str
+    endpoint_url: str | None
+    object_root: str | None
+    bucket: str
+    region: str = "us-east-1"
+    access_key: str | None = None
+    secret_key: str | None = None
+
+
+@dataclass(frozen=True)
+class S3Tuning:
+    part_mb: int = 16               # multipart part size; memory held is about (4 + 1) parts
+    multipart_mb: int = 16          # objects above this go in parts
+    timeout_seconds: float = 60.0   # a request that stalls longer is retried
+    attempts: int = 8               # tries per request (botocore's standard retry mode, backoff with jitter)
+    write_once: str = "off"         # archive bucket protection: off | versioning | object-lock
+    lock_days: int = 0              # object-lock retention in compliance mode
+
+    def store_options(self) -> dict:
+        return {"part_size": self.part_mb * 1024**2, "multipart_threshold": self.multipart_mb * 1024**2,
+                "timeout": self.timeout_seconds, "attempts": self.attempts, "write_once": self.write_once,
+                "lock_days": self.lock_days}
 
 
 @dataclass(frozen=True)
@@ -14,15 +48,64 @@ class StorageSettings:
     staging_bucket: str = "pa-staging"
     archive_bucket: str = "pa-archive"
     s3_region: str = "us-east-1"
+    replicas: tuple[ReplicaSettings, ...] = ()
+    s3: S3Tuning = field(default_factory=S3Tuning)
+    fixity_period_days: int = 90    # every copy of every object re-read at least this often
 
     @classmethod
     def from_env(cls) -> StorageSettings:
         env = os.environ
+        archive_bucket = env.get("ARCHIVE_BUCKET", "pa-archive")
+        region = env.get("AWS_DEFAULT_REGION", "us-east-1")
         return cls(
             database_url=env.get("ARCHIVE_DATABASE_URL", "postgresql://archive@127.0.0.1:54329/archive"),
             s3_endpoint_url=env.get("ARCHIVE_S3_ENDPOINT_URL") or None,
             object_root=env.get("ARCHIVE_OBJECT_ROOT") or None,
             staging_bucket=env.get("ARCHIVE_STAGING_BUCKET", "pa-staging"),
-            archive_bucket=env.get("ARCHIVE_BUCKET", "pa-archive"),
-            s3_region=env.get("AWS_DEFAULT_REGION", "us-east-1"),
+            archive_bucket=archive_bucket,
+            s3_region=region,
+            replicas=replicas_from_env(archive_bucket, region),
+            s3=S3Tuning(part_mb=_int("ARCHIVE_S3_PART_MB", 16, 5), multipart_mb=_int("ARCHIVE_S3_MULTIPART_MB", 16, 5),
+                        timeout_seconds=float(_int("ARCHIVE_S3_TIMEOUT_SECONDS", 60, 1)),
+                        attempts=_int("ARCHIVE_S3_ATTEMPTS", 8, 1), write_once=_write_once(),
+                        lock_days=_int("ARCHIVE_S3_LOCK_DAYS", 0, 0)),
+            fixity_period_days=_int("ARCHIVE_FIXITY_PERIOD_DAYS", 90, 1),
         )
+
+
+def _int(name: str, default: int, least: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < least:
+        raise SetupError(f"{name}={raw!r} 必须是不小于 {least} 的整数", f"{name}={raw!r} must be a whole number "
+                         f"of at least {least}")
+    return int(raw)
+
+
+def _write_once() -> str:
+    value = os.environ.get("ARCHIVE_S3_WRITE_ONCE", "").strip() or "off"
+    if value not in WRITE_ONCE:
+        raise SetupError(f"ARCHIVE_S3_WRITE_ONCE={value!r} 只能是 {'、'.join(WRITE_ONCE)}",
+                         f"ARCHIVE_S3_WRITE_ONCE={value!r} must be one of {', '.join(WRITE_ONCE)}")
+    return value
+
+
+def replicas_from_env(archive_bucket: str, region: str) -> tuple[ReplicaSettings, ...]:
+    out = []
+    for name in filter(None, (n.strip() for n in os.environ.get("ARCHIVE_REPLICAS", "").split(","))):
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,30}", name) or name == "primary":
+            raise SetupError(f"副本名 {name!r} 无效（小写字母、数字、连字符，且不能是 primary）",
+                             f"replica name {name!r} is invalid (lowercase letters, digits and '-', not 'primary')",
+                             item=name)
+        var = f"ARCHIVE_REPLICA_{name.upper().replace('-', '_')}_"
+        endpoint = os.environ.get(var + "ENDPOINT_URL") or None
+        root = os.environ.get(var + "OBJECT_ROOT") or None
+        if bool(endpoint) == bool(root):
+            raise SetupError(f"副本 {name} 须设置 {var}ENDPOINT_URL 或 {var}OBJECT_ROOT 之一",
+                             f"replica {name} needs exactly one of {var}ENDPOINT_URL and {var}OBJECT_ROOT", item=name)
+        out.append(ReplicaSettings(name, endpoint, root, os.environ.get(var + "BUCKET") or archive_bucket,
+                                   os.environ.get(var + "REGION") or region,
+                                   os.environ.get(var + "ACCESS_KEY_ID") or None,
+                                   os.environ.get(var + "SECRET_ACCESS_KEY") or None))
+    return tuple(out)

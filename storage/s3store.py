@@ -66,6 +66,15 @@ class S3ObjectStore:
                           read_timeout=timeout, max_pool_connections=32, s3={"addressing_style": "path"},
                           request_checksum_calculation="when_required",
                           response_checksum_validation="when_required"))
+        # Completing a multipart upload joins its parts: minutes for an object of gigabytes
+        # (S3 keeps the connection alive meanwhile), so it gets a client of its own that waits.
+        self.slow_client = boto3.client(
+            "s3", endpoint_url=endpoint_url, region_name=region, aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
+            config=Config(retries={"max_attempts": attempts, "mode": "standard"}, connect_timeout=5,
+                          read_timeout=max(timeout, 900), s3={"addressing_style": "path"},
+                          request_checksum_calculation="when_required",
+                          response_checksum_validation="when_required"))
 
     # -- errors ---------------------------------------------------------------------------------
 
@@ -185,7 +194,7 @@ class S3ObjectStore:
                     whole.update(data)
                     digest = hashlib.sha256(data).digest()
                     old = have.get(number)
-                    if old and old.get("ChecksumSHA256") == b64(digest) and old.get("Size") == len(data):
+                    if old and old.get("Size") == len(data) and _same_part(old, data, digest):
                         done[number] = {"PartNumber": number, "ETag": old["ETag"], "ChecksumSHA256": b64(digest)}
                         continue   # uploaded by the interrupted run, and the same bytes
                     while len(pending) >= IN_FLIGHT:
@@ -207,8 +216,15 @@ class S3ObjectStore:
             raise IntegrityError(f"写入 {where} 的内容与其摘要不符，上传已放弃",
                                  f"{where}: the bytes streamed have sha256 {whole.hexdigest()}, not {sha256}; "
                                  "the upload was aborted", item=key)
-        self._call(where, self.client.complete_multipart_upload, Bucket=bucket, Key=key, UploadId=upload_id,
-                   MultipartUpload={"Parts": [done[n] for n in sorted(done)]})
+        try:
+            self._call(where, self.slow_client.complete_multipart_upload, Bucket=bucket, Key=key, UploadId=upload_id,
+                       MultipartUpload={"Parts": [done[n] for n in sorted(done)]})
+        except ObjectStoreUnavailable:
+            # a completion answered late (or its answer lost) may have been done: a retry then
+            # finds no upload; the object being there, of our size and sha256, means it was
+            info = self.head(bucket, key)
+            if info is None or info.bytes != size or info.sha256 != sha256:
+                raise
 
     def delete(self, bucket: str, key: str) -> None:
         self._call(f"{bucket}/{key}", self.client.delete_object, Bucket=bucket, Key=key)
@@ -273,6 +289,14 @@ class S3ObjectStore:
 
     def count(self, bucket: str, prefix: str = "") -> int:
         return sum(1 for _ in self.keys(bucket, prefix))
+
+
+def _same_part(listed: dict, data: bytes, digest: bytes) -> bool:
+    """A part an interrupted upload left has these bytes: by its sha256 where the endpoint lists
+    it, else by its ETag (the part's MD5 on S3 without KMS)."""
+    if listed.get("ChecksumSHA256"):
+        return listed["ChecksumSHA256"] == b64(digest)
+    return listed.get("ETag", "").strip('"') == hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
 def _code(exc) -> str:

@@ -28,4 +28,8 @@ def record_verified(cur, objects: list[StoredObject]) -> list[StoredObject]:
              " ON CONFLICT DO NOTHING RETURNING bucket, key", [astuple(o) for o in objects],
         template="(%s, %s, %s, %s, %s, %s, now())", fetch=True)
     made = {(r["bucket"], r["key"]) if isinstance(r, dict) else tuple(r) for r in new}
+    if made:  # the primary store's copy, verified as it was written (preservation/ adds the replicas')
+        psycopg2.extras.execute_values(
+            cur, "INSERT INTO object_copies (bucket, key, copy, state, verified_at) VALUES %s ON CONFLICT DO NOTHING",
+            sorted(made), template="(%s, %s, 'primary', 'verified', now())")
     return [o for o in objects if (o.bucket, o.key) in made]
