@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from errors import NotReady
 from ocr.images import load_pages
 from ocr.pdf import searchable_pdf
+from preservation import inventory
 from stages.intake import CATALOG_MATERIALS
 from stages.ocr import load_ocr, ocr_key
 from stages.progress import advance
@@ -33,6 +34,7 @@ class ArchiveResult:
     already_stored: int
     bytes_stored: int
     pdfs_made: int = 0
+    inventories_written: int = 0
 
 
 @dataclass(frozen=True)
@@ -143,4 +145,5 @@ def archive_batch(batch_id: str, services: Services, engine_key: str) -> Archive
     pdfs, pdf_bytes = material_pdfs(batch_id, services, engine_key)
     with services.db.transaction() as cur:
         advance(cur, batch_id, "archived")
-    return ArchiveResult(batch_id, stored + pdfs, already, size + pdf_bytes, pdfs)
+    described = inventory.refresh_batch(services, batch_id)  # as archived: a rerun finds nothing to describe anew
+    return ArchiveResult(batch_id, stored + pdfs, already, size + pdf_bytes, pdfs, len(described))

@@ -318,15 +318,23 @@ def _prefetched(items: Iterable[Chunk]) -> Iterator[Chunk]:
             yield item
 
 
+def search_codes(chunk: Chunk) -> tuple[list, list]:
+    """The search codes of each file row's name and each page row's text (with its material's
+    class and year, salted for its file's shard); rows need only file_number, name, the
+    material's key and formed_on, and the page's key and text in their places."""
+    names = many_codes([f[1] for f in chunk.files])
+    year = {m[:3]: int(str(m[5])[:4]) for m in chunk.materials}  # of formation: formed_on
+    codes = many_page_codes([p[10] for p in chunk.pages], [p[1] for p in chunk.pages],
+                            [year[p[:3]] for p in chunk.pages], [shard_of(p[0]) for p in chunk.pages])
+    return names, codes
+
+
 def prepared(chunk: Chunk) -> Chunk:
     """The chunk with its search codes appended to each file row (its name's) and page row (its
     text's, its material's class and year, salted for its file's shard), computed for the whole
     chunk at once, and its pages' binary COPY fields, so that the thread building chunks does
     this work, not the one loading them."""
-    names = many_codes([f[1] for f in chunk.files])
-    year = {m[:3]: int(str(m[5])[:4]) for m in chunk.materials}  # of formation: formed_on
-    codes = many_page_codes([p[10] for p in chunk.pages], [p[1] for p in chunk.pages],
-                            [year[p[:3]] for p in chunk.pages], [shard_of(p[0]) for p in chunk.pages])
+    names, codes = search_codes(chunk)
     pages = [p + (c,) for p, c in zip(chunk.pages, codes, strict=True)]
     return Chunk([f + (c,) for f, c in zip(chunk.files, names, strict=True)], chunk.materials, pages,
                  encode_fields(PAGE_COLUMNS[3:], [p[3:] for p in pages]))
