@@ -22,6 +22,7 @@ from catalog.idnumber import mask_ids
 from cli.admin import add_parsers as add_admin_parsers
 from cli.admin import cli_actor
 from cli.national import add_parsers as add_platform_parsers
+from cli.preserve import add_parsers as add_storage_parsers
 from cli.transfers import add_parsers as add_transfer_parsers
 from errors import BadInput, BatchRefused, SetupError, run_command
 
@@ -357,6 +358,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_search)
     add_admin_parsers(sub)
     add_transfer_parsers(sub)
+    add_storage_parsers(sub)
     add_platform_parsers(sub)
     p = sub.add_parser("migrate", help="apply pending schema migrations (as ARCHIVE_MIGRATE_DATABASE_URL, the owner)")
     p.set_defaults(func=cmd_migrate)

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from pipeline.assets import ASSETS
+from pipeline.preservation_assets import PRESERVATION_ASSETS, fixity_audit_asset, inventories_asset, replication_asset
 from pipeline.resources import ArchiveServicesResource, OcrEngineResource, SignerResource
 from pipeline.sensors import make_inbox_sensor, make_platform_sensor, make_transfer_sensor
 from pipeline.transfer_assets import platform_deliveries_asset, transfer_package_asset, transfer_receipts_asset
@@ -11,15 +12,26 @@ batch_job = dg.define_asset_job("process_batch", selection=dg.AssetSelection.ass
 transfer_job = dg.define_asset_job("package_transfer", selection=dg.AssetSelection.assets(transfer_package_asset))
 receipts_job = dg.define_asset_job("watch_receipts", selection=dg.AssetSelection.assets(transfer_receipts_asset))
 platform_job = dg.define_asset_job("deliver_to_platform", selection=dg.AssetSelection.assets(platform_deliveries_asset))
+replicate_job = dg.define_asset_job("replicate_archive",
+                                    selection=dg.AssetSelection.assets(replication_asset, inventories_asset))
+fixity_job = dg.define_asset_job("audit_fixity", selection=dg.AssetSelection.assets(fixity_audit_asset))
 
 defs = dg.Definitions(
-    assets=[*ASSETS, transfer_package_asset, transfer_receipts_asset, platform_deliveries_asset],
-    jobs=[batch_job, transfer_job, receipts_job, platform_job],
+    assets=[*ASSETS, transfer_package_asset, transfer_receipts_asset, platform_deliveries_asset, *PRESERVATION_ASSETS],
+    jobs=[batch_job, transfer_job, receipts_job, platform_job, replicate_job, fixity_job],
     sensors=[make_inbox_sensor(batch_job), make_transfer_sensor(transfer_job), make_platform_sensor(platform_job)],
     schedules=[dg.ScheduleDefinition(name="receipts_every_15_minutes", job=receipts_job,
                                      cron_schedule="*/15 * * * *", default_status=dg.DefaultScheduleStatus.RUNNING,
                                      description="flags transfers whose receipt is late; expires those past their "
-                                                 "record's expiry")],
+                                                 "record's expiry"),
+               dg.ScheduleDefinition(name="replicas_every_10_minutes", job=replicate_job, cron_schedule="*/10 * * * *",
+                                     default_status=dg.DefaultScheduleStatus.RUNNING,
+                                     description="copies to each replica what it lacks; writes the inventories of "
+                                                 "files that changed"),
+               dg.ScheduleDefinition(name="fixity_daily", job=fixity_job, cron_schedule="30 2 * * *",
+                                     default_status=dg.DefaultScheduleStatus.RUNNING,
+                                     description="re-reads the day's share of objects on every copy and repairs "
+                                                 "what is damaged")],
     resources={
         "services": ArchiveServicesResource(),
         "ocr_engine": OcrEngineResource(),

@@ -6,6 +6,7 @@
     "fail_after"    forward (the server acts on it), then answer 500 instead of its answer
     "reset_before"  close the connection without forwarding
     "reset_after"   forward, then close the connection without answering
+    "cut"           forward, answer the server's status and headers, then half its body and a reset
     "slow_down"     answer 503 SlowDown without forwarding
     "portal"        answer 200 with an HTML page without forwarding (a captive portal, a proxy's page)
     "stall:S"       wait S seconds (past the client's timeout), then forward
@@ -67,10 +68,14 @@ class FaultProxy:
                 for k, v in headers:
                     if k.lower() not in HOP:
                         self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
+                length = str(len(body))
+                if self.command == "HEAD":  # no body, and the length is the object's
+                    length = next((v for k, v in headers if k.lower() == "content-length"), "0")
+                self.send_header("Content-Length", length)
                 self.send_header("Connection", "close")
                 self.end_headers()
-                self.wfile.write(body)
+                if self.command != "HEAD":
+                    self.wfile.write(body)
                 self.close_connection = True
 
             def _forward(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -103,11 +108,28 @@ class FaultProxy:
                     return self._answer(500, [("Content-Type", "text/plain")], b"injected failure after the fact")
                 if kind == "reset_after":
                     return self._reset()
+                if kind == "cut" and len(data) > 1:
+                    return self._cut(status, headers, data)
                 self._answer(status, headers, data)
+
+            def _cut(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+                self.send_response(status)
+                for k, v in headers:
+                    if k.lower() not in HOP:
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[:len(body) // 2])
+                self.wfile.flush()
+                self._reset()
 
             do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
 
-        server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request, client_address) -> None:  # a client gone mid-answer: meant to be
+                pass
+
+        server = Server(("127.0.0.1", self.port), Handler)
         server.daemon_threads = True
         self.port = server.server_address[1]
         self.server = server
