@@ -37,7 +37,7 @@ class Audited:
     key: str
     sha256: str
     checks: list[CopyCheck]
-    repaired: list[tuple[str, str]] = field(default_factory=list)   # (copy, from copy)
+    repaired: list[tuple[str, str, str]] = field(default_factory=list)   # (copy, from copy, how verified)
     unrepaired: list[tuple[str, str]] = field(default_factory=list)  # (copy, why)
 
 
@@ -67,8 +67,10 @@ def due(services: Services, share: str = "due", now: dt.datetime | None = None) 
                     " FROM stored_objects", (now - dt.timedelta(days=period - 1),))
         r = cur.fetchone()
         n = max(math.ceil(r["n"] / period), r["overdue"])
+        # never re-read since stored first (a write the endpoint's digest confirmed is read here
+        # within days), then the longest unchecked
         cur.execute("SELECT bucket, key, sha256, bytes, media_type FROM stored_objects"
-                    " ORDER BY coalesce(checked_at, verified_at), bucket, key LIMIT %s", (n,))
+                    " ORDER BY checked_at IS NOT NULL, coalesce(checked_at, verified_at), bucket, key LIMIT %s", (n,))
         return cur.fetchall()
 
 
@@ -105,9 +107,9 @@ def audit_object(row: dict, held: list[Copy]) -> Audited:
             a.unrepaired.append((c.name, "no good copy left"))
             continue
         try:
-            copy_verified(good[0].store, good[0].bucket, row["key"], c.store, c.bucket, row["key"], row["sha256"],
-                          row["bytes"], row["media_type"] or "application/octet-stream")
-            a.repaired.append((c.name, good[0].name))
+            how = copy_verified(good[0].store, good[0].bucket, row["key"], c.store, c.bucket, row["key"],
+                                row["sha256"], row["bytes"], row["media_type"] or "application/octet-stream")
+            a.repaired.append((c.name, good[0].name, how))
         except ArchiveError as exc:
             a.unrepaired.append((c.name, exc.message_en))
     return a
@@ -133,7 +135,7 @@ def audit(services: Services, share: str = "due", now: dt.datetime | None = None
             run.checked += 1
             run.objects.append(a.sha256)
             run.bytes_read += r["bytes"] * sum(1 for k in a.checks if k.state != "unreachable")
-            run.repaired += [(a.key, c, src) for c, src in a.repaired]
+            run.repaired += [(a.key, c, src) for c, src, _ in a.repaired]
             run.unrepairable += [(a.key, c, why) for c, why in a.unrepaired]
             for k in a.checks:
                 if k.state == "unreachable":
@@ -143,7 +145,7 @@ def audit(services: Services, share: str = "due", now: dt.datetime | None = None
 
 def _record(services: Services, row: dict, a: Audited) -> None:
     """The copies' states, the object's check time, and its events, in one transaction."""
-    repaired = {c for c, _ in a.repaired}
+    repaired = {c for c, _, _ in a.repaired}
     bad = [k for k in a.checks if k.state in ("missing", "corrupt")]
     with services.db.transaction() as cur:
         for k in a.checks:
@@ -163,8 +165,8 @@ def _record(services: Services, row: dict, a: Audited) -> None:
             "key": a.key, "copies": found, "algorithm": "sha256",
             **({"problems": {k.copy: k.detail for k in bad}} if bad else {})})]
         out += [Event("repaired", object_sha256=a.sha256, detail={
-            "key": a.key, "copy": c, "from": src, "was": found[c], "verified": "read back, sha256 equal"})
-            for c, src in a.repaired]
+            "key": a.key, "copy": c, "from": src, "was": found[c], "verified": how})
+            for c, src, how in a.repaired]
         out += [Event("repair_failed", outcome="failure", object_sha256=a.sha256, detail={
             "key": a.key, "copy": c, "why": why}) for c, why in a.unrepaired]
         events.record(cur, out)

@@ -63,9 +63,9 @@ def replicate_to(services: Services, replica: Copy, deadline: float | None = Non
     after: tuple = (dt.datetime.min.replace(tzinfo=dt.UTC), "", "")
 
     def one(row: dict) -> dict:
-        copy_verified(services.store, row["bucket"], row["key"], replica.store, replica.bucket, row["key"],
-                      row["sha256"], row["bytes"], row["media_type"] or "application/octet-stream")
-        return row
+        how = copy_verified(services.store, row["bucket"], row["key"], replica.store, replica.bucket, row["key"],
+                            row["sha256"], row["bytes"], row["media_type"] or "application/octet-stream")
+        return {**row, "how": how}
 
     with ThreadPoolExecutor(COPIERS) as pool:
         while not state.problem and (deadline is None or time.monotonic() < deadline):
@@ -98,7 +98,7 @@ def _record(services: Services, replica: Copy, rows: list[dict]) -> None:
             if cur.fetchone():
                 events.record(cur, [Event("replicated", object_sha256=r["sha256"], detail={
                     "copy": replica.name, "store": replica.store.description, "bucket": replica.bucket,
-                    "key": r["key"], "bytes": r["bytes"], "verified": "read back, sha256 equal"})])
+                    "key": r["key"], "bytes": r["bytes"], "verified": r["how"]})])
 
 
 def _with_lag(services: Services, state: ReplicaState) -> ReplicaState:

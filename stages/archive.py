@@ -21,7 +21,7 @@ from stages.progress import advance
 from stages.services import Services
 from storage import events
 from storage.events import Event
-from storage.objects import content_key, copy_verified, put_verified, sha256_hex
+from storage.objects import content_key, copy_verified, put_bytes_verified, sha256_hex
 from storage.stored import StoredObject, record_verified
 
 STORERS = 8
@@ -67,13 +67,14 @@ def objects_to_preserve(batch_id: str, services: Services, engine_key: str) -> l
     return out
 
 
-def _record(services: Services, key: str, sha: str, size: int, role: str, media_type: str, batch_id: str) -> None:
-    """The stored object and its 'stored' event (read back, digest verified) in one transaction."""
+def _record(services: Services, key: str, sha: str, size: int, role: str, media_type: str, batch_id: str,
+            how: str) -> None:
+    """The stored object and its 'stored' event (saying how it was verified) in one transaction."""
     with services.db.transaction() as cur:
         if record_verified(cur, [StoredObject(services.archive_bucket, key, sha, size, role, media_type)]):
             events.record(cur, [Event("stored", batch_id=batch_id, object_sha256=sha, detail={
                 "bucket": services.archive_bucket, "key": key, "role": role, "bytes": size,
-                "verified": "read back, sha256 equal"})])
+                "verified": how})])
 
 
 def material_pdfs(batch_id: str, services: Services, engine_key: str) -> tuple[int, int]:
@@ -105,8 +106,8 @@ def material_pdfs(batch_id: str, services: Services, engine_key: str) -> tuple[i
         pdf = searchable_pdf(rendered, title, services.agency)
         sha = sha256_hex(pdf)
         key = content_key(sha)
-        put_verified(services.store, services.archive_bucket, key, pdf, "application/pdf")
-        _record(services, key, sha, len(pdf), "searchable-pdf", "application/pdf", batch_id)
+        how = put_bytes_verified(services.store, services.archive_bucket, key, pdf, "application/pdf")
+        _record(services, key, sha, len(pdf), "searchable-pdf", "application/pdf", batch_id, how)
         with services.db.transaction() as cur:  # only if still the version it was made of
             cur.execute("UPDATE materials SET pdf_sha256 = %s WHERE material_id = %s AND version = %s",
                         (sha, material_id, first["version"]))
@@ -131,16 +132,15 @@ def archive_batch(batch_id: str, services: Services, engine_key: str) -> Archive
         else:
             todo.setdefault(key, o)
 
-    def preserve(key: str, o: ToPreserve) -> tuple[str, ToPreserve]:
-        # streamed from staging, read back from the archive: a zip of gigabytes never in memory
-        copy_verified(services.store, services.staging_bucket, o.staging_key, services.store, bucket, key,
-                      o.sha256, o.bytes, o.media_type)
-        return key, o
+    def preserve(key: str, o: ToPreserve) -> tuple[str, ToPreserve, str]:
+        # streamed from staging into the archive, verified: a zip of gigabytes never in memory
+        return key, o, copy_verified(services.store, services.staging_bucket, o.staging_key, services.store, bucket,
+                                     key, o.sha256, o.bytes, o.media_type)
 
     with ThreadPoolExecutor(STORERS) as pool:  # page-sized objects: the store's round trips dominate
         for f in [pool.submit(preserve, key, o) for key, o in todo.items()]:
-            key, o = f.result()   # recorded as each is verified: a crash loses no verified copy
-            _record(services, key, o.sha256, o.bytes, o.role, o.media_type, batch_id)
+            key, o, how = f.result()   # recorded as each is verified: a crash loses no verified copy
+            _record(services, key, o.sha256, o.bytes, o.role, o.media_type, batch_id, how)
     stored, size = len(todo), sum(o.bytes for o in todo.values())
     pdfs, pdf_bytes = material_pdfs(batch_id, services, engine_key)
     with services.db.transaction() as cur:

@@ -232,20 +232,21 @@ def _store_objects(services: Services, data: Path, catalog: dict, transfer_id: s
         have = {r["sha256"] for r in cur.fetchall()}
     todo = sorted((sha, *where) for sha, where in wanted.items() if sha not in have)
 
-    def store(sha: str, rel: str, role: str, media: str) -> StoredObject:
+    def store(sha: str, rel: str, role: str, media: str) -> tuple[StoredObject, str]:
         path = data / rel
         if file_sha256(path) != sha:  # verified at receipt; checked again, the bag is on disk since
             raise IntegrityFailure(f"转递包文件 {rel} 与其摘要不符", f"{rel} of the bag does not match its sha256",
                                    item=rel)
-        put_file_verified(services.store, services.archive_bucket, content_key(sha), path, sha, media)
-        return StoredObject(services.archive_bucket, content_key(sha), sha, path.stat().st_size, role, media)
+        how = put_file_verified(services.store, services.archive_bucket, content_key(sha), path, sha, media)
+        return StoredObject(services.archive_bucket, content_key(sha), sha, path.stat().st_size, role, media), how
 
     with ThreadPoolExecutor(STORERS) as pool:  # page-sized objects: the store's round trips dominate
-        rows = [f.result() for f in [pool.submit(store, *t) for t in todo]]
+        done = [f.result() for f in [pool.submit(store, *t) for t in todo]]
+    rows, how = [o for o, _ in done], {o.key: h for o, h in done}
     with services.db.transaction() as cur:
         events.record(cur, [Event("stored", object_sha256=o.sha256, detail={
             "bucket": o.bucket, "key": o.key, "role": o.role, "from_transfer": transfer_id,
-            "verified": "read back, sha256 equal"}) for o in record_verified(cur, rows)])
+            "verified": how[o.key]}) for o in record_verified(cur, rows)])
     return len(rows)
 
 

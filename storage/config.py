@@ -33,11 +33,12 @@ class S3Tuning:
     attempts: int = 8               # tries per request (botocore's standard retry mode, backoff with jitter)
     write_once: str = "off"         # archive bucket protection: off | versioning | object-lock
     lock_days: int = 0              # object-lock retention in compliance mode
+    verify: str = "digest"          # digest: the endpoint's MD5 of what it received; read-back: every write read back
 
     def store_options(self) -> dict:
         return {"part_size": self.part_mb * 1024**2, "multipart_threshold": self.multipart_mb * 1024**2,
                 "timeout": self.timeout_seconds, "attempts": self.attempts, "write_once": self.write_once,
-                "lock_days": self.lock_days}
+                "lock_days": self.lock_days, "verify": self.verify}
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,10 @@ class StorageSettings:
             replicas=replicas_from_env(archive_bucket, region),
             s3=S3Tuning(part_mb=_int("ARCHIVE_S3_PART_MB", 16, 5), multipart_mb=_int("ARCHIVE_S3_MULTIPART_MB", 16, 5),
                         timeout_seconds=float(_int("ARCHIVE_S3_TIMEOUT_SECONDS", 60, 1)),
-                        attempts=_int("ARCHIVE_S3_ATTEMPTS", 8, 1), write_once=_write_once(),
-                        lock_days=_int("ARCHIVE_S3_LOCK_DAYS", 0, 0)),
+                        attempts=_int("ARCHIVE_S3_ATTEMPTS", 8, 1),
+                        write_once=_choice("ARCHIVE_S3_WRITE_ONCE", WRITE_ONCE),
+                        lock_days=_int("ARCHIVE_S3_LOCK_DAYS", 0, 0),
+                        verify=_choice("ARCHIVE_S3_VERIFY", ("digest", "read-back"))),
             fixity_period_days=_int("ARCHIVE_FIXITY_PERIOD_DAYS", 90, 1),
         )
 
@@ -83,11 +86,12 @@ def _int(name: str, default: int, least: int) -> int:
     return int(raw)
 
 
-def _write_once() -> str:
-    value = os.environ.get("ARCHIVE_S3_WRITE_ONCE", "").strip() or "off"
-    if value not in WRITE_ONCE:
-        raise SetupError(f"ARCHIVE_S3_WRITE_ONCE={value!r} 只能是 {'、'.join(WRITE_ONCE)}",
-                         f"ARCHIVE_S3_WRITE_ONCE={value!r} must be one of {', '.join(WRITE_ONCE)}")
+def _choice(name: str, allowed: tuple[str, ...]) -> str:
+    """The variable's value, one of `allowed`; unset: the first."""
+    value = os.environ.get(name, "").strip() or allowed[0]
+    if value not in allowed:
+        raise SetupError(f"{name}={value!r} 只能是 {'、'.join(allowed)}", f"{name}={value!r} must be one of "
+                         f"{', '.join(allowed)}")
     return value
 
 

@@ -45,18 +45,19 @@ class LocalObjectStore:
                                          f"cannot create {self.root / bucket}: {exc}") from exc
 
     def put(self, bucket: str, key: str, data: bytes, sha256: str,
-            content_type: str = "application/octet-stream") -> None:
+            content_type: str = "application/octet-stream") -> bool:
         import io
 
-        self.put_stream(bucket, key, io.BytesIO(data), sha256, len(data), content_type)
+        return self.put_stream(bucket, key, io.BytesIO(data), sha256, len(data), content_type)
 
     def put_file(self, bucket: str, key: str, path: Path, sha256: str,
-                 content_type: str = "application/octet-stream") -> None:
+                 content_type: str = "application/octet-stream") -> bool:
         with open(path, "rb") as fh:
-            self.put_stream(bucket, key, fh, sha256, Path(path).stat().st_size, content_type)
+            return self.put_stream(bucket, key, fh, sha256, Path(path).stat().st_size, content_type)
 
     def put_stream(self, bucket: str, key: str, source: BinaryIO, sha256: str, size: int,
-                   content_type: str = "application/octet-stream") -> None:
+                   content_type: str = "application/octet-stream") -> bool:
+        """Always False: what a disk wrote is confirmed by reading it back, which costs little here."""
         target = self._path(bucket, key)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -100,6 +101,7 @@ class LocalObjectStore:
             for leftover in (tmp, meta_tmp):
                 if leftover:
                     Path(leftover).unlink(missing_ok=True)
+        return False
 
     def delete(self, bucket: str, key: str) -> None:
         path = self._path(bucket, key)

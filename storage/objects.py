@@ -9,7 +9,7 @@ digests before anyone records it as stored.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -38,6 +38,7 @@ def missing(store_description: str, bucket: str, key: str) -> ObjectMissing:
 class ObjectInfo:
     bytes: int
     sha256: str | None
+    etag: str = ""      # the endpoint's, where it has one
 
 
 def sha256_hex(data: bytes) -> str:
@@ -62,10 +63,12 @@ class ObjectStore(Protocol):
     description: str
 
     def ensure_bucket(self, bucket: str, protect: bool = False) -> None: ...
-    def put(self, bucket: str, key: str, data: bytes, sha256: str, content_type: str = ...) -> None: ...
+    # Each write returns True when the store confirmed the digest of what it received, so the
+    # caller need not read it back (storage/s3store.py's `verify`); False: read it back.
+    def put(self, bucket: str, key: str, data: bytes, sha256: str, content_type: str = ...) -> bool: ...
     def put_stream(self, bucket: str, key: str, source: BinaryIO, sha256: str, size: int,
-                   content_type: str = ...) -> None: ...
-    def put_file(self, bucket: str, key: str, path: Path, sha256: str, content_type: str = ...) -> None: ...
+                   content_type: str = ...) -> bool: ...
+    def put_file(self, bucket: str, key: str, path: Path, sha256: str, content_type: str = ...) -> bool: ...
     def get(self, bucket: str, key: str) -> bytes: ...
     def iter_range(self, bucket: str, key: str, start: int, end: int, chunk: int = ...) -> Iterator[bytes]: ...
     def head(self, bucket: str, key: str) -> ObjectInfo | None: ...
@@ -133,31 +136,62 @@ def verify_stored(store: ObjectStore, bucket: str, key: str, sha256: str, size: 
                              f"{back} ({got} bytes)", item=key)
 
 
+READ_BACK = "read back, sha256 equal"
+BY_ENDPOINT = "the endpoint's MD5 of the bytes it received equal to ours; sha256 sent as its checksum"
+
+
+WRITE_TRIES = 3   # a copy that reads back wrong (bytes damaged on the way) is written again
+
+
+def _verified_write(store: ObjectStore, write: Callable[[], bool], bucket: str, key: str, sha256: str,
+                    size: int) -> str:
+    """`write()` (True: the store confirmed the digest of what it received), else the object read
+    back and compared, written again if it differs; returns how it was verified. An IntegrityError
+    of `write()` itself (the source is not what it should be) is not retried."""
+    for attempt in range(WRITE_TRIES):
+        if write():
+            return BY_ENDPOINT
+        try:
+            verify_stored(store, bucket, key, sha256, size)
+            return READ_BACK
+        except IntegrityError:
+            if attempt == WRITE_TRIES - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def copy_verified(source: ObjectStore, source_bucket: str, source_key: str, target: ObjectStore, target_bucket: str,
-                  target_key: str, sha256: str, size: int, content_type: str = "application/octet-stream") -> None:
-    """One store's object streamed into another (or the same) store under `target_key`, then
-    read back: IntegrityError if the source does not have `sha256` (nothing is written then)
-    or the copy does not."""
-    chunks = source.iter_range(source_bucket, source_key, 0, size - 1, CHUNK) if size else iter(())
-    target.put_stream(target_bucket, target_key, ChunkReader(chunks), sha256, size, content_type)
-    verify_stored(target, target_bucket, target_key, sha256, size)
+                  target_key: str, sha256: str, size: int, content_type: str = "application/octet-stream") -> str:
+    """One store's object streamed into another (or the same) store under `target_key`, and
+    verified; IntegrityError if the source does not have `sha256` (nothing is written then) or
+    the copy does not. Returns how it was verified."""
+    def write() -> bool:
+        chunks = source.iter_range(source_bucket, source_key, 0, size - 1, CHUNK) if size else iter(())
+        return target.put_stream(target_bucket, target_key, ChunkReader(chunks), sha256, size, content_type)
+
+    return _verified_write(target, write, target_bucket, target_key, sha256, size)
 
 
 def put_file_verified(store: ObjectStore, bucket: str, key: str, path: Path, sha256: str,
-                      content_type: str = "application/octet-stream") -> None:
-    """A file on disk into the store (multipart where it is large), read back a chunk at a time
-    and compared; IntegrityError unless the digests match."""
-    store.put_file(bucket, key, Path(path), sha256, content_type)
-    verify_stored(store, bucket, key, sha256, Path(path).stat().st_size)
+                      content_type: str = "application/octet-stream") -> str:
+    """A file on disk into the store (in parts where it is large), verified; returns how."""
+    return _verified_write(store, lambda: store.put_file(bucket, key, Path(path), sha256, content_type), bucket, key,
+                           sha256, Path(path).stat().st_size)
+
+
+def put_bytes_verified(store: ObjectStore, bucket: str, key: str, data: bytes,
+                       content_type: str = "application/octet-stream") -> str:
+    """Bytes into the store, verified; returns how."""
+    digest = sha256_hex(data)
+    return _verified_write(store, lambda: store.put(bucket, key, data, digest, content_type), bucket, key, digest,
+                           len(data))
 
 
 def put_verified(store: ObjectStore, bucket: str, key: str, data: bytes,
                  content_type: str = "application/octet-stream") -> str:
-    """Writes, reads back, and raises IntegrityError unless the digests match; returns sha256."""
-    digest = sha256_hex(data)
-    store.put(bucket, key, data, digest, content_type)
-    verify_stored(store, bucket, key, digest, len(data))
-    return digest
+    """Bytes into the store, verified; returns their sha256."""
+    put_bytes_verified(store, bucket, key, data, content_type)
+    return sha256_hex(data)
 
 
 def put_if_absent(store: ObjectStore, bucket: str, key: str, data: bytes, sha256: str,

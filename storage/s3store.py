@@ -48,7 +48,7 @@ class S3ObjectStore:
     def __init__(self, endpoint_url: str | None, region: str = "us-east-1", *, access_key: str | None = None,
                  secret_key: str | None = None, name: str = "", timeout: float = 60.0, attempts: int = 8,
                  part_size: int = PART, multipart_threshold: int = PART, write_once: str = "off",
-                 lock_days: int = 0) -> None:
+                 lock_days: int = 0, verify: str = "digest") -> None:
         import boto3
         from botocore.config import Config
 
@@ -58,6 +58,7 @@ class S3ObjectStore:
         self.multipart_threshold = max(multipart_threshold, 5 * 1024**2)
         self.write_once = write_once
         self.lock_days = lock_days
+        self.verify = verify      # digest: the endpoint's digest of what it received; read-back: every write read back
         # We send our own sha256 checksum; botocore's default CRC32 on top would cost a second pass.
         self.client = boto3.client(
             "s3", endpoint_url=endpoint_url, region_name=region, aws_access_key_id=access_key,
@@ -132,28 +133,38 @@ class S3ObjectStore:
     # -- writes ---------------------------------------------------------------------------------
 
     def put(self, bucket: str, key: str, data: bytes, sha256: str,
-            content_type: str = "application/octet-stream") -> None:
+            content_type: str = "application/octet-stream") -> bool:
+        """True when the endpoint's digest of what it received is ours (see `confirmed`)."""
         digest = hashlib.sha256(data).digest()
         if digest.hex() != sha256:
             raise IntegrityError(f"写入 {bucket}/{key} 的内容与其摘要不符",
                                  f"{bucket}/{key}: the bytes given do not have sha256 {sha256}", item=key)
-        self._call(f"{bucket}/{key}", self.client.put_object, Bucket=bucket, Key=key, Body=data,
-                   ContentType=content_type, Metadata={"sha256": sha256}, ChecksumSHA256=b64(digest))
+        md5 = hashlib.md5(data, usedforsecurity=False).digest()
+        r = self._call(f"{bucket}/{key}", self.client.put_object, Bucket=bucket, Key=key, Body=data,
+                       ContentType=content_type, Metadata={"sha256": sha256}, ChecksumSHA256=b64(digest),
+                       ContentMD5=b64(md5))
+        return self._confirmed(r.get("ETag"), md5.hex())
+
+    def _confirmed(self, etag: str | None, expected: str) -> bool:
+        """With verify="digest", a write is confirmed by the endpoint's own digest of the bytes it
+        received: its ETag, the MD5 of a single PUT and of each part on S3 and its kin, equal to
+        ours (it also refused the request had the Content-MD5 we sent not matched). An ETag of
+        another kind (SSE-KMS) confirms nothing, and the caller reads the object back."""
+        return self.verify == "digest" and (etag or "").strip('"') == expected
 
     def put_file(self, bucket: str, key: str, path: Path, sha256: str,
-                 content_type: str = "application/octet-stream") -> None:
+                 content_type: str = "application/octet-stream") -> bool:
         with open(path, "rb") as fh:
-            self.put_stream(bucket, key, fh, sha256, Path(path).stat().st_size, content_type)
+            return self.put_stream(bucket, key, fh, sha256, Path(path).stat().st_size, content_type)
 
     def put_stream(self, bucket: str, key: str, source: BinaryIO, sha256: str, size: int,
-                   content_type: str = "application/octet-stream") -> None:
+                   content_type: str = "application/octet-stream") -> bool:
         """`size` bytes read from `source` stored under `key`; IntegrityError (and nothing
-        stored) unless they have `sha256`."""
+        stored) unless they have `sha256`. True when the endpoint confirmed what it received."""
         if size <= self.multipart_threshold:
             data = _read_exactly(source, size, f"{bucket}/{key}")
-            self.put(bucket, key, data, sha256, content_type)
-            return
-        self._multipart(bucket, key, source, sha256, size, content_type)
+            return self.put(bucket, key, data, sha256, content_type)
+        return self._multipart(bucket, key, source, sha256, size, content_type)
 
     def _open_upload(self, bucket: str, key: str, sha256: str, content_type: str) -> tuple[str, dict[int, dict]]:
         """An upload of this key left by an interrupted run (its parts kept), else a new one."""
@@ -172,18 +183,27 @@ class S3ObjectStore:
         return made["UploadId"], {}
 
     def _multipart(self, bucket: str, key: str, source: BinaryIO, sha256: str, size: int,
-                   content_type: str) -> None:
+                   content_type: str) -> bool:
         where = f"{bucket}/{key}"
         upload_id, have = self._open_upload(bucket, key, sha256, content_type)
         whole = hashlib.sha256()
         done: dict[int, dict] = {}
+        md5s: dict[int, bytes] = {}
+        confirmed = True
         pending: set[Future] = set()
         left, number = size, 0
 
-        def send(n: int, data: bytes, digest: bytes) -> tuple[int, dict]:
+        def send(n: int, data: bytes, digest: bytes, md5: bytes) -> tuple[int, dict]:
             r = self._call(f"{where} part {n}", self.client.upload_part, Bucket=bucket, Key=key,
-                           UploadId=upload_id, PartNumber=n, Body=data, ChecksumSHA256=b64(digest))
+                           UploadId=upload_id, PartNumber=n, Body=data, ChecksumSHA256=b64(digest),
+                           ContentMD5=b64(md5))
             return n, {"PartNumber": n, "ETag": r["ETag"], "ChecksumSHA256": b64(digest)}
+
+        def finished(f: Future) -> None:
+            nonlocal confirmed
+            n, part = f.result()
+            done[n] = part
+            confirmed = confirmed and self._confirmed(part["ETag"], md5s[n].hex())
 
         with ThreadPoolExecutor(IN_FLIGHT) as pool:
             try:
@@ -193,20 +213,20 @@ class S3ObjectStore:
                     left -= len(data)
                     whole.update(data)
                     digest = hashlib.sha256(data).digest()
+                    md5s[number] = hashlib.md5(data, usedforsecurity=False).digest()
                     old = have.get(number)
-                    if old and old.get("Size") == len(data) and _same_part(old, data, digest):
+                    if old and old.get("Size") == len(data) and _same_part(old, md5s[number], digest):
                         done[number] = {"PartNumber": number, "ETag": old["ETag"], "ChecksumSHA256": b64(digest)}
+                        confirmed = confirmed and self._confirmed(old["ETag"], md5s[number].hex())
                         continue   # uploaded by the interrupted run, and the same bytes
                     while len(pending) >= IN_FLIGHT:
-                        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                        for f in finished:
-                            n, part = f.result()
-                            done[n] = part
-                    pending.add(pool.submit(send, number, data, digest))
+                        ready, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        for f in ready:
+                            finished(f)
+                    pending.add(pool.submit(send, number, data, digest, md5s[number]))
                     del data
                 for f in pending:
-                    n, part = f.result()
-                    done[n] = part
+                    finished(f)
             except BaseException:
                 for f in pending:
                     f.cancel()
@@ -216,15 +236,21 @@ class S3ObjectStore:
             raise IntegrityError(f"写入 {where} 的内容与其摘要不符，上传已放弃",
                                  f"{where}: the bytes streamed have sha256 {whole.hexdigest()}, not {sha256}; "
                                  "the upload was aborted", item=key)
+        # the whole object's ETag on S3: the MD5 of its parts' MD5s, and their number
+        whole_etag = hashlib.md5(b"".join(md5s[n] for n in sorted(done)), usedforsecurity=False).hexdigest() + \
+            f"-{len(done)}"
         try:
-            self._call(where, self.slow_client.complete_multipart_upload, Bucket=bucket, Key=key, UploadId=upload_id,
-                       MultipartUpload={"Parts": [done[n] for n in sorted(done)]})
+            r = self._call(where, self.slow_client.complete_multipart_upload, Bucket=bucket, Key=key,
+                           UploadId=upload_id, MultipartUpload={"Parts": [done[n] for n in sorted(done)]})
+            etag = r.get("ETag")
         except ObjectStoreUnavailable:
             # a completion answered late (or its answer lost) may have been done: a retry then
             # finds no upload; the object being there, of our size and sha256, means it was
             info = self.head(bucket, key)
             if info is None or info.bytes != size or info.sha256 != sha256:
                 raise
+            etag = info.etag
+        return confirmed and self._confirmed(etag, whole_etag)
 
     def delete(self, bucket: str, key: str) -> None:
         self._call(f"{bucket}/{key}", self.client.delete_object, Bucket=bucket, Key=key)
@@ -271,7 +297,7 @@ class S3ObjectStore:
             r = self._call(f"{bucket}/{key}", self.client.head_object, Bucket=bucket, Key=key)
         except ObjectMissing:
             return None
-        return ObjectInfo(r["ContentLength"], r.get("Metadata", {}).get("sha256"))
+        return ObjectInfo(r["ContentLength"], r.get("Metadata", {}).get("sha256"), r.get("ETag", "").strip('"'))
 
     def keys(self, bucket: str, prefix: str = "") -> Iterator[tuple[str, int]]:
         """(key, bytes) of every object under `prefix`, in key order."""
@@ -291,12 +317,12 @@ class S3ObjectStore:
         return sum(1 for _ in self.keys(bucket, prefix))
 
 
-def _same_part(listed: dict, data: bytes, digest: bytes) -> bool:
+def _same_part(listed: dict, md5: bytes, digest: bytes) -> bool:
     """A part an interrupted upload left has these bytes: by its sha256 where the endpoint lists
     it, else by its ETag (the part's MD5 on S3 without KMS)."""
     if listed.get("ChecksumSHA256"):
         return listed["ChecksumSHA256"] == b64(digest)
-    return listed.get("ETag", "").strip('"') == hashlib.md5(data, usedforsecurity=False).hexdigest()
+    return listed.get("ETag", "").strip('"') == md5.hex()
 
 
 def _code(exc) -> str:

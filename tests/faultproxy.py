@@ -7,6 +7,7 @@
     "reset_before"  close the connection without forwarding
     "reset_after"   forward, then close the connection without answering
     "cut"           forward, answer the server's status and headers, then half its body and a reset
+    "flip"          forward with one byte of the request's body changed (damage on the way)
     "slow_down"     answer 503 SlowDown without forwarding
     "portal"        answer 200 with an HTML page without forwarding (a captive portal, a proxy's page)
     "stall:S"       wait S seconds (past the client's timeout), then forward
@@ -103,6 +104,8 @@ class FaultProxy:
                     return self._answer(200, [("Content-Type", "text/html")], b"<html>Welcome</html>")
                 if kind == "reset_before":
                     return self._reset()
+                if kind == "flip" and body:
+                    body = body[:len(body) // 2] + bytes([body[len(body) // 2] ^ 0x20]) + body[len(body) // 2 + 1:]
                 status, headers, data = self._forward(body)
                 if kind == "fail_after":
                     return self._answer(500, [("Content-Type", "text/plain")], b"injected failure after the fact")

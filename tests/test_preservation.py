@@ -221,6 +221,37 @@ def test_every_object_stored_once_and_verified_through_faults(database_url, s3_u
         proxy.close()
 
 
+@pytest.mark.parametrize("verify", ["digest", "read-back"])
+def test_bytes_damaged_on_the_way_are_caught_and_written_again(database_url, s3_url, verify, tmp_path):
+    """The endpoint's MD5 of what it received (digest) or the read-back differs: written again."""
+    flipped = []
+
+    def plan(method: str, path: str, n: int) -> str:
+        if method == "PUT" and "/damaged/" in path and len(flipped) < 2:
+            flipped.append(path)
+            return "flip"
+        return "pass"
+
+    proxy = FaultProxy(s3_url, plan)
+    try:
+        store = S3ObjectStore(proxy.url, part_size=5 * MB, multipart_threshold=5 * MB, verify=verify)
+        store.ensure_bucket("damaged")
+        small, large = b"scan" * 5000, random.Random(8).randbytes(11 * MB)
+        path = tmp_path / "large"
+        path.write_bytes(large)
+        from storage.objects import BY_ENDPOINT, READ_BACK, put_bytes_verified, put_file_verified
+
+        how = put_bytes_verified(store, "damaged", "small", small)
+        assert how == (BY_ENDPOINT if verify == "digest" else READ_BACK)
+        put_file_verified(store, "damaged", "large", path, hashlib.sha256(large).hexdigest())
+        assert len(flipped) == 2                          # both writes were damaged once on the way
+        client = raw(s3_url)
+        assert client.get_object(Bucket="damaged", Key="small")["Body"].read() == small
+        assert client.get_object(Bucket="damaged", Key="large")["Body"].read() == large
+    finally:
+        proxy.close()
+
+
 def test_store_that_stays_down_is_one_sentence(database_url, s3_url):
     proxy = FaultProxy(s3_url)
     try:
