@@ -90,7 +90,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
         def progress(done: int, total: int) -> None:
             print(f"  {done}/{total} files", flush=True)
 
-        r = rebuild(services, progress)
+        r = rebuild(services, progress, resume=args.resume)
         with services.db.transaction() as cur:
             audit.record(cur, cli_actor(), "storage.rebuild_index", detail={"files": r.files})
         print(f"已重建 / rebuilt {r.files} files from the inventories in {services.store.description}")
@@ -98,9 +98,13 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
             print(f"  {table:<20} {n}")
         for problem in r.refused:
             print(f"  未采用 / refused: {problem}")
-        if r.refused:
-            raise IntegrityFailure(f"{len(r.refused)} 份清单与其摘要不符，未采用", f"{len(r.refused)} inventories did "
-                                   "not match their digests and were left out")
+        for used in r.fallbacks:
+            print(f"  改用 / used instead: {used}")
+        for file_number in r.lost:
+            print(f"  无可用清单 / no usable inventory: {file_number}")
+        if r.lost:
+            raise IntegrityFailure(f"{len(r.lost)} 份档案没有可用的清单，未重建", f"{len(r.lost)} files have no "
+                                   "inventory that passes its digest in any copy and were not rebuilt")
         return 0
 
 
@@ -111,4 +115,5 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_storage)
     p = sub.add_parser("rebuild-index", help="recreate the archive's tables from the store's inventories "
                                              "(into an empty database)")
+    p.add_argument("--resume", action="store_true", help="go on with a rebuild that stopped part way")
     p.set_defaults(func=cmd_rebuild)

@@ -53,7 +53,7 @@ def fixity_audit_asset(context: dg.AssetExecutionContext, services: ArchiveServi
     within ARCHIVE_FIXITY_PERIOD_DAYS); a bad copy rewritten from a good one, both recorded in
     the files' histories."""
     svc = services.services()
-    run = fixity.audit(svc)
+    run = fixity.audit(svc, seconds=6 * 3600)   # a share left over is due first tomorrow
     touched = sorted(set(run.objects))
     inventory.refresh(svc, inventory.files_holding(svc, touched))
     for copy, why in run.unreachable.items():

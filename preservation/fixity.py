@@ -48,30 +48,48 @@ class FixityRun:
     repaired: list[tuple[str, str, str]] = field(default_factory=list)     # (key, copy, from)
     unrepairable: list[tuple[str, str, str]] = field(default_factory=list)  # (key, copy, why)
     unreachable: dict[str, str] = field(default_factory=dict)               # copy: why
-    objects: list[str] = field(default_factory=list)   # sha256 of each object checked (its files have new events)
+    objects: list[str] = field(default_factory=list)   # sha256 of each object found damaged: its files change
+    stopped: str = ""                                   # why it ended before its share: time | unreachable
 
     @property
     def intact(self) -> bool:
         return not self.unrepairable
 
 
-def due(services: Services, share: str = "due", now: dt.datetime | None = None) -> list[dict]:
-    """`all`: every object; `due`: the day's share, oldest check first, and all that are overdue."""
-    now = now or dt.datetime.now(dt.UTC)
+PAGE = 500   # objects read from the database at a time: the audit's memory does not grow with the archive
+
+_ROW = ("SELECT o.bucket, o.key, o.sha256, o.bytes, o.media_type, coalesce(array_agg(c.copy)"
+        " FILTER (WHERE c.copy IS NOT NULL), '{}') AS held FROM stored_objects o"
+        " LEFT JOIN object_copies c USING (bucket, key)")
+
+
+def share_of(services: Services, now: dt.datetime) -> int:
+    """Objects a daily run checks: total / period, or every overdue one if more are."""
     period = services.storage_settings.fixity_period_days
     with services.db.transaction() as cur:
-        if share == "all":
-            cur.execute("SELECT bucket, key, sha256, bytes, media_type FROM stored_objects ORDER BY bucket, key")
-            return cur.fetchall()
         cur.execute("SELECT count(*) AS n, count(*) FILTER (WHERE coalesce(checked_at, verified_at) < %s) AS overdue"
                     " FROM stored_objects", (now - dt.timedelta(days=period - 1),))
         r = cur.fetchone()
-        n = max(math.ceil(r["n"] / period), r["overdue"])
-        # never re-read since stored first (a write the endpoint's digest confirmed is read here
-        # within days), then the longest unchecked
-        cur.execute("SELECT bucket, key, sha256, bytes, media_type FROM stored_objects"
-                    " ORDER BY checked_at IS NOT NULL, coalesce(checked_at, verified_at), bucket, key LIMIT %s", (n,))
+    return max(math.ceil(r["n"] / period), r["overdue"])
+
+
+def _page(services: Services, share: str, after: tuple | None, limit: int) -> list[dict]:
+    with services.db.transaction() as cur:
+        if share == "all":   # in key order, from where the last page ended
+            cur.execute(f"{_ROW} WHERE (o.bucket, o.key) > (%s, %s) GROUP BY o.bucket, o.key"
+                        " ORDER BY o.bucket, o.key LIMIT %s", (*(after or ("", "")), limit))
+        else:
+            # never re-read since stored first (a write the endpoint's digest confirmed is read
+            # here within days), then the longest unchecked; what a page checks leaves the front
+            cur.execute(f"{_ROW} GROUP BY o.bucket, o.key ORDER BY o.checked_at IS NOT NULL,"
+                        " coalesce(o.checked_at, o.verified_at), o.bucket, o.key LIMIT %s", (limit,))
         return cur.fetchall()
+
+
+def due(services: Services, share: str = "due", now: dt.datetime | None = None) -> list[dict]:
+    """The first page a run would check (for `archive storage status` and the tests)."""
+    n = share_of(services, now or dt.datetime.now(dt.UTC)) if share == "due" else PAGE
+    return _page(services, share, None, min(n, PAGE))
 
 
 def _check(c: Copy, bucket: str, key: str, sha256: str, size: int) -> CopyCheck:
@@ -93,6 +111,8 @@ def _check(c: Copy, bucket: str, key: str, sha256: str, size: int) -> CopyCheck:
         return CopyCheck(c.name, "missing", exc.message_en)
     except ArchiveError as exc:
         return CopyCheck(c.name, "unreachable", exc.message_en)
+    except OSError as exc:         # a disk's read error: this copy unreadable, the audit goes on
+        return CopyCheck(c.name, "unreachable", f"{c.store.description}: {exc}")
 
 
 def audit_object(row: dict, held: list[Copy]) -> Audited:
@@ -112,34 +132,50 @@ def audit_object(row: dict, held: list[Copy]) -> Audited:
             a.repaired.append((c.name, good[0].name, how))
         except ArchiveError as exc:
             a.unrepaired.append((c.name, exc.message_en))
+        except OSError as exc:
+            a.unrepaired.append((c.name, f"{c.store.description}: {exc}"))
     return a
 
 
-def _held_copies(services: Services, row: dict, every: list[Copy]) -> list[Copy]:
-    with services.db.transaction() as cur:
-        cur.execute("SELECT copy FROM object_copies WHERE bucket = %s AND key = %s", (row["bucket"], row["key"]))
-        have = {r["copy"] for r in cur.fetchall()}
-    # a replica without a row has not been given the object yet: behind, not missing
-    return [c for c in every if c.name == PRIMARY or c.name in have]
+def audit(services: Services, share: str = "due", now: dt.datetime | None = None,
+          seconds: float | None = None) -> FixityRun:
+    """`due`: the day's share (share_of); `all`: every object. `seconds` bounds the run: what is
+    left stays due for the next one."""
+    import time
 
-
-def audit(services: Services, share: str = "due", now: dt.datetime | None = None) -> FixityRun:
     every = copies(services)
     run = FixityRun()
-    rows = due(services, share, now)
+    wanted = share_of(services, now or dt.datetime.now(dt.UTC)) if share == "due" else None
+    deadline = time.monotonic() + seconds if seconds else None
+    after = None
     with ThreadPoolExecutor(CHECKERS) as pool:
-        futures = [pool.submit(audit_object, r, _held_copies(services, r, every)) for r in rows]
-        for r, f in zip(rows, futures, strict=True):
-            a = f.result()
-            _record(services, r, a)
-            run.checked += 1
-            run.objects.append(a.sha256)
-            run.bytes_read += r["bytes"] * sum(1 for k in a.checks if k.state != "unreachable")
-            run.repaired += [(a.key, c, src) for c, src, _ in a.repaired]
-            run.unrepairable += [(a.key, c, why) for c, why in a.unrepaired]
-            for k in a.checks:
-                if k.state == "unreachable":
-                    run.unreachable.setdefault(k.copy, k.detail)
+        while wanted is None or run.checked < wanted:
+            if deadline is not None and time.monotonic() > deadline:
+                run.stopped = "time"
+                break
+            rows = _page(services, share, after, PAGE if wanted is None else min(PAGE, wanted - run.checked))
+            if not rows:
+                break
+            after = (rows[-1]["bucket"], rows[-1]["key"])
+            # a replica without a row has not been given the object yet: behind, not missing
+            held = [[c for c in every if c.name == PRIMARY or c.name in r["held"]] for r in rows]
+            read_any = False
+            for r, f in [(r, pool.submit(audit_object, r, h)) for r, h in zip(rows, held, strict=True)]:
+                a = f.result()
+                _record(services, r, a)
+                run.checked += 1
+                read_any = read_any or any(k.state != "unreachable" for k in a.checks)
+                if a.repaired or a.unrepaired or any(k.state in ("missing", "corrupt") for k in a.checks):
+                    run.objects.append(a.sha256)
+                run.bytes_read += r["bytes"] * sum(1 for k in a.checks if k.state != "unreachable")
+                run.repaired += [(a.key, c, src) for c, src, _ in a.repaired]
+                run.unrepairable += [(a.key, c, why) for c, why in a.unrepaired]
+                for k in a.checks:
+                    if k.state == "unreachable":
+                        run.unreachable.setdefault(k.copy, k.detail)
+            if not read_any:   # no copy of a whole page could be read: the stores are down
+                run.stopped = "unreachable"
+                break
     return run
 
 
@@ -157,7 +193,7 @@ def _record(services: Services, row: dict, a: Audited) -> None:
                         " ON CONFLICT (bucket, key, copy) DO UPDATE SET state = excluded.state, checked_at = now(),"
                         " verified_at = coalesce(excluded.verified_at, object_copies.verified_at)",
                         (a.bucket, a.key, k.copy, state, state))
-        if not any(k.state == "unreachable" for k in a.checks):
+        if any(k.state != "unreachable" for k in a.checks):  # a copy down does not hold the rest back
             cur.execute("UPDATE stored_objects SET checked_at = now() WHERE bucket = %s AND key = %s",
                         (a.bucket, a.key))
         found = {k.copy: k.state for k in a.checks}

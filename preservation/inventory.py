@@ -31,11 +31,11 @@ FORMAT = 1
 PREFIX = "inventory/"
 
 # The file's rows, table by table in the order they can be inserted (parents first). Each
-# condition sees %(file)s, %(objects)s (the sha256 of every object any version of it holds) and
-# %(transfers)s (its transfers' ids, as text).
+# condition sees %(file)s, %(objects)s (the sha256 of every object any version of it holds),
+# %(bucket)s and %(keys)s (its transfers' packages and records) and %(transfers)s (their ids);
+# each is an index lookup, so describing a file costs the same at 10^8 objects as at 10^3.
 _FILE_MATERIALS = "material_id IN (SELECT material_id FROM materials WHERE file_number = %(file)s)"
-_FILE_OBJECTS = ("(sha256 = ANY(%(objects)s) OR (split_part(key, '/', 1) IN ('transfers', 'received')"
-                 " AND split_part(key, '/', 2) = ANY(%(transfers)s)))")
+_FILE_OBJECTS = "(sha256 = ANY(%(objects)s) OR (bucket = %(bucket)s AND key = ANY(%(keys)s)))"
 PARTS: tuple[tuple[str, str], ...] = (
     ("personnel_files", "file_number = %(file)s"),
     ("materials", "file_number = %(file)s"),
@@ -47,12 +47,17 @@ PARTS: tuple[tuple[str, str], ...] = (
     ("events", "file_number = %(file)s OR (object_sha256 = ANY(%(objects)s) AND (batch_id IS NULL OR batch_id IN"
                " (SELECT batch_id FROM batches WHERE holding_agency = %(agency)s)))"),
     ("transfers", "file_number = %(file)s"),
-    ("transfer_events", "transfer_id::text = ANY(%(transfers)s)"),
+    ("transfer_events", "transfer_id = ANY(%(transfers)s::uuid[])"),
     ("received_transfers", "file_number = %(file)s"),
 )
-# Computed from the other columns by the index stage's functions, so not carried.
+# Not carried: what the index stage's functions compute from the other columns (the search
+# codes), the batch's intake working state, and when a copy was last read (the fixity audit's
+# schedule, which would otherwise make a new version of every file every few days; a rebuilt
+# database has every object checked first).
 DERIVED = {"personnel_files": ("name_codes", "name_terms"), "pages": ("term_codes", "search_terms"),
-           "batches": ("catalog", "findings")}
+           "batches": ("catalog", "findings"), "stored_objects": ("checked_at",),
+           "object_copies": ("verified_at", "checked_at")}
+STALE_MARGIN = "1 hour"   # a change committed while a file was being described is caught by the next sweep
 ORDER = {"events": "event_id", "transfer_events": "event_id", "pages": "page_id", "materials": "material_id",
          "material_versions": "material_id, version", "stored_objects": "bucket, key",
          "object_copies": "bucket, key, copy"}
@@ -101,7 +106,7 @@ def _rows(cur, table: str, where: str, args: dict) -> list[dict]:
     return [{k: _plain(v) for k, v in r.items()} for r in cur.fetchall()]
 
 
-def describe(cur, file_number: str, agency: str) -> dict | None:
+def describe(cur, file_number: str, agency: str, bucket: str) -> dict | None:
     """The file's inventory content (without version and time), or None if it is not indexed."""
     cur.execute("SELECT 1 FROM personnel_files WHERE file_number = %s", (file_number,))
     if cur.fetchone() is None:
@@ -123,7 +128,10 @@ def describe(cur, file_number: str, agency: str) -> dict | None:
     cur.execute("SELECT transfer_id::text AS t FROM transfers WHERE file_number = %s UNION"
                 " SELECT transfer_id::text FROM received_transfers WHERE file_number = %s", (file_number, file_number))
     transfers = sorted(r["t"] for r in cur.fetchall())
-    args = {"file": file_number, "objects": objects, "transfers": transfers, "agency": agency}
+    keys = [k for t in transfers for k in (f"transfers/{t}/{t}.tar", f"transfers/{t}/record.json",
+                                           f"received/{t}/{t}.tar")]   # stages/transfer.py's, stages/receive.py's
+    args = {"file": file_number, "objects": objects, "transfers": transfers, "agency": agency, "bucket": bucket,
+            "keys": keys}
     tables = {table: _rows(cur, table, where, args) for table, where in PARTS}
     batch_ids = sorted({r["batch_id"] for t in ("personnel_files", "materials", "material_versions", "events")
                         for r in tables[t] if r.get("batch_id")}
@@ -145,27 +153,26 @@ def refresh(services: Services, file_numbers: list[str]) -> list[Written]:
     written."""
     out = []
     for file_number in sorted(set(file_numbers)):
+        # One writer per file at a time, from its description to its row: two (the archive
+        # stage and the sweep) would otherwise write different content under one version's key.
         with services.db.transaction() as cur:
-            content = describe(cur, file_number, services.agency)
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext('inventory:' || %s))", (file_number,))
+            content = describe(cur, file_number, services.agency, services.archive_bucket)
             cur.execute("SELECT version, sha256 FROM inventories WHERE file_number = %s", (file_number,))
             last = cur.fetchone()
-        if content is None:
-            continue
-        sha = digest(content)
-        if last and last["sha256"] == sha:
-            continue
-        version = (last["version"] if last else 0) + 1
-        key = inventory_key(file_number, version)
-        body = json.dumps({**content, "version": version, "written_at": dt.datetime.now(dt.UTC).isoformat(),
-                           "content_sha256": sha}, ensure_ascii=False, indent=1).encode()
-        stored = put_verified(services.store, services.archive_bucket, key, body, "application/json")
-        with services.db.transaction() as cur:
+            sha = digest(content) if content is not None else ""
+            if content is None or (last and last["sha256"] == sha):
+                continue
+            version = (last["version"] if last else 0) + 1
+            key = inventory_key(file_number, version)
+            body = json.dumps({**content, "version": version, "written_at": dt.datetime.now(dt.UTC).isoformat(),
+                               "content_sha256": sha}, ensure_ascii=False, indent=1).encode()
+            stored = put_verified(services.store, services.archive_bucket, key, body, "application/json")
             record_verified(cur, [StoredObject(services.archive_bucket, key, stored, len(body), "inventory",
                                                "application/json")])
             cur.execute("INSERT INTO inventories (file_number, version, sha256, key) VALUES (%s, %s, %s, %s)"
                         " ON CONFLICT (file_number) DO UPDATE SET version = excluded.version, sha256 = excluded.sha256,"
-                        " key = excluded.key, written_at = now() WHERE inventories.version < excluded.version",
-                        (file_number, version, sha, key))
+                        " key = excluded.key, written_at = now()", (file_number, version, sha, key))
         out.append(Written(file_number, version, key, sha))
     return out
 
@@ -173,13 +180,14 @@ def refresh(services: Services, file_numbers: list[str]) -> list[Written]:
 def stale(services: Services, limit: int = 10_000) -> list[str]:
     """Files with no inventory yet, or with events or transfer steps since their last one."""
     with services.db.transaction() as cur:
-        cur.execute("SELECT f.file_number FROM personnel_files f LEFT JOIN inventories i USING (file_number)"
+        cur.execute("SELECT f.file_number FROM personnel_files f LEFT JOIN (SELECT file_number, written_at -"
+                    f" interval '{STALE_MARGIN}' AS since FROM inventories) i USING (file_number)"
                     " WHERE i.file_number IS NULL"
-                    " OR EXISTS (SELECT 1 FROM events e WHERE e.file_number = f.file_number AND e.at >= i.written_at)"
+                    " OR EXISTS (SELECT 1 FROM events e WHERE e.file_number = f.file_number AND e.at >= i.since)"
                     " OR EXISTS (SELECT 1 FROM transfers t WHERE t.file_number = f.file_number"
-                    " AND t.updated_at >= i.written_at)"
+                    " AND t.updated_at >= i.since)"
                     " OR EXISTS (SELECT 1 FROM materials m WHERE m.file_number = f.file_number"
-                    " AND m.versioned_at >= i.written_at)"
+                    " AND m.versioned_at >= i.since)"
                     " ORDER BY f.file_number LIMIT %s", (limit,))
         return [r["file_number"] for r in cur.fetchall()]
 

@@ -8,8 +8,10 @@ the first sign it is down (the others go on).
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from errors import ArchiveError, IntegrityFailure
 from preservation.copies import Copy, replicas
@@ -30,7 +32,8 @@ class ReplicaState:
     behind: int = 0                       # objects not yet on this replica
     behind_bytes: int = 0
     oldest_behind: dt.datetime | None = None
-    problem: str = ""                     # why this run stopped early: the replica down, an object refused
+    problem: str = ""                     # why this run stopped early: the replica down
+    skipped: list[str] = field(default_factory=list)   # objects whose primary copy failed its digest
 
 
 def lag(services: Services, name: str) -> ReplicaState:
@@ -52,8 +55,6 @@ def _behind(services: Services, name: str, after: tuple) -> list[dict]:
 
 
 def replicate_to(services: Services, replica: Copy, deadline: float | None = None) -> ReplicaState:
-    import time
-
     state = ReplicaState(replica.name)
     try:
         replica.store.ensure_bucket(replica.bucket, protect=True)
@@ -62,25 +63,31 @@ def replicate_to(services: Services, replica: Copy, deadline: float | None = Non
         return _with_lag(services, state)
     after: tuple = (dt.datetime.min.replace(tzinfo=dt.UTC), "", "")
 
-    def one(row: dict) -> dict:
+    stop = threading.Event()   # the replica is down or time is up: nothing more is started
+
+    def one(row: dict) -> dict | None:
+        if stop.is_set() or (deadline is not None and time.monotonic() > deadline):
+            return None
         how = copy_verified(services.store, row["bucket"], row["key"], replica.store, replica.bucket, row["key"],
                             row["sha256"], row["bytes"], row["media_type"] or "application/octet-stream")
         return {**row, "how": how}
 
     with ThreadPoolExecutor(COPIERS) as pool:
-        while not state.problem and (deadline is None or time.monotonic() < deadline):
+        while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
             rows = _behind(services, replica.name, after)
             if not rows:
                 break
             after = (rows[-1]["verified_at"], rows[-1]["bucket"], rows[-1]["key"])
             done = []
-            for f in [pool.submit(one, r) for r in rows]:
+            for r, f in [(r, pool.submit(one, r)) for r in rows]:
                 try:
-                    done.append(f.result())
+                    if (copied := f.result()) is not None:
+                        done.append(copied)
                 except ObjectStoreUnavailable as exc:
                     state.problem = state.problem or exc.message_en
-                except IntegrityFailure as exc:  # the primary's copy is bad: the fixity audit repairs it
-                    state.problem = state.problem or exc.message_en
+                    stop.set()
+                except IntegrityFailure as exc:  # the primary's copy is bad: skipped; the fixity audit repairs it
+                    state.skipped.append(f"{r['key']}: {exc.message_en}")
             _record(services, replica, done)
             state.copied += len(done)
             state.bytes_copied += sum(r["bytes"] for r in done)
@@ -109,8 +116,6 @@ def _with_lag(services: Services, state: ReplicaState) -> ReplicaState:
 
 def replicate(services: Services, seconds: float | None = None) -> list[ReplicaState]:
     """One pass over every replica; `seconds` bounds the run (a later one goes on)."""
-    import time
-
     deadline = time.monotonic() + seconds if seconds else None
     return [replicate_to(services, r, deadline) for r in replicas(services)]
 

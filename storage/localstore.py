@@ -22,12 +22,34 @@ from storage.objects import CHUNK, IntegrityError, ObjectInfo, ObjectStoreUnavai
 META = ".meta.json"
 
 
+def _makedirs_durable(path: Path) -> None:
+    """mkdir -p, each new directory fsynced into its parent: a power cut does not take away the
+    folder of an object already recorded as stored."""
+    missing_dirs = []
+    while not path.exists():
+        missing_dirs.append(path)
+        path = path.parent
+    for d in reversed(missing_dirs):
+        try:
+            d.mkdir()
+        except FileExistsError:
+            continue
+        fd = os.open(d.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 class LocalObjectStore:
     """The demo keeps its PostgreSQL state between runs, so its objects must persist too; an
     in-memory S3 emulator would lose them on restart."""
 
-    def __init__(self, root: str | os.PathLike, name: str = "") -> None:
+    def __init__(self, root: str | os.PathLike, name: str = "", create_root: bool = True) -> None:
+        """`create_root=False` (a replica on a mounted disk): a root that is not there is an
+        error, never an empty store to copy the whole archive into on the wrong disk."""
         self.root = Path(root)
+        self.create_root = create_root
         self.description = f"local directory {self.root}" + (f" ({name})" if name else "")
 
     def _path(self, bucket: str, key: str) -> Path:
@@ -38,8 +60,11 @@ class LocalObjectStore:
         return path
 
     def ensure_bucket(self, bucket: str, protect: bool = False) -> None:
+        if not self.create_root and not self.root.is_dir():
+            raise ObjectStoreUnavailable(f"目录 {self.root} 不存在（磁盘未挂载？）",
+                                         f"{self.root} does not exist (is the disk mounted?)", item=str(self.root))
         try:
-            (self.root / bucket).mkdir(parents=True, exist_ok=True)
+            _makedirs_durable(self.root / bucket)
         except OSError as exc:
             raise ObjectStoreUnavailable(f"无法创建目录 {self.root / bucket}",
                                          f"cannot create {self.root / bucket}: {exc}") from exc
@@ -60,7 +85,7 @@ class LocalObjectStore:
         """Always False: what a disk wrote is confirmed by reading it back, which costs little here."""
         target = self._path(bucket, key)
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
+            _makedirs_durable(target.parent)
             fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         except OSError as exc:
             raise ObjectStoreUnavailable(f"无法写入 {target.parent}", f"cannot write in {target.parent}: {exc}",
@@ -119,12 +144,25 @@ class LocalObjectStore:
             fh = open(self._path(bucket, key), "rb")
         except FileNotFoundError:
             raise missing(self.description, bucket, key) from None
+        except OSError as exc:
+            raise self._unreadable(bucket, key, exc) from exc
         with fh:
             fh.seek(start)
             left = end - start + 1
-            while left > 0 and (data := fh.read(min(chunk, left))):
+            while left > 0:
+                try:
+                    data = fh.read(min(chunk, left))
+                except OSError as exc:   # EIO on a failing disk: this copy unreadable, said so
+                    raise self._unreadable(bucket, key, exc) from exc
+                if not data:
+                    break
                 left -= len(data)
                 yield data
+
+    def _unreadable(self, bucket: str, key: str, exc: OSError) -> ObjectStoreUnavailable:
+        return ObjectStoreUnavailable(f"无法读取 {bucket}/{key}（{self.description}）",
+                                      f"cannot read {bucket}/{key} in {self.description}: {exc.strerror or exc}",
+                                      item=key)
 
     def head(self, bucket: str, key: str) -> ObjectInfo | None:
         path = self._path(bucket, key)
@@ -132,6 +170,8 @@ class LocalObjectStore:
             st = path.stat()
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise self._unreadable(bucket, key, exc) from exc
         try:
             meta = json.loads(Path(f"{path}{META}").read_text())
         except (OSError, ValueError):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import random
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -28,6 +29,7 @@ from storage.objects import CHUNK, IntegrityError, ObjectInfo, ObjectMissing, Ob
 PART = 16 * 1024**2          # a multipart part: S3 allows 10,000 parts, so up to 160 GB an object
 IN_FLIGHT = 4                # parts uploading at once; with the one being read, ~80 MB held
 BODY_RETRIES = 6             # a body read that breaks is resumed this many times in a row
+LARGE_AT_ONCE = 2            # objects uploading in parts at once, per store
 
 
 def b64(digest: bytes) -> str:
@@ -48,7 +50,8 @@ class S3ObjectStore:
     def __init__(self, endpoint_url: str | None, region: str = "us-east-1", *, access_key: str | None = None,
                  secret_key: str | None = None, name: str = "", timeout: float = 60.0, attempts: int = 8,
                  part_size: int = PART, multipart_threshold: int = PART, write_once: str = "off",
-                 lock_days: int = 0, verify: str = "digest") -> None:
+                 lock_days: int = 0, verify: str = "digest",
+                 hint: str = "ARCHIVE_S3_ENDPOINT_URL and AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY") -> None:
         import boto3
         from botocore.config import Config
 
@@ -59,6 +62,10 @@ class S3ObjectStore:
         self.write_once = write_once
         self.lock_days = lock_days
         self.verify = verify      # digest: the endpoint's digest of what it received; read-back: every write read back
+        self.hint = hint          # the settings that name this store, for messages
+        # Objects in parts, at most this many at once whatever the callers' threads: memory stays
+        # near LARGE_AT_ONCE x (IN_FLIGHT + 1) parts however many large objects a batch holds.
+        self._large = threading.BoundedSemaphore(LARGE_AT_ONCE)
         # We send our own sha256 checksum; botocore's default CRC32 on top would cost a second pass.
         self.client = boto3.client(
             "s3", endpoint_url=endpoint_url, region_name=region, aws_access_key_id=access_key,
@@ -80,12 +87,12 @@ class S3ObjectStore:
     # -- errors ---------------------------------------------------------------------------------
 
     def _unavailable(self, exc: BaseException, what: str = "") -> ObjectStoreUnavailable:
-        about = f" ({what})" if what else ""
+        cause = _cause(exc)
+        about = f" with {what}" if what else ""
         return ObjectStoreUnavailable(
-            f"无法使用对象存储 {self.description}{about}：重试后仍失败，稍后重新运行即可继续",
-            f"object store {self.description} is unreachable or refused the request{about} after retries: "
-            f"{exc}. Check ARCHIVE_S3_ENDPOINT_URL and AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or the "
-            "replica's settings); a later run resumes where this one stopped", item=what or None)
+            f"对象存储 {self.description} 不可用（{cause}），请检查 {self.hint}；稍后重新运行即从中断处继续",
+            f"the object store {self.description} failed{about} ({cause}) after retries: check {self.hint}, "
+            "then run again to go on from where this run stopped", item=what or None)
 
     def _call(self, what: str, fn, **kwargs):
         from botocore.exceptions import BotoCoreError, ClientError
@@ -95,6 +102,9 @@ class S3ObjectStore:
         except ClientError as exc:
             if _code(exc) in ("404", "NoSuchKey", "NotFound") and "Key" in kwargs:
                 raise missing(self.description, kwargs["Bucket"], kwargs["Key"]) from exc
+            if _code(exc) in ("InvalidRange", "416"):   # shorter than it should be: not the store's fault
+                raise IntegrityError(f"对象 {what} 比记录的短", f"{what} in {self.description} is shorter than "
+                                     "recorded", item=kwargs.get("Key")) from exc
             raise self._unavailable(exc, what) from exc
         except BotoCoreError as exc:
             raise self._unavailable(exc, what) from exc
@@ -122,6 +132,11 @@ class S3ObjectStore:
             except ClientError as exc:
                 if _code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                     raise self._unavailable(exc, bucket) from exc
+            # parts of an upload nobody resumed within a week (its writer gone for good) are freed
+            self._call(bucket, self.client.put_bucket_lifecycle_configuration, Bucket=bucket,
+                       LifecycleConfiguration={"Rules": [{
+                           "ID": "abort-incomplete-uploads", "Status": "Enabled", "Filter": {"Prefix": ""},
+                           "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7}}]})
         if protect and self.write_once in ("versioning", "object-lock"):
             self._call(bucket, self.client.put_bucket_versioning, Bucket=bucket,
                        VersioningConfiguration={"Status": "Enabled"})
@@ -164,14 +179,22 @@ class S3ObjectStore:
         if size <= self.multipart_threshold:
             data = _read_exactly(source, size, f"{bucket}/{key}")
             return self.put(bucket, key, data, sha256, content_type)
-        return self._multipart(bucket, key, source, sha256, size, content_type)
+        with self._large:
+            return self._multipart(bucket, key, source, sha256, size, content_type)
 
     def _open_upload(self, bucket: str, key: str, sha256: str, content_type: str) -> tuple[str, dict[int, dict]]:
-        """An upload of this key left by an interrupted run (its parts kept), else a new one."""
+        """An upload of this key left by an interrupted run (its parts kept), else a new one.
+
+        Only a content-addressed key (one ending in its sha256) is resumed: the upload's metadata
+        was fixed when it began, and for any other key it may describe other bytes, so such an
+        upload is aborted and begun again."""
         where = f"{bucket}/{key}"
         listed = self._call(where, self.client.list_multipart_uploads, Bucket=bucket, Prefix=key)
         for up in listed.get("Uploads", []):
             if up["Key"] != key:
+                continue
+            if not key.endswith(sha256) or up.get("ChecksumAlgorithm") not in (None, "SHA256"):
+                self._call(where, self.client.abort_multipart_upload, Bucket=bucket, Key=key, UploadId=up["UploadId"])
                 continue
             try:
                 parts = self._call(where, self.client.list_parts, Bucket=bucket, Key=key, UploadId=up["UploadId"])
@@ -227,7 +250,13 @@ class S3ObjectStore:
                     del data
                 for f in pending:
                     finished(f)
-            except BaseException:
+            except IntegrityError:   # the source is not what it should be: its parts are worth nothing
+                for f in pending:
+                    f.cancel()
+                wait(pending)
+                self._call(where, self.client.abort_multipart_upload, Bucket=bucket, Key=key, UploadId=upload_id)
+                raise
+            except BaseException:    # the store failing, or a kill: the parts stay for the resume
                 for f in pending:
                     f.cancel()
                 raise
@@ -250,7 +279,21 @@ class S3ObjectStore:
             if info is None or info.bytes != size or info.sha256 != sha256:
                 raise
             etag = info.etag
+        self._abort_others(bucket, key, upload_id)
         return confirmed and self._confirmed(etag, whole_etag)
+
+    def _abort_others(self, bucket: str, key: str, done: str) -> None:
+        """Uploads of this key other than the one just completed: a create retried after its first
+        answer was lost leaves one behind, holding parts nobody will complete."""
+        where = f"{bucket}/{key}"
+        listed = self._call(where, self.client.list_multipart_uploads, Bucket=bucket, Prefix=key)
+        for up in listed.get("Uploads", []):
+            if up["Key"] == key and up["UploadId"] != done:
+                try:
+                    self._call(where, self.client.abort_multipart_upload, Bucket=bucket, Key=key,
+                               UploadId=up["UploadId"])
+                except ObjectStoreUnavailable:
+                    pass   # gone meanwhile, or the store busy: the bucket's lifecycle rule takes it
 
     def delete(self, bucket: str, key: str) -> None:
         self._call(f"{bucket}/{key}", self.client.delete_object, Bucket=bucket, Key=key)
@@ -323,6 +366,20 @@ def _same_part(listed: dict, md5: bytes, digest: bytes) -> bool:
     if listed.get("ChecksumSHA256"):
         return listed["ChecksumSHA256"] == b64(digest)
     return listed.get("ETag", "").strip('"') == md5.hex()
+
+
+def _cause(exc: BaseException) -> str:
+    """A few words for what went wrong: the status and code of an answer, or the kind of failure."""
+    from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
+
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return f"HTTP {status} {_code(exc)}".strip() if status else _code(exc) or "refused"
+    if isinstance(exc, EndpointConnectionError | ConnectTimeoutError):
+        return "cannot connect"
+    if isinstance(exc, ReadTimeoutError):
+        return "no answer in time"
+    return type(exc).__name__
 
 
 def _code(exc) -> str:

@@ -154,3 +154,31 @@ def test_s3_endpoint_survives_thousands_of_requests(s3_url):
     store.ensure_bucket("many")
     for i in range(1500):
         assert store.head("many", f"k{i}") is None
+
+
+def test_local_sidecar_of_other_data_is_not_believed(tmp_path):
+    """A crash between the sidecar's rename and the data's leaves the new sidecar beside the old
+    data: its digest must not be taken for the data's."""
+    import json as _json
+
+    store = LocalObjectStore(tmp_path)
+    store.ensure_bucket("b")
+    old, new = b"old result", b"new result"
+    store.put("b", "ocr/k", old, sha256_hex(old))
+    assert store.head("b", "ocr/k").sha256 == sha256_hex(old)
+    meta = tmp_path / "b" / "ocr" / "k.meta.json"
+    other = tmp_path / "b" / "ocr" / ".tmp-other"
+    other.write_bytes(new)   # the new data's file, never renamed into place
+    meta.write_text(_json.dumps({"sha256": sha256_hex(new), "bytes": len(new), "inode": os.stat(other).st_ino}))
+    info = store.head("b", "ocr/k")
+    assert info.bytes == len(old) and info.sha256 is None        # unknown, so written again, never trusted
+    assert put_if_absent(store, "b", "ocr/k", new, sha256_hex(new)) is True
+    assert store.get("b", "ocr/k") == new and store.head("b", "ocr/k").sha256 == sha256_hex(new)
+    assert store.count("b") == 1                                  # temporary names are not objects
+
+
+def test_local_replica_on_a_disk_not_mounted_is_refused(tmp_path):
+    store = LocalObjectStore(tmp_path / "mnt" / "replica", name="replica r2", create_root=False)
+    with pytest.raises(ObjectStoreUnavailable, match="is the disk mounted"):
+        store.ensure_bucket("pa-archive")
+    assert not (tmp_path / "mnt").exists()

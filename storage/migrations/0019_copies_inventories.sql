@@ -20,6 +20,8 @@ INSERT INTO object_copies (bucket, key, copy, state, verified_at)
 -- when every copy of the object was last re-read (NULL: not since it was stored)
 ALTER TABLE stored_objects ADD COLUMN checked_at timestamptz;
 CREATE INDEX stored_objects_due ON stored_objects ((checked_at IS NOT NULL), (coalesce(checked_at, verified_at)));
+-- replication walks the objects in the order they were stored
+CREATE INDEX stored_objects_stored ON stored_objects (verified_at, bucket, key);
 
 -- inventories: the newest inventory object written for each personnel file (inventory/<file>/<version>.json
 -- in the archive bucket), so a change to the file writes a new version and a rerun writes none.
