@@ -50,6 +50,7 @@ class RunSummary:
     store: str
     logins: list[tuple[str, str, str]] = field(default_factory=list)  # (user, role, password): demo only
     transfer: TransferShown | None = None   # the demo's transfer to a second agency
+    preservation: list[str] = field(default_factory=list)   # replicas, fixity, inventories
 
     @property
     def nothing_goes_on(self) -> bool:
@@ -81,6 +82,7 @@ class RunSummary:
                    + f" ({self.store})")
         if self.transfer is not None:
             out += self.transfer.lines()
+        out += self.preservation
         if self.logins:
             out.append("  staff web / 员工网页  `.venv/bin/archive serve`, then http://127.0.0.1:8000/login as:")
             out += [f"                      {user:<16} {password}  ({role})" for user, role, password in self.logins]
@@ -128,6 +130,31 @@ def run_folder(batch_dir: Path, truth_dir: Path | None = None,
                       objects, services.store.description)
 
 
+def preservation(services: Services) -> list[str]:
+    """What the schedules would do next: the replicas caught up, every object written since the
+    last audit re-read on each copy, the inventories of changed files written; twice, so the
+    inventories the first round wrote are copied and checked too."""
+    from preservation import fixity, inventory, replication
+
+    copied: dict[str, int] = {}
+    behind: dict[str, str] = {}
+    checked = 0
+    for _ in range(2):
+        for s in replication.replicate(services):
+            copied[s.name] = copied.get(s.name, 0) + s.copied
+            behind[s.name] = f"{s.behind} behind" + (f" ({s.problem})" if s.problem else "")
+        checked += fixity.audit(services, "new").checked
+        inventory.refresh(services, inventory.stale(services))
+    out = [f"  replica / 副本      {name}: {copied[name]} objects copied and verified now, {behind[name]}"
+           for name in copied]
+    copies = 1 + len(services.storage_settings.replicas)
+    state = "all intact" if not fixity.damaged(services) else "damaged copies: `archive storage status`"
+    out.append(f"  fixity / 固定性      {checked} objects re-read now on each of {copies} copies, {state}")
+    out.append(f"  inventories / 清单   {services.db.count('inventories')} personnel files described in the store "
+               "(`archive rebuild-index` rebuilds the database from them)")
+    return out
+
+
 def rows_and_objects(services: Services) -> tuple[dict[str, int], dict[str, int]]:
     return ({t: services.db.count(t) for t in TABLES},
             {b: services.store.count(b) for b in (services.staging_bucket, services.archive_bucket)})
@@ -172,7 +199,8 @@ def demo(keep_running: bool = False) -> RunSummary:
         if not summary.nothing_goes_on:  # the file goes to a second agency, which imports and finds it
             with dg.DagsterInstance.get() as dagster:
                 summary.transfer = demo_transfer.show(services, SignerResource().signer(), instance, dagster)
-            summary.rows, summary.objects = rows_and_objects(services)  # with the transfer's
+            summary.preservation = preservation(services)
+            summary.rows, summary.objects = rows_and_objects(services)  # with the transfer's and the copies'
         return summary
     finally:
         if started and not keep_running:

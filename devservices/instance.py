@@ -50,7 +50,12 @@ class LocalInstance:
             "ARCHIVE_DAGSTER_DATABASE_URL": pg.url("dagster").replace("postgresql://", "postgresql+psycopg2://"),
             "ARCHIVE_OBJECT_ROOT": str(self.home / "objects"),
         }
-        return {k: os.environ.get(k) or v for k, v in env.items()}
+        out = {k: os.environ.get(k) or v for k, v in env.items()}
+        if "ARCHIVE_REPLICAS" not in os.environ:  # the demo keeps a second copy, in a folder of its own
+            (self.home / "replica").mkdir(parents=True, exist_ok=True)
+            out |= {"ARCHIVE_REPLICAS": "demo-copy",
+                    "ARCHIVE_REPLICA_DEMO_COPY_OBJECT_ROOT": str(self.home / "replica")}
+        return out
 
     def export(self) -> None:
         os.environ.update(self.environment())

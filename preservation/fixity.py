@@ -78,6 +78,9 @@ def _page(services: Services, share: str, after: tuple | None, limit: int) -> li
         if share == "all":   # in key order, from where the last page ended
             cur.execute(f"{_ROW} WHERE (o.bucket, o.key) > (%s, %s) GROUP BY o.bucket, o.key"
                         " ORDER BY o.bucket, o.key LIMIT %s", (*(after or ("", "")), limit))
+        elif share == "new":  # only those never re-read since stored, in key order
+            cur.execute(f"{_ROW} WHERE o.checked_at IS NULL AND (o.bucket, o.key) > (%s, %s)"
+                        " GROUP BY o.bucket, o.key ORDER BY o.bucket, o.key LIMIT %s", (*(after or ("", "")), limit))
         else:
             # never re-read since stored first (a write the endpoint's digest confirmed is read
             # here within days), then the longest unchecked; what a page checks leaves the front
@@ -139,8 +142,8 @@ def audit_object(row: dict, held: list[Copy]) -> Audited:
 
 def audit(services: Services, share: str = "due", now: dt.datetime | None = None,
           seconds: float | None = None) -> FixityRun:
-    """`due`: the day's share (share_of); `all`: every object. `seconds` bounds the run: what is
-    left stays due for the next one."""
+    """`due`: the day's share (share_of); `new`: every object never re-read since stored; `all`:
+    every object. `seconds` bounds the run: what is left stays due for the next one."""
     import time
 
     every = copies(services)

@@ -19,14 +19,16 @@ import datetime as dt
 import decimal
 import hashlib
 import json
+import logging
 import urllib.parse
 import uuid
 from dataclasses import dataclass
 
 from stages.services import Services
-from storage.objects import put_verified
+from storage.objects import ObjectStoreUnavailable, put_verified
 from storage.stored import StoredObject, record_verified
 
+log = logging.getLogger(__name__)
 FORMAT = 1
 PREFIX = "inventory/"
 
@@ -175,6 +177,16 @@ def refresh(services: Services, file_numbers: list[str]) -> list[Written]:
                         " key = excluded.key, written_at = now()", (file_number, version, sha, key))
         out.append(Written(file_number, version, key, sha))
     return out
+
+
+def keep_current(services: Services, file_numbers: list[str]) -> None:
+    """After a step that changed these files (a transfer step, an import): their inventories,
+    unless the store is down, in which case the `inventories` sweep writes them later and the
+    step, already committed, is not failed for it."""
+    try:
+        refresh(services, file_numbers)
+    except ObjectStoreUnavailable as exc:
+        log.warning("inventories of %s left for the sweep: %s", ", ".join(file_numbers), exc.message_en)
 
 
 def stale(services: Services, limit: int = 10_000) -> list[str]:

@@ -26,6 +26,7 @@ from access.audit import Actor
 from catalog import idnumber
 from errors import IntegrityFailure, NotFound, NotReady
 from ocr.engine import PageResult
+from preservation.inventory import keep_current
 from stages.index import Chunk, formed_on, load_chunks, prepared
 from stages.services import Services
 from storage import events
@@ -213,6 +214,7 @@ def import_transfer(services: Services, transfer_id: str, actor: Actor) -> Impor
                          detail={"from": row["sender"]})
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    keep_current(services, [file_number])   # the received file is ours to describe now
     return Imported(str(transfer_id), file_number, len(catalog["materials"]), len(chunk.pages), stored, carried,
                     already=False)
 

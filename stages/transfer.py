@@ -24,6 +24,7 @@ from access.audit import Actor
 from catalog import idnumber
 from crossregion import outbox
 from errors import BadInput, NotFound, NotReady
+from preservation.inventory import keep_current
 from stages.files import reveal_id
 from stages.services import Services
 from storage import events
@@ -128,6 +129,7 @@ def request_transfer(services: Services, file_number: str, receiving_agency: str
         raise TransferRefused(f"档案 {file_number} 已有一个进行中的转递，请待其完成或撤销",
                               f"file {file_number} has a transfer under way: let it finish or cancel it",
                               item=file_number) from None
+    keep_current(services, [file_number])
     return transfer(services, tid, services.agency)
 
 
@@ -179,6 +181,7 @@ def cancel_transfer(services: Services, transfer_id: str, actor: Actor, why: str
         audit.record(cur, actor, "transfer.cancel", target=t.transfer_id, file_numbers=[t.file_number])
         events.record(cur, [Event("transfer_cancelled", file_number=t.file_number,
                                   detail={"transfer_id": t.transfer_id, "why": why})])
+    keep_current(services, [t.file_number])
     return transfer(services, t.transfer_id)
 
 
@@ -252,6 +255,7 @@ def package_transfer(services: Services, transfer_id: str, signer: Signer) -> Pa
     with services.db.transaction() as cur:
         cur.execute("SELECT notice, record_key FROM transfers WHERE transfer_id = %s", (t.transfer_id,))
         r = cur.fetchone()
+    keep_current(services, [t.file_number])
     return PackageResult(t.transfer_id, t.file_number, key, t.package_sha256 or "", t.package_bytes or 0,
                          r["record_key"], r["notice"]["material_count"], r["notice"]["page_count"],
                          made=t.status == "requested")
@@ -292,9 +296,12 @@ def _sign(services: Services, t: TransferRow, signer: Signer) -> None:
 def served(services: Services, transfer_id: str, who: Actor) -> None:
     """The receiver has had the whole package: available → fetched (once)."""
     with services.db.transaction() as cur:
-        cur.execute("SELECT status FROM transfers WHERE transfer_id = %s", (transfer_id,))
+        cur.execute("SELECT status, file_number FROM transfers WHERE transfer_id = %s", (transfer_id,))
         if (row := cur.fetchone()) and row["status"] == "available":
             move(cur, transfer_id, "fetched", {"by": who.name, "client": who.client})
+        else:
+            return
+    keep_current(services, [row["file_number"]])
 
 
 def accept_receipt(services: Services, transfer_id: str, receipt: dict, who: Actor) -> TransferRow:
@@ -318,6 +325,7 @@ def accept_receipt(services: Services, transfer_id: str, receipt: dict, who: Act
                                       "transfer_id": t.transfer_id, "receiving_agency": t.receiving_agency,
                                       "receipt_id": receipt["receipt_id"], "at": receipt["at"],
                                       "failed_checks": receipt.get("failed_checks", [])})])
+    keep_current(services, [t.file_number])
     return transfer(services, t.transfer_id)
 
 

@@ -50,7 +50,10 @@ def test_demo_twice_processes_nothing_twice(demo_env):
     assert _summary_numbers(second.stdout) == _summary_numbers(first.stdout)
     counts = _summary_numbers(first.stdout)
     assert counts["pages"] == "9" and counts["transfers"] == "1"
-    assert counts["pa-archive"] == "30"  # 10 originals, 9 OCR results, 9 PDFs, the transfer's package and record
+    # 10 originals, 9 OCR results, 9 PDFs, the transfer's package and record; 10 inventories (one
+    # of each file, one of the transferred file at each of its 4 later steps, and one of each
+    # file once its objects had their second copy, on the demo's replica)
+    assert counts["pa-archive"] == "40"
     assert "received (in an earlier demo run" in second.stdout
     # the demo stopped the PostgreSQL it started, and its runs are in Dagster's PostgreSQL storage
     status = subprocess.run([*ARCHIVE, "services", "status"], env=demo_env, cwd=REPO, capture_output=True, text=True)
@@ -169,9 +172,9 @@ def test_ui_serves_the_instance_and_stops_by_pid(demo_env):
         query = json.dumps({"query": "{ assetNodes { assetKey { path } } }"}).encode()
         req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", query, {"Content-Type": "application/json"})
         nodes = json.load(urllib.request.urlopen(req, timeout=30))["data"]["assetNodes"]
-        assert sorted(n["assetKey"]["path"][0] for n in nodes) == ["archive", "index", "intake", "ocr",
-                                                                        "platform_deliveries", "transfer_package",
-                                                                        "transfer_receipts"]
+        assert sorted(n["assetKey"]["path"][0] for n in nodes) == [
+            "archive", "fixity_audit", "index", "intake", "inventories", "ocr", "platform_deliveries", "replication",
+            "transfer_package", "transfer_receipts"]
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(90) == 0

@@ -125,7 +125,8 @@ def test_one_verified_object_per_original(run):
     with services.db.transaction() as cur:
         cur.execute("SELECT role, count(*) AS n FROM stored_objects GROUP BY role")
         by_role = {r["role"]: r["n"] for r in cur.fetchall()}
-    assert by_role == {"original": len(originals), "ocr": 9, "searchable-pdf": 9}
+    # and one inventory of each of the 3 personnel files (preservation/inventory.py)
+    assert by_role == {"original": len(originals), "ocr": 9, "searchable-pdf": 9, "inventory": 3}
 
 
 def test_each_material_has_a_searchable_pdf(run, tmp_path):

@@ -492,3 +492,29 @@ def test_tampered_inventory_is_refused_and_the_previous_version_used(archived, p
             assert cur.fetchone()["version"] == doc["version"] + 1
     finally:
         services.store.delete(services.archive_bucket, newer)
+
+
+def test_storage_commands_say_what_they_found_with_their_exit_status(database_url, s3_url, replica_url):
+    storage = storage_for(database_url, s3_url, {"r1": replica_url})
+    services = services_for(storage)
+    keys = preserve(services, blobs(4, seed=9))
+    env = {**os.environ, "ARCHIVE_DATABASE_URL": database_url, "ARCHIVE_S3_ENDPOINT_URL": s3_url,
+           "ARCHIVE_STAGING_BUCKET": services.staging_bucket, "ARCHIVE_BUCKET": services.archive_bucket,
+           "ARCHIVE_REPLICAS": "r1", "ARCHIVE_REPLICA_R1_ENDPOINT_URL": replica_url,
+           "ARCHIVE_REPLICA_R1_BUCKET": storage.replicas[0].bucket}
+
+    def archive(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "cli.main", *args], env=env, cwd=REPO,
+                              capture_output=True, text=True, timeout=300)
+
+    out = archive("storage", "replicate")
+    assert out.returncode == 0 and "copied 4" in out.stdout and "behind 0 objects" in out.stdout, out.stderr
+    for client, bucket in ((raw(s3_url), services.archive_bucket), (raw(replica_url), storage.replicas[0].bucket)):
+        client.delete_object(Bucket=bucket, Key=keys[0])          # gone from both copies
+    out = archive("storage", "audit", "--all")
+    assert out.returncode == 5 and f"unrepairable {keys[0]} on primary" in out.stdout, out.stdout + out.stderr
+    assert "\n" not in out.stderr.strip() and "Traceback" not in out.stderr
+    out = archive("storage", "status")
+    assert out.returncode == 5 and f"{keys[0]} on r1: missing" in out.stdout
+    out = archive("rebuild-index")                                 # into a database that has files? none here
+    assert out.returncode == 0 and "rebuilt 0 files" in out.stdout
