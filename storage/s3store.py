@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import random
 import threading
 import time
@@ -26,6 +27,7 @@ from typing import BinaryIO
 
 from storage.objects import CHUNK, IntegrityError, ObjectInfo, ObjectMissing, ObjectStoreUnavailable, missing
 
+log = logging.getLogger(__name__)
 PART = 16 * 1024**2          # a multipart part: S3 allows 10,000 parts, so up to 160 GB an object
 IN_FLIGHT = 4                # parts uploading at once; with the one being read, ~80 MB held
 BODY_RETRIES = 6             # a body read that breaks is resumed this many times in a row
@@ -132,11 +134,15 @@ class S3ObjectStore:
             except ClientError as exc:
                 if _code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                     raise self._unavailable(exc, bucket) from exc
-            # parts of an upload nobody resumed within a week (its writer gone for good) are freed
-            self._call(bucket, self.client.put_bucket_lifecycle_configuration, Bucket=bucket,
-                       LifecycleConfiguration={"Rules": [{
-                           "ID": "abort-incomplete-uploads", "Status": "Enabled", "Filter": {"Prefix": ""},
-                           "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7}}]})
+            # parts of an upload nobody resumed within a week (its writer gone for good) are freed;
+            # a role not allowed to set it leaves that to the store's own policy
+            try:
+                self._call(bucket, self.client.put_bucket_lifecycle_configuration, Bucket=bucket,
+                           LifecycleConfiguration={"Rules": [{
+                               "ID": "abort-incomplete-uploads", "Status": "Enabled", "Filter": {"Prefix": ""},
+                               "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7}}]})
+            except ObjectStoreUnavailable as exc:
+                log.warning("no lifecycle rule on %s: %s", bucket, exc.message_en)
         if protect and self.write_once in ("versioning", "object-lock"):
             self._call(bucket, self.client.put_bucket_versioning, Bucket=bucket,
                        VersioningConfiguration={"Status": "Enabled"})

@@ -182,3 +182,22 @@ def test_local_replica_on_a_disk_not_mounted_is_refused(tmp_path):
     with pytest.raises(ObjectStoreUnavailable, match="is the disk mounted"):
         store.ensure_bucket("pa-archive")
     assert not (tmp_path / "mnt").exists()
+
+
+@pytest.mark.parametrize("mode", ["versioning", "object-lock"])
+def test_archive_bucket_write_once_protection(s3_url, mode):
+    store = S3ObjectStore(s3_url, write_once=mode, lock_days=3)
+    bucket = f"protected-{mode}"
+    store.ensure_bucket(bucket, protect=True)
+    store.ensure_bucket(bucket, protect=True)   # again: idempotent
+    client = boto3.client("s3", endpoint_url=s3_url)
+    assert client.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+    put_verified(store, bucket, "k", b"first")
+    store.put(bucket, "k", b"second", sha256_hex(b"second"))     # a repair's overwrite keeps the old version
+    versions = client.list_object_versions(Bucket=bucket, Prefix="k")["Versions"]
+    assert len(versions) == 2
+    if mode == "object-lock":
+        rule = client.get_object_lock_configuration(Bucket=bucket)["ObjectLockConfiguration"]["Rule"]
+        assert (rule["DefaultRetention"]["Mode"], rule["DefaultRetention"]["Days"]) == ("COMPLIANCE", 3)
+        with pytest.raises(Exception, match="AccessDenied|locked|retention|Forbidden"):
+            client.delete_object(Bucket=bucket, Key="k", VersionId=versions[-1]["VersionId"])
