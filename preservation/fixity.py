@@ -58,7 +58,8 @@ class FixityRun:
 
 PAGE = 500   # objects read from the database at a time: the audit's memory does not grow with the archive
 
-_ROW = ("SELECT o.bucket, o.key, o.sha256, o.bytes, o.media_type, coalesce(array_agg(c.copy)"
+_ROW = ("SELECT o.bucket, o.key, o.sha256, o.bytes, o.media_type, o.checked_at IS NOT NULL AS was_checked,"
+        " coalesce(o.checked_at, o.verified_at) AS last_read, coalesce(array_agg(c.copy)"
         " FILTER (WHERE c.copy IS NOT NULL), '{}') AS held FROM stored_objects o"
         " LEFT JOIN object_copies c USING (bucket, key)")
 
@@ -83,9 +84,12 @@ def _page(services: Services, share: str, after: tuple | None, limit: int) -> li
                         " GROUP BY o.bucket, o.key ORDER BY o.bucket, o.key LIMIT %s", (*(after or ("", "")), limit))
         else:
             # never re-read since stored first (a write the endpoint's digest confirmed is read
-            # here within days), then the longest unchecked; what a page checks leaves the front
-            cur.execute(f"{_ROW} GROUP BY o.bucket, o.key ORDER BY o.checked_at IS NOT NULL,"
-                        " coalesce(o.checked_at, o.verified_at), o.bucket, o.key LIMIT %s", (limit,))
+            # here within days), then the longest unchecked, from where the last page ended (an
+            # object no copy of which could be read stays behind, not at the front of every page)
+            after = after or (False, dt.datetime.min.replace(tzinfo=dt.UTC), "", "")
+            cur.execute(f"{_ROW} WHERE (o.checked_at IS NOT NULL, coalesce(o.checked_at, o.verified_at), o.bucket,"
+                        " o.key) > (%s, %s, %s, %s) GROUP BY o.bucket, o.key ORDER BY o.checked_at IS NOT NULL,"
+                        " coalesce(o.checked_at, o.verified_at), o.bucket, o.key LIMIT %s", (*after, limit))
         return cur.fetchall()
 
 
@@ -159,7 +163,9 @@ def audit(services: Services, share: str = "due", now: dt.datetime | None = None
             rows = _page(services, share, after, PAGE if wanted is None else min(PAGE, wanted - run.checked))
             if not rows:
                 break
-            after = (rows[-1]["bucket"], rows[-1]["key"])
+            last = rows[-1]
+            after = (last["bucket"], last["key"]) if share != "due" else \
+                (last["was_checked"], last["last_read"], last["bucket"], last["key"])
             # a replica without a row has not been given the object yet: behind, not missing
             held = [[c for c in every if c.name == PRIMARY or c.name in r["held"]] for r in rows]
             read_any = False

@@ -24,8 +24,11 @@ import urllib.parse
 import uuid
 from dataclasses import dataclass
 
+import psycopg2
+
+from errors import ArchiveError
 from stages.services import Services
-from storage.objects import ObjectStoreUnavailable, put_verified
+from storage.objects import put_verified
 from storage.stored import StoredObject, record_verified
 
 log = logging.getLogger(__name__)
@@ -163,9 +166,17 @@ def refresh(services: Services, file_numbers: list[str]) -> list[Written]:
             cur.execute("SELECT version, sha256 FROM inventories WHERE file_number = %s", (file_number,))
             last = cur.fetchone()
             sha = digest(content) if content is not None else ""
-            if content is None or (last and last["sha256"] == sha):
+            if content is None:
                 continue
-            version = (last["version"] if last else 0) + 1
+            if last and last["sha256"] == sha:   # looked at: the sweep leaves it until it changes again
+                cur.execute("UPDATE inventories SET described_at = now() WHERE file_number = %s", (file_number,))
+                continue
+            # past the newest in the store too: a version written whose row was then lost (the
+            # transaction failing after the write) is never overwritten
+            folder = inventory_key(file_number, 0).rsplit("/", 1)[0] + "/"
+            in_store = [found[1] for k, _ in services.store.keys(services.archive_bucket, folder)
+                        if (found := file_of_key(k)) and found[0] == file_number]
+            version = max([last["version"] if last else 0, *in_store]) + 1
             key = inventory_key(file_number, version)
             body = json.dumps({**content, "version": version, "written_at": dt.datetime.now(dt.UTC).isoformat(),
                                "content_sha256": sha}, ensure_ascii=False, indent=1).encode()
@@ -174,7 +185,8 @@ def refresh(services: Services, file_numbers: list[str]) -> list[Written]:
                                                "application/json")])
             cur.execute("INSERT INTO inventories (file_number, version, sha256, key) VALUES (%s, %s, %s, %s)"
                         " ON CONFLICT (file_number) DO UPDATE SET version = excluded.version, sha256 = excluded.sha256,"
-                        " key = excluded.key, written_at = now()", (file_number, version, sha, key))
+                        " key = excluded.key, written_at = now(), described_at = now()",
+                        (file_number, version, sha, key))
         out.append(Written(file_number, version, key, sha))
     return out
 
@@ -185,22 +197,24 @@ def keep_current(services: Services, file_numbers: list[str]) -> None:
     step, already committed, is not failed for it."""
     try:
         refresh(services, file_numbers)
-    except ObjectStoreUnavailable as exc:
+    except ArchiveError as exc:
         log.warning("inventories of %s left for the sweep: %s", ", ".join(file_numbers), exc.message_en)
+    except psycopg2.Error as exc:
+        log.warning("inventories of %s left for the sweep: %s", ", ".join(file_numbers), exc)
 
 
 def stale(services: Services, limit: int = 10_000) -> list[str]:
     """Files with no inventory yet, or with events or transfer steps since their last one."""
     with services.db.transaction() as cur:
-        cur.execute("SELECT f.file_number FROM personnel_files f LEFT JOIN (SELECT file_number, written_at -"
-                    f" interval '{STALE_MARGIN}' AS since FROM inventories) i USING (file_number)"
+        cur.execute("SELECT f.file_number FROM personnel_files f LEFT JOIN (SELECT file_number, described_at,"
+                    f" described_at - interval '{STALE_MARGIN}' AS since FROM inventories) i USING (file_number)"
                     " WHERE i.file_number IS NULL"
                     " OR EXISTS (SELECT 1 FROM events e WHERE e.file_number = f.file_number AND e.at >= i.since)"
                     " OR EXISTS (SELECT 1 FROM transfers t WHERE t.file_number = f.file_number"
                     " AND t.updated_at >= i.since)"
                     " OR EXISTS (SELECT 1 FROM materials m WHERE m.file_number = f.file_number"
                     " AND m.versioned_at >= i.since)"
-                    " ORDER BY f.file_number LIMIT %s", (limit,))
+                    " ORDER BY i.described_at NULLS FIRST, f.file_number LIMIT %s", (limit,))
         return [r["file_number"] for r in cur.fetchall()]
 
 

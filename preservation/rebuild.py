@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import psycopg2.extras
 
 from errors import IntegrityFailure, NotReady
-from preservation.copies import replicas
+from preservation.copies import PRIMARY, copies
 from preservation.inventory import PARTS, PREFIX, digest, file_of_key
 from stages.index import Chunk, search_codes
 from stages.services import Services
@@ -123,21 +123,52 @@ def _read(store, bucket: str, key: str) -> tuple[dict, str]:
     return doc, sha256_hex(raw)
 
 
-def _usable(services: Services, versions: list[tuple[int, str, int]], result: Rebuilt) -> tuple | None:
-    """(key, bytes, sha256, doc) of the newest version of a file that passes its digest, from the
-    primary store or else a replica's copy of the same key; each copy refused is reported."""
-    others = replicas(services)
-    for _, key, size in versions:
-        for store, bucket in [(services.store, services.archive_bucket), *((c.store, c.bucket) for c in others)]:
-            try:
-                doc, sha = _read(store, bucket, key)
-            except (IntegrityFailure, ObjectMissing) as exc:
-                result.refused.append(f"{key}: {exc}")
-                continue
-            if (key, store) != (versions[0][1], services.store):
-                result.fallbacks.append(f"{doc['file_number']}: {key} from {store.description}")
-            return key, size, sha, doc
+@dataclass(frozen=True)
+class Usable:
+    key: str
+    bytes: int
+    sha256: str
+    doc: dict
+    copy: str          # which copy's bytes passed: primary or a replica's name
+    newest: int        # the newest version number of the file in the store
+
+
+def _good_copy(services: Services, key: str, result: Rebuilt) -> tuple[dict, str, str] | None:
+    """(doc, sha256, copy) of the first copy of `key` that passes its digest: the primary's, then
+    each replica's; each refusal is reported."""
+    for c in copies(services):
+        try:
+            doc, sha = _read(c.store, c.bucket, key)
+            return doc, sha, c.name
+        except (IntegrityFailure, ObjectMissing) as exc:
+            result.refused.append(f"{key}: {exc}")
     return None
+
+
+def _usable(services: Services, versions: list[tuple[int, str, int]], result: Rebuilt) -> Usable | None:
+    """The newest version of a file that passes its digest in some copy."""
+    for _, key, size in versions:
+        if good := _good_copy(services, key, result):
+            doc, sha, copy = good
+            if key != versions[0][1] or copy != PRIMARY:
+                result.fallbacks.append(f"{doc['file_number']}: {key} from {copy}")
+            return Usable(key, size, sha, doc, copy, versions[0][0])
+    return None
+
+
+def _record_inventories(cur, services: Services, used: list[Usable]) -> None:
+    """The inventory objects read as preserved objects; one whose primary copy failed its digest
+    is recorded with the good bytes' sha256 and its primary copy corrupt, so the next audit
+    rewrites it from the replica that had it right."""
+    record_verified(cur, [StoredObject(services.archive_bucket, u.key, u.sha256, u.bytes, "inventory",
+                                       "application/json") for u in used])
+    for u in used:
+        if u.copy != PRIMARY:
+            cur.execute("UPDATE object_copies SET state = 'corrupt', verified_at = NULL WHERE bucket = %s AND"
+                        " key = %s AND copy = 'primary'", (services.archive_bucket, u.key))
+            cur.execute("INSERT INTO object_copies (bucket, key, copy, state, verified_at) VALUES"
+                        " (%s, %s, %s, 'verified', now()) ON CONFLICT DO NOTHING", (services.archive_bucket, u.key,
+                                                                                     u.copy))
 
 
 def rebuild(services: Services, progress=None, resume: bool = False) -> Rebuilt:
@@ -153,42 +184,42 @@ def rebuild(services: Services, progress=None, resume: bool = False) -> Rebuilt:
         present = {r["file_number"] for r in cur.fetchall()}
         jsonb = _jsonb(cur)
     result = Rebuilt()
-    found = [(f, v) for f, v in inventories(services).items() if f not in present]
+    listed = inventories(services)
+    found = [(f, v) for f, v in listed.items() if f not in present]
     for start in range(0, len(found), GROUP):
         docs = []
         for file_number, versions in found[start:start + GROUP]:
             if (usable := _usable(services, versions, result)) is None:
                 result.lost.append(file_number)
             else:
-                docs.append((*usable, versions[0][0]))
+                docs.append(usable)
         with services.db.transaction() as cur:
-            for d in docs:
-                _with_search_codes(d[3]["tables"])
+            for u in docs:
+                _with_search_codes(u.doc["tables"])
             for table in ORDER:
-                rows = [r for d in docs for r in d[3]["tables"].get(table, [])]
+                rows = [r for u in docs for r in u.doc["tables"].get(table, [])]
                 result.rows[table] = result.rows.get(table, 0) + _insert(cur, table, rows, jsonb.get(table, set()))
-            record_verified(cur, [StoredObject(services.archive_bucket, key, sha, size, "inventory", "application/json")
-                                  for key, size, sha, _, _ in docs])
+            _record_inventories(cur, services, docs)
             if docs:  # the newest version number in the store, so the next one written is new
                 psycopg2.extras.execute_values(
                     cur, "INSERT INTO inventories (file_number, version, sha256, key) VALUES %s ON CONFLICT DO NOTHING",
-                    [(doc["file_number"], newest, doc["content_sha256"], key) for key, _, _, doc, newest in docs])
+                    [(u.doc["file_number"], u.newest, u.doc["content_sha256"], u.key) for u in docs])
+            _advance_sequences(cur)   # with each group: a writer after a crash takes no id a later group brings
         result.files += len(docs)
         if progress:
             progress(result.files, len(found))
-    # superseded inventory versions are preserved objects too: recorded (their bytes hashed) so
-    # they are replicated and audited like the rest
-    older = [(key, size) for _, versions in found for _, key, size in versions[1:]]
-    with services.db.transaction() as cur:
-        _advance_sequences(cur)
-        for part in range(0, len(older), GROUP):
-            record_verified(cur, [StoredObject(services.archive_bucket, key, _hash(services, key), size, "inventory",
-                                               "application/json") for key, size in older[part:part + GROUP]])
+    # superseded inventory versions are preserved objects too, of every file (those a resumed
+    # rebuild skipped included): recorded from a copy that passes its digest, so they are
+    # replicated and audited like the rest
+    older = [(key, size) for versions in listed.values() for _, key, size in versions[1:]]
+    for part in range(0, len(older), GROUP):
+        used = []
+        for key, size in older[part:part + GROUP]:
+            if good := _good_copy(services, key, result):
+                used.append(Usable(key, size, good[1], good[0], good[2], 0))
+        with services.db.transaction() as cur:
+            _record_inventories(cur, services, used)
     return result
-
-
-def _hash(services: Services, key: str) -> str:
-    return sha256_hex(services.store.get(services.archive_bucket, key))
 
 
 def _advance_sequences(cur) -> None:
@@ -197,5 +228,5 @@ def _advance_sequences(cur) -> None:
                 " AND column_default LIKE 'nextval(%%' AND table_name = ANY(%s)", (list(ORDER),))
     for r in cur.fetchall():
         t, c = r["table_name"], r["column_name"]
-        cur.execute(f"SELECT setval(pg_get_serial_sequence(%s, %s), coalesce((SELECT max({c}) FROM {t}), 0) + 1,"
-                    " false)", (t, c))
+        cur.execute(f"SELECT setval(pg_get_serial_sequence(%(t)s, %(c)s), greatest(coalesce((SELECT max({c}) FROM {t}),"
+                    " 0) + 1, nextval(pg_get_serial_sequence(%(t)s, %(c)s))), false)", {"t": t, "c": c})

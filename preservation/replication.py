@@ -18,7 +18,7 @@ from preservation.copies import Copy, replicas
 from stages.services import Services
 from storage import events
 from storage.events import Event
-from storage.objects import ObjectStoreUnavailable, copy_verified
+from storage.objects import CopyDamaged, ObjectStoreUnavailable, copy_verified
 
 COPIERS = 8       # objects in flight to one replica: page-sized objects wait on round trips
 BATCH = 256
@@ -83,7 +83,7 @@ def replicate_to(services: Services, replica: Copy, deadline: float | None = Non
                 try:
                     if (copied := f.result()) is not None:
                         done.append(copied)
-                except ObjectStoreUnavailable as exc:
+                except (ObjectStoreUnavailable, CopyDamaged) as exc:   # the replica down, or not keeping bytes
                     state.problem = state.problem or exc.message_en
                     stop.set()
                 except IntegrityFailure as exc:  # the primary's copy is bad: skipped; the fixity audit repairs it

@@ -25,6 +25,11 @@ class IntegrityError(IntegrityFailure):
     """An object read back does not have the digest it was written with."""
 
 
+class CopyDamaged(IntegrityError):
+    """The store this was written to keeps not holding what was written (the target's fault,
+    not the source's)."""
+
+
 class ObjectMissing(IntegrityFailure):
     """An object that should be in a store is not there."""
 
@@ -154,9 +159,11 @@ def _verified_write(store: ObjectStore, write: Callable[[], bool], bucket: str, 
         try:
             verify_stored(store, bucket, key, sha256, size)
             return READ_BACK
-        except IntegrityError:
+        except IntegrityError as exc:
             if attempt == WRITE_TRIES - 1:
-                raise
+                raise CopyDamaged(f"{store.description} 连续 {WRITE_TRIES} 次存入的 {bucket}/{key} 读回都不符",
+                                  f"{store.description} held {bucket}/{key} wrong after {WRITE_TRIES} writes: "
+                                  f"{exc.message_en}", item=key) from exc
     raise AssertionError("unreachable")
 
 

@@ -32,6 +32,8 @@ PART = 16 * 1024**2          # a multipart part: S3 allows 10,000 parts, so up t
 IN_FLIGHT = 4                # parts uploading at once; with the one being read, ~80 MB held
 BODY_RETRIES = 6             # a body read that breaks is resumed this many times in a row
 LARGE_AT_ONCE = 2            # objects uploading in parts at once, per store
+DAMAGED = ("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch", "BadChecksum", "InvalidChecksum")
+DAMAGED_TRIES = 3            # a request the endpoint found damaged on the way is sent again this often
 
 
 def b64(digest: bytes) -> str:
@@ -43,6 +45,11 @@ def _body_errors() -> tuple[type[BaseException], ...]:
     from botocore.exceptions import BotoCoreError
 
     return (BotoCoreError, urllib3.exceptions.HTTPError, OSError)
+
+
+class UploadGone(ObjectStoreUnavailable):
+    """The multipart upload being written is no longer there (another writer of the key completed
+    or aborted it)."""
 
 
 class S3ObjectStore:
@@ -99,17 +106,30 @@ class S3ObjectStore:
     def _call(self, what: str, fn, **kwargs):
         from botocore.exceptions import BotoCoreError, ClientError
 
-        try:
-            return fn(**kwargs)
-        except ClientError as exc:
-            if _code(exc) in ("404", "NoSuchKey", "NotFound") and "Key" in kwargs:
-                raise missing(self.description, kwargs["Bucket"], kwargs["Key"]) from exc
-            if _code(exc) in ("InvalidRange", "416"):   # shorter than it should be: not the store's fault
-                raise IntegrityError(f"对象 {what} 比记录的短", f"{what} in {self.description} is shorter than "
-                                     "recorded", item=kwargs.get("Key")) from exc
-            raise self._unavailable(exc, what) from exc
-        except BotoCoreError as exc:
-            raise self._unavailable(exc, what) from exc
+        for attempt in range(DAMAGED_TRIES):
+            try:
+                return fn(**kwargs)
+            except ClientError as exc:
+                # the endpoint found our Content-MD5 or checksum wrong: bytes damaged on the way; the
+                # body is in memory, so it is sent again
+                if _code(exc) in DAMAGED and attempt < DAMAGED_TRIES - 1:
+                    continue
+                raise self._mapped(exc, what, kwargs) from exc
+            except BotoCoreError as exc:
+                raise self._unavailable(exc, what) from exc
+        raise AssertionError("unreachable")
+
+    def _mapped(self, exc, what: str, kwargs: dict) -> Exception:
+        """A ClientError as what it means here."""
+        if _code(exc) in ("404", "NoSuchKey", "NotFound") and "Key" in kwargs:
+            return missing(self.description, kwargs["Bucket"], kwargs["Key"])
+        if _code(exc) in ("InvalidRange", "416"):   # shorter than it should be: not the store's fault
+            return IntegrityError(f"对象 {what} 比记录的短", f"{what} in {self.description} is shorter than "
+                                  "recorded", item=kwargs.get("Key"))
+        if _code(exc) == "NoSuchUpload":
+            return UploadGone(f"{what} 的分段上传已不存在", f"the multipart upload of {what} is gone "
+                              f"({self.description})", item=kwargs.get("Key"))
+        return self._unavailable(exc, what)
 
     # -- buckets --------------------------------------------------------------------------------
 
@@ -256,6 +276,15 @@ class S3ObjectStore:
                     del data
                 for f in pending:
                     finished(f)
+            except UploadGone:       # another writer of the same key completed it and cleared ours
+                for f in pending:
+                    f.cancel()
+                wait(pending)
+                info = self.head(bucket, key)
+                if info is None or info.bytes != size or info.sha256 != sha256:
+                    raise self._unavailable(OSError("the upload was cleared and no object is there"),
+                                            where) from None
+                return False     # theirs: read back by the caller
             except IntegrityError:   # the source is not what it should be: its parts are worth nothing
                 for f in pending:
                     f.cancel()
@@ -277,16 +306,16 @@ class S3ObjectStore:
         try:
             r = self._call(where, self.slow_client.complete_multipart_upload, Bucket=bucket, Key=key,
                            UploadId=upload_id, MultipartUpload={"Parts": [done[n] for n in sorted(done)]})
-            etag = r.get("ETag")
-        except ObjectStoreUnavailable:
-            # a completion answered late (or its answer lost) may have been done: a retry then
-            # finds no upload; the object being there, of our size and sha256, means it was
+        except (ObjectStoreUnavailable, UploadGone):
+            # a completion answered late (or its answer lost), or another writer of the same key
+            # done first: an object of our size and sha256 may be there, but an older one, damaged
+            # since, looks the same, so it is never taken as confirmed: the caller reads it back
             info = self.head(bucket, key)
             if info is None or info.bytes != size or info.sha256 != sha256:
                 raise
-            etag = info.etag
+            return False
         self._abort_others(bucket, key, upload_id)
-        return confirmed and self._confirmed(etag, whole_etag)
+        return confirmed and self._confirmed(r.get("ETag"), whole_etag)
 
     def _abort_others(self, bucket: str, key: str, done: str) -> None:
         """Uploads of this key other than the one just completed: a create retried after its first
@@ -316,11 +345,18 @@ class S3ObjectStore:
         """Bytes start..end (inclusive) a chunk at a time; a body that breaks part way is asked
         for again from the first byte not yet yielded."""
         errors = _body_errors()
-        where, pos, failures = f"{bucket}/{key}", start, 0
+        where, pos, failures, etag = f"{bucket}/{key}", start, 0, None
         while pos <= end:
             try:
-                got = self._call(where, self.client.get_object, Bucket=bucket, Key=key, Range=f"bytes={pos}-{end}")
-                total = str(got.get("ContentRange", "")).rpartition("/")[2]
+                extra = {"IfMatch": etag} if etag else {}   # a resumed read is of the same object, or fails
+                got = self._call(where, self.client.get_object, Bucket=bucket, Key=key, Range=f"bytes={pos}-{end}",
+                                 **extra)
+                etag = etag or got.get("ETag")
+                first, _, total = str(got.get("ContentRange", "")).removeprefix("bytes ").partition("-")
+                if not first.isdigit() or int(first) != pos:   # a range ignored: never bytes twice
+                    got["Body"].close()
+                    raise OSError(f"asked for bytes from {pos}, answered {got.get('ContentRange')!r}")
+                total = total.rpartition("/")[2]
                 if total.isdigit():
                     end = min(end, int(total) - 1)   # asked past the object's end: it is shorter
                 body = got["Body"]

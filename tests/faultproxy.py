@@ -8,6 +8,7 @@
     "reset_after"   forward, then close the connection without answering
     "cut"           forward, answer the server's status and headers, then half its body and a reset
     "flip"          forward with one byte of the request's body changed (damage on the way)
+    "bad_digest"    answer 400 BadDigest without forwarding (S3 finding the Content-MD5 wrong)
     "slow_down"     answer 503 SlowDown without forwarding
     "portal"        answer 200 with an HTML page without forwarding (a captive portal, a proxy's page)
     "stall:S"       wait S seconds (past the client's timeout), then forward
@@ -100,6 +101,10 @@ class FaultProxy:
                 if kind == "slow_down":
                     return self._answer(503, [("Content-Type", "application/xml")],
                                         b"<Error><Code>SlowDown</Code></Error>")
+                if kind == "bad_digest":
+                    return self._answer(400, [("Content-Type", "application/xml")],
+                                        b"<Error><Code>BadDigest</Code><Message>The Content-MD5 you specified did not"
+                                        b" match what we received.</Message></Error>")
                 if kind == "portal":
                     return self._answer(200, [("Content-Type", "text/html")], b"<html>Welcome</html>")
                 if kind == "reset_before":

@@ -30,5 +30,7 @@ CREATE TABLE inventories (
     version      integer NOT NULL,
     sha256       text NOT NULL,        -- of the inventory's content, without its own version and time
     key          text NOT NULL,
-    written_at   timestamptz NOT NULL DEFAULT now()
+    written_at   timestamptz NOT NULL DEFAULT now(),
+    described_at timestamptz NOT NULL DEFAULT now()   -- last looked at, whether or not it changed
 );
+CREATE INDEX inventories_described ON inventories (described_at);
