@@ -119,7 +119,7 @@ CASES: dict[str, tuple[Callable[[Batch], None], str, str, str, bool]] = {
     "manifest_lacks_column": (lambda b: setattr(b, "manifest", "no-id-column"), "manifest.columns", "manifest.csv",
                               "error", True),
     "manifest_empty": (lambda b: setattr(b, "manifest", b""), "manifest.empty", "manifest.csv", "error", True),
-    "manifest_missing": (lambda b: setattr(b, "manifest", "none"), "batch.manifest", "", "error", True),
+    "manifest_missing": (lambda b: setattr(b, "manifest", "none"), "batch.manifest", "{batch}", "error", True),
     # one catalog row (line 4: header, two good rows, then this one)
     "row_missing_value": (lambda b: b.row(file_number="GZ-C2", name=""), "manifest.missing_value",
                           "manifest.csv:4", "error", False),
@@ -254,6 +254,8 @@ def test_bad_input(kind, tmp_path, services, monkeypatch):
     result = intake_batch(sub.batch_id, services)
 
     # the specific finding, naming the item, in both languages
+    item = item.format(batch=sub.batch_id)   # a batch-level finding names the batch
+    assert item, kind
     hits = [f for f in result.findings if f.code == code and item in f.item]
     assert hits, f"{kind}: no {code} naming {item!r} in {[(f.code, f.item) for f in result.findings]}"
     assert all(f.severity.value == severity and f.message_zh and f.message_en for f in hits)
