@@ -1,4 +1,4 @@
-"""Passwords hashed with Argon2id (argon2-cffi's defaults: 64 MiB, 3 passes, ~0.2 s here)."""
+"""Passwords hashed with Argon2id (argon2-cffi's defaults: 64 MiB, 3 passes)."""
 
 from __future__ import annotations
 

@@ -7,8 +7,8 @@ pixel: dark connected components the size of written or printed characters (1.2-
 strokes of 0.5 mm on average), and a page is not blank when some of them form a line (two side
 by side on one row) or one of them is as wide and as dense as a written word or a signature.
 Specks are too small, hairs and folds too thin or too long, holes and stains stand alone.
-Measured on generated pages (benchmarks/blank_bench.py, README): seed 11 chose the
-thresholds, seed 12 checked them.
+Thresholds chosen on generated pages (benchmarks/blank_bench.py, docs/benchmarks.md): seed 11
+chose them, seed 12 checked them.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def text_marks(gray: Image.Image, dpi: float) -> Marks:
     """The text-like marks of a grayscale page scanned at `dpi`. Measured on a copy ~640 px wide
     whose pixels are the darkest of their block of 2 x 2 half-size averages: averaging alone, as
     for the ink share, fades a 0.25 mm serif stroke at 300 dpi past the threshold, and a full-size
-    array costs more to take from PIL (22 ms) than the rest of the measure."""
+    array costs more to take from PIL than the rest of the measure."""
     factor = max(1, round(gray.width / WORK_WIDTH))
     half = 2 if factor >= 2 else 1
     a = np.asarray(gray.reduce(half) if half > 1 else gray, dtype=np.uint8)

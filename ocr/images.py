@@ -32,7 +32,7 @@ def load_pages(data: bytes) -> list[tuple[Image.Image, int]]:
     img = Image.open(io.BytesIO(data))
     dpi = image_dpi(img)
     if getattr(img, "n_frames", 1) == 1:
-        img.load()  # decoded once, not copied: a copy of a 300 dpi colour page costs ~11 ms
+        img.load()  # decoded once, not copied: a copy of a whole colour page is costly
         frames = [img]
     else:
         frames = [frame.copy() for frame in ImageSequence.Iterator(img)]

@@ -56,8 +56,8 @@ def _draft(pages: list[tuple[Image.Image, PageResult]], title: str, author: str)
     from reportlab.pdfgen import canvas
 
     font = _font()
-    # reportlab's only switch is global: ASCII85 makes images a quarter larger and, in pure
-    # Python, took 80% of the time a page
+    # reportlab's only switch is global: ASCII85 makes images larger and, in pure Python, is
+    # most of a page's time
     rl_config.useA85 = 0
     buf = io.BytesIO()
     # the initial font is the embedded one, else reportlab declares an unembedded Helvetica

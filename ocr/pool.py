@@ -1,6 +1,6 @@
 """Parallel OCR by process, one loaded engine per worker.
 
-Tesseract's OpenMP threads are 3.6-6x slower than single-threaded processes on 2 cores, so each
+Tesseract's OpenMP threads are several times slower than single-threaded processes, so each
 worker runs with OMP_THREAD_LIMIT=1 and parallelism comes from the number of workers.
 """
 

@@ -24,16 +24,15 @@ MIN_SKEW = 0.3        # degrees; below this, rows are formed on the page as it i
 MIN_TEXT_SCORE = 0.5  # recognitions below this are noise (RapidOCR's own default)
 REC_HEIGHT = 48       # the recognition model's input height
 REC_WIDTH_STEP = 32   # line inputs padded to a multiple of this, not to RapidOCR's 320 minimum
-REC_MARGIN = 16       # blank after the text: with none, a line-final 。 was read as ° (measured)
+REC_MARGIN = 16       # blank after the text: with none, a line-final 。 was read as °
 
 
 def rec_input(crop: np.ndarray) -> np.ndarray:
     """A line crop as the recogniser's input: height 48, its own width plus a margin, padded to
     a multiple of 32.
 
-    RapidOCR pads every line to at least 320 px (ratio 6.7); six in ten lines of a form are
-    shorter (table cells), so that padding was a fifth of recognition time (measured on 250
-    lines, before the margin: 11.0 → 9.1 s, 1 character of 2,630 different).
+    RapidOCR pads every line to at least 320 px (ratio 6.7); most lines of a form are shorter
+    (table cells), so that padding was recognition time spent on blank.
     """
     h, w = crop.shape[:2]
     width = max(1, math.ceil(REC_HEIGHT * w / h))
@@ -79,8 +78,8 @@ class RapidEngine:
         self.decode = self.ocr.text_rec.postprocess_op  # CTC over the character list in the model
 
     def _rec(self, crops: list[np.ndarray]) -> list[tuple[str, float]]:
-        # One line per call: a batch is padded to its widest line, and table cells beside
-        # prose lines made recognition 1.8x slower in batches of 6 (measured).
+        # One line per call: a batch is padded to its widest line, so table cells beside
+        # prose lines would be recognised at the prose's width.
         return [self.decode(self.rec(rec_input(crop))[0])[0][:2] for crop in crops]
 
     def _det(self, page: Image.Image) -> list[np.ndarray]:
@@ -96,8 +95,8 @@ class RapidEngine:
     def _turn_180(self, boxes: list[np.ndarray], page: Image.Image) -> list[np.ndarray]:
         """The boxes as they lie once `page` is turned 180 degrees: an upside-down page is not
         detected twice (the same lines are found either way). Not done for sideways pages: the
-        detector finds sideways lines less well (their turned boxes read at 0.93% CER against
-        0.22% when detected again, measured)."""
+        detector finds sideways lines less well, so their turned boxes read worse than lines
+        detected again."""
         w, h = page.size
         turned = [self.ocr.text_det.order_points_clockwise(np.stack([w - box[:, 0], h - box[:, 1]], axis=1))
                   for box in boxes]
@@ -114,7 +113,7 @@ class RapidEngine:
 
     def recognise(self, gray: Image.Image, dpi: int = 300) -> RawPage:  # sizes come from pixels, not dpi
         scale = min(1.0, self.rec_side / max(gray.size))
-        # Lanczos: bilinear was 40 ms a page cheaper but read a few characters worse (measured)
+        # Lanczos: bilinear is cheaper but reads a few characters worse
         page = gray.resize((round(gray.width * scale), round(gray.height * scale)), Image.Resampling.LANCZOS) \
             if scale < 1 else gray
         rotation = 0
@@ -128,7 +127,7 @@ class RapidEngine:
             arr = np.asarray(page.convert("RGB"))
         # Skew needs no rotated image: each line is cut out along its own box angle, and the
         # reading order below is computed in deskewed coordinates (a second detection pass on a
-        # rotated page made skewed pages 1.6x slower for the same text).
+        # rotated page would cost time for the same text).
         angle = skew_angle(boxes)
         skew = angle if abs(angle) > MIN_SKEW else 0.0
         lines = []

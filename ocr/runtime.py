@@ -1,8 +1,7 @@
 """Runs RapidOCR's ONNX models on OpenVINO, one thread each.
 
-Measured on this machine's CPU (AVX2, one thread, same inputs, same outputs to 4e-4):
-detection 0.36 → 0.22 s per page and recognition ~15% faster than onnxruntime. Onnxruntime
-leaves a third of recognition in unfused elementwise ops (hard-swish and the learnable affine
+OpenVINO rather than onnxruntime, for the same outputs faster (docs/benchmarks.md): onnxruntime
+leaves much of recognition in unfused elementwise ops (hard-swish and the learnable affine
 after each convolution: Mul, Add, Clip, Div); OpenVINO fuses them into the convolutions.
 Parallelism comes from processes (ocr/pool.py), so each model gets exactly one thread.
 """

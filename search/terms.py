@@ -13,8 +13,8 @@ exact substring is checked: the result is exactly what `LIKE '%q%'` finds, only 
 two characters make a term depends on those two characters only, so a query's pairs are always
 among its matches' terms.
 
-Terms are int4 codes, not text: GIN over int4[] builds ~3x faster and the rows are a quarter
-smaller (measured at 100,000 pages), and COPY takes them in binary without parsing. A character
+Terms are int4 codes, not text: GIN over int4[] builds faster and the rows are smaller, and
+COPY takes them in binary without parsing. A character
 is its code point; a pair is first << 16 | second (both in the Basic Multilingual Plane, where
 every CJK character and punctuation mark in use is); a word or class is its CRC-32. Characters
 and pairs never share a code; a word may share one with either (1 in 2^32), which only adds a
@@ -24,9 +24,8 @@ Shards: a page's codes are stored XORed with the salt of one of SHARDS shards, c
 personnel file, which no rescan or resubmission changes (a page's codes stay the same) and whose
 pages lie together in the table. A query looks its codes up shard by shard, salted the same
 way, and stops once it has its window of pages: GIN builds the whole candidate list of a lookup
-before the first row, and for a phrase on thousands of pages (3.08—, 合作社任质, 4.06) that took
-24-45 ms of 36-80 ms at 1M pages; their first 501 pages took 27-51 ms from one index, 6-11 ms
-on a copy of the table split in 8. Shard 0's salt is 0: its codes are the codes themselves. A
+before the first row, so a phrase on thousands of pages pays for one shard's candidates, not
+all of them (docs/benchmarks.md). Shard 0's salt is 0: its codes are the codes themselves. A
 salted code can meet another code, which only adds a candidate the LIKE check drops.
 """
 
@@ -93,9 +92,8 @@ def many_codes(texts: Sequence[str], extras: Sequence[tuple[str, ...]] | None = 
                shards: Sequence[int] | None = None) -> list[np.ndarray]:
     """Distinct codes of each text's terms and of its `extras` words, as int4, salted for its
     shard if `shards` are given. Texts of similar length are laid out as the rows of one array,
-    padded with spaces, so the ~15 array operations run once for them all: each costs 1-3 µs
-    however short the text, which made ~45 µs a page one page at a time, 15-28 µs this way
-    (10,000 synthetic pages, runs vary)."""
+    padded with spaces, so the array operations run once for them all: each costs about the same
+    however short the text."""
     extras = extras or [()] * len(texts)
     out: list[np.ndarray] = [np.empty(0, dtype=np.int32)] * len(texts)
     by_width: dict[int, list[int]] = {}

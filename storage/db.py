@@ -46,8 +46,8 @@ class Database:
     """A URL plus helpers; each `transaction()` is one connection, committed on success.
 
     `keep` > 0 keeps that many idle connections for the next transactions, for a long-lived
-    server: a new connection costs ~4 ms to open and a fresh backend's cold catalog caches, 8-13 ms
-    of a search's p50 at a million pages (measured: 18 -> 10 ms for names). A kept one is
+    server: a new connection costs a connect and a fresh backend's cold catalog caches, a large
+    share of a search (web/app.py). A kept one is
     checked with a round trip before use (a restarted server only costs a reconnect), and a
     forked child never uses its parent's (they share the sockets; psycopg2 closes a connection it
     collects only in the process that opened it)."""

@@ -1,5 +1,5 @@
 """Search terms as int4 codes instead of space-joined text (search/terms.py): GIN over int4[]
-builds 2.4-2.9x faster (a million pages), the rows are smaller, and the index stage COPYs them
+builds faster, the rows are smaller, and the index stage COPYs them
 in binary. Every page gets the codes of its text and class, every name those of the name, a few
 thousand rows at a time through a server-side cursor (a province's pages never sit in memory);
 0009 adds what pages have carried since. The text terms and their indexes go."""

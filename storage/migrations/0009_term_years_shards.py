@@ -1,7 +1,7 @@
 """Search codes as the index stage now writes them (search/terms.py): with the year of the
 material's formation among a page's terms, and salted for its personnel file's shard. Every
 page gets its codes anew, a few thousand rows at a time through a server-side cursor, with the
-term index dropped meanwhile and built after: kept, it took ~340 µs a page to maintain."""
+term index dropped meanwhile and built after: kept up row by row, it costs far more."""
 
 from search.terms import many_page_codes, shard_of
 from storage.db import copy_binary
