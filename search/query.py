@@ -23,8 +23,8 @@ from storage.db import Database
 
 _ID_LIKE = re.compile(r"^\d{17}[\dXx]$")
 SNIPPET_CONTEXT = 15
-# Each ranked page is a heap read: at 1M pages, a new connection per search, phrases p95 were
-# 110 ms with a window of 2,000 and 60 ms with 500.
+# Each ranked page is a heap read, so the window bounds what a common phrase costs
+# (docs/benchmarks.md).
 RANK_WINDOW = 500
 
 
@@ -85,7 +85,7 @@ PAGE_FILTER = f"""
 
 # Pages containing the phrase, three ways to the same rows; each page's material and file are
 # looked up by key (OFFSET 0 keeps the planner from turning that into a hash of every material
-# the filters allow: 40,000 of class 9 took 29 ms of an 83 ms search at 1M pages).
+# the filters allow, which costs more than the lookups).
 _OF_PAGE = f"""CROSS JOIN LATERAL (
         SELECT f.file_number, f.name, f.id_masked, m.class_code, m.seq, m.title, m.formed
         FROM materials m JOIN personnel_files f USING (file_number)
@@ -111,11 +111,8 @@ SCANNED_PAGES = f"""
     LIMIT %(window)s + 1"""
 # By material: the materials the filters allow, in storage order, then each one's pages by key
 # until the window is full; best when the filter narrows more than the index can (exact dates, a
-# batch). GIN must collect every match before the first row: before the shards, and before a
-# class was always left to the index, six phrases common under a class took 2-12 ms to execute
-# this way, 32-50 ms through the index (限公司任 under 4-2: 81,292 candidates). The fence
-# (OFFSET 0) keeps the file lookup after the pages: 湖南省长 under class 6 read 1,360 materials
-# to fill its window and took 20-26 ms looking up each one's file first, 16 ms this way.
+# batch), since GIN must collect every match before the first row. The fence (OFFSET 0) keeps
+# the file lookup after the pages, so only a material with a match has its file looked up.
 MATERIAL_PAGES = f"""
     SELECT f.file_number, f.name, f.id_masked, mp.class_code, mp.seq, mp.title, mp.formed,
            mp.page_no, mp.page_id, mp.ocr_text
@@ -133,8 +130,8 @@ MATERIAL_PAGES = f"""
 # those the filters allow, those of them holding the phrase, and the pages holding it that the
 # index hands back (those of the class and years asked for, which are codes; exact dates and
 # batches are not). The first pages alone belong to a few files and can misjudge a phrase
-# specific to them (the likely cause of one 8.7 s full scan at 1M pages when the probe read
-# them). REPEATABLE: the same table gives the same choice, so paging through is stable.
+# specific to them and send it to a full scan. REPEATABLE: the same table gives the same
+# choice, so paging through is stable.
 PROBE_SQL = """
 SELECT count(*) AS sampled, count(*) FILTER (WHERE kind & 2 > 0) AS allowed,
        count(*) FILTER (WHERE kind & 2 > 0 AND hit) AS n, count(*) FILTER (WHERE kind & 1 > 0 AND hit) AS indexed
@@ -146,34 +143,27 @@ FROM (SELECT p.ocr_text LIKE %(like)s AS hit, CASE WHEN NOT %(filtered)s THEN 3 
       FROM pages p TABLESAMPLE SYSTEM (%(percent)s) REPEATABLE (7)
       OFFSET 0) sampled""".replace("PAGE_FILTER", PAGE_FILTER).replace("CLASS_FILTER", CLASS_FILTER)
 # (the fence, OFFSET 0: `kind` is computed once a page, not once a count)
-PROBE_PAGES = 300  # it runs before every query: 3 ms warm at 1M pages (1,000: 5 ms)
+PROBE_PAGES = 300  # it runs before every query, so it stays small: ~3 ms warm at 1M pages
 # Without a filter on materials, pages are read when at least this share of those read match:
-# the window then fills within RANK_WINDOW / SCAN_FROM_SHARE pages (5,000 at 10%). At 1M pages,
-# 8 shards: a phrase on 5-10% of pages took 6-13 ms through the index and 9-15 ms reading, on
-# 2-4% 6-12 ms through the index and 17-39 ms reading, on 20-40% 9-23 ms and 5-11 ms.
+# the window then fills within RANK_WINDOW / SCAN_FROM_SHARE pages, about where reading
+# overtakes the index (docs/benchmarks.md).
 SCAN_FROM_SHARE = 0.1
 # ...and when at least this many sampled pages match: a filter leaves a few dozen of the
 # sampled pages, where one match by chance would send a rare phrase through a whole class.
 PROBE_MIN_HITS = 2
 # With a filter on materials, their pages are read when fewer pages are allowed than the index
 # would hand back (times this): then the filter is what narrows, as a range of formation dates
-# does, which the index cannot ask for. At 1M pages, a quarter's dates (1.1% of materials): five
-# phrases took 8-42 ms reading by material, 215-712 ms through the index (before years were
-# codes). A class filter is a code, so what the index hands back is allowed: at 1M pages,
-# phrases on 3-100% of class 9-1's pages took 6-14 ms through the index, at most 3.4 ms more
-# than reading (on 1-3%: 10-21 ms, reading 63-139); 在华南理工, on 8% of 9-2, 9 ms indexed, 30
-# read.
+# does, which the index cannot ask for. A class filter is a code, so what the index hands back
+# is allowed and the index stays the way for it (docs/benchmarks.md).
 MATERIALS_BELOW = 1.0
 # A filter on formation dates within this many years asks the index for a page of one of them.
 YEAR_CODES = 10
 # Codes ANALYZE last found on at least EVERYWHERE of the pages (most_common_elems, summed over
 # their salted forms): such a code (a pair of digits from the dates on every page) narrows
-# nothing, while GIN decodes its whole list to intersect it. At 1M pages, 3.08— under class
-# 4-1: 29.6 ms in GIN with its code on 100% of pages, 18.6 ms without, the same 2,628
-# candidates. Reading the statistics takes ~2 ms (a thousand elements through pg_stats), so
-# each process keeps them for as long as the table's identity, row estimate and size, which
-# every ANALYZE (or VACUUM) rewrites, stay the same; a stale set could only make a search
-# slower, never change its hits.
+# nothing, while GIN decodes its whole list to intersect it. Reading the statistics costs a
+# query of a thousand elements through pg_stats, so each process keeps them for as long as
+# the table's identity, row estimate and size, which every ANALYZE (or VACUUM) rewrites, stay
+# the same; a stale set could only make a search slower, never change its hits.
 TABLE_SQL = """
 SELECT c.oid, c.reltuples, c.relpages FROM pg_class c WHERE c.oid = 'pages'::regclass"""
 COMMON_CODES_SQL = """
@@ -258,6 +248,26 @@ def _years(filters: Filters) -> list[int] | None:
     return list(range(first, last + 1)) if 0 < last - first + 1 <= YEAR_CODES else None
 
 
+def text_statement(cur, q: str, filters: Filters, limit: int, offset: int,
+                   window: int = RANK_WINDOW) -> tuple[str, dict]:
+    """The statement and parameters that find names and pages for `q` (search() runs exactly
+    these), with the way to the pages chosen for this query and these filters (_pages_source)."""
+    codes = query_codes(q)
+    params = {
+        "q": q, "like": f"%{escape_like(q)}%", "prefix": f"{escape_like(q)}%", "codes": codes,
+        "page_codes": codes + ([class_code_term(filters.class_code)] if filters.class_code else []),
+        "agency": filters.agency, "class": filters.class_code, "from": filters.formed_from,
+        "to": filters.formed_to, "batch": filters.batch_id, "on_materials": filters.on_materials,
+        "years": _years(filters),
+        "limit": limit, "offset": offset, "window": window}
+    source, lookup = _pages_source(cur, params)
+    if source is INDEXED_PAGES:  # the codes as each shard stores them
+        years = year_codes(params["years"]) if params["years"] else None
+        params.update(shards=SHARDS, shard_codes=[salted(lookup, s) for s in range(SHARDS)],
+                      year_codes=[salted(years, s) for s in range(SHARDS)] if years else None)
+    return SEARCH_SQL.replace("__PAGES__", source), params
+
+
 @dataclass
 class SearchResult:
     hits: list[Hit]
@@ -276,7 +286,7 @@ def search(db: Database, query: str, filters: Filters | None = None, limit: int 
     filters = filters or Filters()
     hits: list[Hit] = []
     with db.transaction() as cur:
-        cur.execute("SET LOCAL jit = off")  # compiling took 8 ms of a search whose plan looked costly
+        cur.execute("SET LOCAL jit = off")  # a sharded plan looks costly enough to JIT; compiling outlasts the search
         if offset == 0 and _ID_LIKE.match(q) and id_hash_key is not None:
             cur.execute("SELECT file_number, name, id_masked FROM personnel_files WHERE id_hash = %s"
                         " AND (%s::text IS NULL OR holding_agency = %s)",
@@ -287,20 +297,7 @@ def search(db: Database, query: str, filters: Filters | None = None, limit: int 
                         " AND (%s::text IS NULL OR holding_agency = %s)", (q, filters.agency, filters.agency))
             hits += [Hit("file_number", r["file_number"], r["name"], r["id_masked"], 5_000) for r in cur.fetchall()]
         if not _ID_LIKE.match(q):  # an ID number is looked up by its hash only, never as text
-            codes = query_codes(q)
-            params = {
-                "q": q, "like": f"%{escape_like(q)}%", "prefix": f"{escape_like(q)}%", "codes": codes,
-                "page_codes": codes + ([class_code_term(filters.class_code)] if filters.class_code else []),
-                "agency": filters.agency, "class": filters.class_code, "from": filters.formed_from,
-                "to": filters.formed_to, "batch": filters.batch_id, "on_materials": filters.on_materials,
-                "years": _years(filters),
-                "limit": limit, "offset": offset, "window": window}
-            source, lookup = _pages_source(cur, params)
-            if source is INDEXED_PAGES:  # the codes as each shard stores them
-                years = year_codes(params["years"]) if params["years"] else None
-                params.update(shards=SHARDS, shard_codes=[salted(lookup, s) for s in range(SHARDS)],
-                              year_codes=[salted(years, s) for s in range(SHARDS)] if years else None)
-            cur.execute(SEARCH_SQL.replace("__PAGES__", source), params)
+            cur.execute(*text_statement(cur, q, filters, limit, offset, window))
             rows = cur.fetchall()
             truncated = any((r["candidates"] or 0) > window for r in rows)
             for r in rows:

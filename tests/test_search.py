@@ -236,11 +236,15 @@ def test_pages_of_every_shard_are_found_and_a_full_window_reads_only_the_first_s
 
 
 def test_phrase_search_uses_the_term_index(db):
-    with db.transaction() as cur:
-        cur.execute("SET LOCAL enable_seqscan = off")
-        cur.execute("EXPLAIN SELECT 1 FROM pages p WHERE p.term_codes @> %s::int4[]", (query_codes("张三"),))
-        plan = " ".join(r["QUERY PLAN"] for r in cur.fetchall())
-    assert "pages_term_codes" in plan
+    from search import query as search_query
+
+    with db.transaction() as cur:  # the statement search() runs for a rare phrase, as it builds it
+        sql, params = search_query.text_statement(cur, "张三", Filters(), limit=20, offset=0)
+        assert search_query.INDEXED_PAGES in sql
+        cur.execute("SET LOCAL enable_seqscan = off")  # 44 pages: a scan would be cheaper
+        cur.execute("EXPLAIN " + sql, params)
+        plan = "\n".join(r["QUERY PLAN"] for r in cur.fetchall())
+    assert re.search(r"Bitmap Index Scan on pages_term_codes|Index Scan using pages_term_codes", plan), plan
 
 
 def test_results_identical_to_like_baseline(db):
@@ -249,12 +253,16 @@ def test_results_identical_to_like_baseline(db):
         cur.execute("SELECT ocr_text FROM pages")
         texts = [r["ocr_text"].replace(" ", "") for r in cur.fetchall()]
     queries = {t[i:i + n] for t in rng.sample(texts, 10) for n in (1, 2, 3, 5) for i in [rng.randrange(len(t) - n)]}
+    with_hits = 0
     for q in queries:
         with db.transaction() as cur:
             cur.execute("SELECT p.page_id FROM pages p WHERE p.ocr_text LIKE %s", (f"%{q}%",))
             baseline = {r["page_id"] for r in cur.fetchall()}
         found = {h.page_id for h in search(db, q, limit=10_000, actor=T).hits if h.kind == "text"}
         assert found == baseline, q
+        with_hits += bool(baseline)
+    # both sides finding nothing proves nothing: the phrases are cut from the pages, so most are on one
+    assert len(queries) >= 20 and with_hits >= 0.8 * len(queries), (with_hits, len(queries))
 
 
 def _codes(*terms: str) -> set[int]:
