@@ -48,7 +48,7 @@ def _problem(cur, record: dict) -> str | None:
     if has_nul(record):
         return "it holds NUL characters"
     doubt = distrust(cur, record, "our", "本机构")
-    return doubt[2] if doubt else None
+    return doubt.message_en if doubt else None
 
 
 def read(services: Services, client: PlatformClient, wait: float = 0) -> FeedRead:

@@ -146,7 +146,7 @@ def _store(db: Database, agency: str, record: dict) -> Accepted:
         if changed.tzinfo is None or changed > dt.datetime.now(dt.UTC) + CLOCK_SKEW:
             raise Refused("time", 422, "记录时间晚于当前时间", "the record's time is in the future", item=rid)
         if doubt := distrust(cur, record, "the platform's", "平台"):
-            raise Refused(doubt[0], 422, doubt[1], doubt[2], item=rid)
+            raise Refused(doubt.code, 422, doubt.message_zh, doubt.message_en, item=rid)
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (_SEQ_LOCK,))
         cur.execute("SELECT platform_seq, received_at, body_sha256 FROM records WHERE record_id = %s", (rid,))
         if (same := cur.fetchone()) is not None:

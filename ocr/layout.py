@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -53,6 +54,15 @@ def tall_fraction(boxes: list[np.ndarray]) -> float:
     return tall / len(boxes)
 
 
+class _Placed(NamedTuple):
+    """A line's centre in the page's upright frame (y down the page, x along it) and its height."""
+
+    y: float
+    x: float
+    height: float
+    line: Line
+
+
 def reading_order(lines: list[Line], angle: float = 0.0) -> list[list[Line]]:
     """Rows of lines, top to bottom, each row left to right."""
     if not lines:
@@ -63,16 +73,16 @@ def reading_order(lines: list[Line], angle: float = 0.0) -> list[list[Line]]:
     for ln in lines:
         cx, cy = ln.box[:, 0].mean(), ln.box[:, 1].mean()
         height = np.linalg.norm(ln.box[3] - ln.box[0])
-        items.append((cx * sin + cy * cos, cx * cos - cy * sin, height, ln))
-    items.sort(key=lambda t: t[0])
-    rows: list[list[tuple]] = []
+        items.append(_Placed(cx * sin + cy * cos, cx * cos - cy * sin, height, ln))
+    items.sort(key=lambda t: t.y)
+    rows: list[list[_Placed]] = []
     for item in items:
         if rows:
             row = rows[-1]
-            row_y = sum(t[0] for t in row) / len(row)
-            row_h = sum(t[2] for t in row) / len(row)
-            if abs(item[0] - row_y) < 0.5 * min(row_h, item[2]):
+            row_y = sum(t.y for t in row) / len(row)
+            row_h = sum(t.height for t in row) / len(row)
+            if abs(item.y - row_y) < 0.5 * min(row_h, item.height):
                 row.append(item)
                 continue
         rows.append([item])
-    return [[t[3] for t in sorted(row, key=lambda t: t[1])] for row in rows]
+    return [[t.line for t in sorted(row, key=lambda t: t.x)] for row in rows]

@@ -59,11 +59,10 @@ def ocr_asset(context: dg.AssetExecutionContext, services: ArchiveServicesResour
                                          description="数据挂接: every material has its catalogued pages, numbered "
                                                      "1..n, and every listed page file is under one material")])
 @known_failures
-def index_asset(context: dg.AssetExecutionContext, services: ArchiveServicesResource,
-                ocr_engine: OcrEngineResource):
+def index_asset(context: dg.AssetExecutionContext, services: ArchiveServicesResource):
     """Files, materials, pages and OCR text into PostgreSQL, searchable in Chinese."""
     svc = services.services()
-    r = index_batch(context.partition_key, svc, ocr_engine.engine_config().key)
+    r = index_batch(context.partition_key, svc)
     yield dg.MaterializeResult(metadata={"files": r.files, "materials": r.materials, "pages": r.pages,
                                          "rows_written": r.rows_written})
     problems = link_problems(context.partition_key, svc)
@@ -74,10 +73,9 @@ def index_asset(context: dg.AssetExecutionContext, services: ArchiveServicesReso
 
 @dg.asset(name="archive", deps=["index"], partitions_def=scan_batches, group_name="scan_batch", kinds={"s3"})
 @known_failures
-def archive_asset(context: dg.AssetExecutionContext, services: ArchiveServicesResource,
-                  ocr_engine: OcrEngineResource) -> dg.MaterializeResult:
+def archive_asset(context: dg.AssetExecutionContext, services: ArchiveServicesResource) -> dg.MaterializeResult:
     """Originals, OCR results and one searchable PDF per material into preservation storage, verified."""
-    r = archive_batch(context.partition_key, services.services(), ocr_engine.engine_config().key)
+    r = archive_batch(context.partition_key, services.services())
     return dg.MaterializeResult(metadata={"stored": r.stored, "already_stored": r.already_stored,
                                           "bytes_stored": r.bytes_stored, "searchable_pdfs_made": r.pdfs_made})
 

@@ -23,6 +23,7 @@ import logging
 import urllib.parse
 import uuid
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import psycopg2
 
@@ -80,12 +81,17 @@ def inventory_key(file_number: str, version: int) -> str:
     return f"{PREFIX}{urllib.parse.quote(file_number, safe='')}/{version:08d}.json"
 
 
-def file_of_key(key: str) -> tuple[str, int] | None:
-    """(file number, version) of an inventory key, or None for any other key."""
+class InventoryKey(NamedTuple):
+    file_number: str
+    version: int
+
+
+def file_of_key(key: str) -> InventoryKey | None:
+    """The file number and version of an inventory key, or None for any other key."""
     parts = key[len(PREFIX):].split("/") if key.startswith(PREFIX) else []
     if len(parts) != 2 or not parts[1].endswith(".json") or not parts[1][:-5].isdigit():
         return None
-    return urllib.parse.unquote(parts[0]), int(parts[1][:-5])
+    return InventoryKey(urllib.parse.unquote(parts[0]), int(parts[1][:-5]))
 
 
 def _plain(value):
@@ -174,8 +180,8 @@ def refresh(services: Services, file_numbers: list[str]) -> list[Written]:
             # past the newest in the store too: a version written whose row was then lost (the
             # transaction failing after the write) is never overwritten
             folder = inventory_key(file_number, 0).rsplit("/", 1)[0] + "/"
-            in_store = [found[1] for k, _ in services.store.keys(services.archive_bucket, folder)
-                        if (found := file_of_key(k)) and found[0] == file_number]
+            in_store = [found.version for k, _ in services.store.keys(services.archive_bucket, folder)
+                        if (found := file_of_key(k)) and found.file_number == file_number]
             version = max([last["version"] if last else 0, *in_store]) + 1
             key = inventory_key(file_number, version)
             body = json.dumps({**content, "version": version, "written_at": dt.datetime.now(dt.UTC).isoformat(),

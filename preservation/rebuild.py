@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import psycopg2.extras
 
 from errors import IntegrityFailure, NotReady
 from preservation.copies import PRIMARY, copies
 from preservation.inventory import PARTS, PREFIX, digest, file_of_key
-from stages.index import Chunk, search_codes
+from stages.index import Chunk, FileRow, MaterialRow, PageRow, search_codes
 from stages.services import Services
 from storage.objects import ObjectMissing, sha256_hex
 from storage.stored import StoredObject, record_verified
@@ -36,18 +37,38 @@ class Rebuilt:
     lost: list[str] = field(default_factory=list)       # files no copy of any version of which could be used
 
 
-def inventories(services: Services) -> dict[str, list[tuple[int, str, int]]]:
-    """Each file's inventory versions in the store, newest first: (version, key, bytes)."""
-    out: dict[str, list[tuple[int, str, int]]] = {}
+class Version(NamedTuple):
+    """One stored inventory version of a file."""
+
+    version: int
+    key: str
+    bytes: int
+
+
+class Latest(NamedTuple):
+    file_number: str
+    key: str
+    bytes: int
+
+
+class GoodCopy(NamedTuple):
+    doc: dict
+    sha256: str
+    copy: str       # PRIMARY or a replica's name
+
+
+def inventories(services: Services) -> dict[str, list[Version]]:
+    """Each file's inventory versions in the store, newest first."""
+    out: dict[str, list[Version]] = {}
     for key, size in services.store.keys(services.archive_bucket, PREFIX):
         if found := file_of_key(key):
-            out.setdefault(found[0], []).append((found[1], key, size))
+            out.setdefault(found.file_number, []).append(Version(found.version, key, size))
     return {f: sorted(v, reverse=True) for f, v in sorted(out.items())}
 
 
-def latest(services: Services) -> list[tuple[str, str, int]]:
-    """(file number, key, bytes) of each file's newest inventory."""
-    return [(f, v[0][1], v[0][2]) for f, v in inventories(services).items()]
+def latest(services: Services) -> list[Latest]:
+    """Each file's newest inventory."""
+    return [Latest(f, v[0].key, v[0].bytes) for f, v in inventories(services).items()]
 
 
 def _jsonb(cur) -> dict[str, set[str]]:
@@ -97,12 +118,14 @@ def _with_search_codes(tables: dict[str, list[dict]]) -> None:
     materials = {m["material_id"]: m for m in tables["materials"]}
     files = tables["personnel_files"]
     pages = [p for p in tables["pages"] if p["material_id"] in materials]
+    def key(material_id: int) -> tuple:
+        m = materials[material_id]
+        return m["file_number"], m["class_code"], m["seq"]
+
     names, codes = search_codes(Chunk(
-        [(f["file_number"], f["name"]) for f in files],
-        [(materials[i]["file_number"], materials[i]["class_code"], materials[i]["seq"], None, None,
-          materials[i]["formed_on"]) for i in sorted(materials)],
-        [(materials[p["material_id"]]["file_number"], materials[p["material_id"]]["class_code"],
-          materials[p["material_id"]]["seq"], *([None] * 7), p["ocr_text"] or "") for p in pages]))
+        [FileRow(f["file_number"], f["name"]) for f in files],
+        [MaterialRow(*key(i), formed_on=materials[i]["formed_on"]) for i in sorted(materials)],
+        [PageRow(*key(p["material_id"]), ocr_text=p["ocr_text"] or "") for p in pages]))
     for f, c in zip(files, names, strict=True):
         f["name_codes"] = [int(x) for x in c]
     for p, c in zip(pages, codes, strict=True):
@@ -133,26 +156,26 @@ class Usable:
     newest: int        # the newest version number of the file in the store
 
 
-def _good_copy(services: Services, key: str, result: Rebuilt) -> tuple[dict, str, str] | None:
-    """(doc, sha256, copy) of the first copy of `key` that passes its digest: the primary's, then
+def _good_copy(services: Services, key: str, result: Rebuilt) -> GoodCopy | None:
+    """The first copy of `key` that passes its digest: the primary's, then
     each replica's; each refusal is reported."""
     for c in copies(services):
         try:
             doc, sha = _read(c.store, c.bucket, key)
-            return doc, sha, c.name
+            return GoodCopy(doc, sha, c.name)
         except (IntegrityFailure, ObjectMissing) as exc:
             result.refused.append(f"{key}: {exc}")
     return None
 
 
-def _usable(services: Services, versions: list[tuple[int, str, int]], result: Rebuilt) -> Usable | None:
+def _usable(services: Services, versions: list[Version], result: Rebuilt) -> Usable | None:
     """The newest version of a file that passes its digest in some copy."""
+    newest = versions[0]
     for _, key, size in versions:
         if good := _good_copy(services, key, result):
-            doc, sha, copy = good
-            if key != versions[0][1] or copy != PRIMARY:
-                result.fallbacks.append(f"{doc['file_number']}: {key} from {copy}")
-            return Usable(key, size, sha, doc, copy, versions[0][0])
+            if key != newest.key or good.copy != PRIMARY:
+                result.fallbacks.append(f"{good.doc['file_number']}: {key} from {good.copy}")
+            return Usable(key, size, good.sha256, good.doc, good.copy, newest.version)
     return None
 
 
@@ -216,7 +239,7 @@ def rebuild(services: Services, progress=None, resume: bool = False) -> Rebuilt:
         used = []
         for key, size in older[part:part + GROUP]:
             if good := _good_copy(services, key, result):
-                used.append(Usable(key, size, good[1], good[0], good[2], 0))
+                used.append(Usable(key, size, good.sha256, good.doc, good.copy, 0))
         with services.db.transaction() as cur:
             _record_inventories(cur, services, used)
     return result

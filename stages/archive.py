@@ -16,7 +16,7 @@ from ocr.images import load_pages
 from ocr.pdf import searchable_pdf
 from preservation import inventory
 from stages.intake import CATALOG_MATERIALS
-from stages.ocr import load_ocr, ocr_key
+from stages.ocr import OcrNotDone, load_ocr
 from stages.progress import advance
 from stages.services import Services
 from storage import events
@@ -46,10 +46,12 @@ class ToPreserve:
     media_type: str
 
 
-def objects_to_preserve(batch_id: str, services: Services, engine_key: str) -> list[ToPreserve]:
-    """The batch's manifest, the originals of the materials going on, and their OCR results."""
+def objects_to_preserve(batch_id: str, services: Services) -> list[ToPreserve]:
+    """The batch's manifest, the originals of the materials going on, and the OCR results the ocr
+    stage recorded for them."""
     with services.db.transaction() as cur:
-        cur.execute("SELECT sha256, staging_key, bytes, role, media_type, status FROM batch_files WHERE batch_id = %s"
+        cur.execute("SELECT path, sha256, staging_key, bytes, role, media_type, status, ocr_key FROM batch_files"
+                    " WHERE batch_id = %s"
                     " AND (role = 'manifest' OR (status = 'accepted' AND path IN"
                     f" (SELECT jsonb_array_elements_text(page_files) FROM ({CATALOG_MATERIALS}) c))) ORDER BY path",
                     (batch_id, batch_id))
@@ -58,7 +60,9 @@ def objects_to_preserve(batch_id: str, services: Services, engine_key: str) -> l
     for r in rows:
         out.append(ToPreserve(r["sha256"], r["staging_key"], r["bytes"], "original", r["media_type"] or "text/csv"))
         if r["role"] == "page":
-            key = ocr_key(engine_key, r["sha256"])
+            key = r["ocr_key"]
+            if key is None:
+                raise OcrNotDone(batch_id, r["path"])
             info = services.store.head(services.staging_bucket, key)
             if info is None or not info.sha256:
                 raise NotReady(f"{r['staging_key']} 的识别结果缺失，请先运行识别阶段",
@@ -77,17 +81,19 @@ def _record(services: Services, key: str, sha: str, size: int, role: str, media_
                 "verified": how})])
 
 
-def material_pdfs(batch_id: str, services: Services, engine_key: str) -> tuple[int, int]:
+def material_pdfs(batch_id: str, services: Services) -> tuple[int, int]:
     """Makes and stores the searchable PDF of every material in the batch's catalog whose current
     version has none: a version this batch made, or one an earlier batch made and did not finish
     (a later batch's version is that batch's to make, with its OCR)."""
     with services.db.transaction() as cur:
         cur.execute(f"WITH listed AS ({CATALOG_MATERIALS}) SELECT m.material_id, m.file_number, m.class_code,"
-                    " m.seq, m.title, m.version, p.page_no, p.source_sha256, p.source_page, f.staging_key"
+                    " m.seq, m.title, m.version, p.page_no, p.source_sha256, p.source_page, f.staging_key, f.ocr_key"
                     " FROM listed l JOIN materials m USING (file_number, class_code, seq)"
                     " JOIN batches made ON made.batch_id = m.batch_id JOIN batches this ON this.batch_id = %s"
                     " JOIN pages p USING (material_id)"
-                    " JOIN LATERAL (SELECT staging_key FROM batch_files WHERE sha256 = p.source_sha256 LIMIT 1) f"
+                    # the OCR result the making batch's ocr stage recorded, else another batch's
+                    " JOIN LATERAL (SELECT staging_key, ocr_key FROM batch_files WHERE sha256 = p.source_sha256"
+                    " ORDER BY ocr_key IS NULL, batch_id <> m.batch_id LIMIT 1) f"
                     " ON true WHERE m.pdf_sha256 IS NULL AND made.submitted_at <= this.submitted_at"
                     " ORDER BY m.material_id, p.page_no", (batch_id, batch_id))
         rows = cur.fetchall()
@@ -99,7 +105,9 @@ def material_pdfs(batch_id: str, services: Services, engine_key: str) -> tuple[i
         rendered = []
         for p in pages:  # one material at a time: a few pages in memory, never the batch
             image, _ = load_pages(services.store.get(services.staging_bucket, p["staging_key"]))[p["source_page"]]
-            results, _ = load_ocr(services, engine_key, p["source_sha256"])
+            if p["ocr_key"] is None:
+                raise OcrNotDone(batch_id, p["staging_key"])
+            results, _ = load_ocr(services, p["ocr_key"])
             rendered.append((image, results[p["source_page"]]))
         first = pages[0]
         title = f"{first['file_number']} {first['class_code']}-{first['seq']} {first['title']}"
@@ -116,10 +124,10 @@ def material_pdfs(batch_id: str, services: Services, engine_key: str) -> tuple[i
     return made, size
 
 
-def archive_batch(batch_id: str, services: Services, engine_key: str) -> ArchiveResult:
+def archive_batch(batch_id: str, services: Services) -> ArchiveResult:
     bucket = services.archive_bucket
     already = 0
-    objects = objects_to_preserve(batch_id, services, engine_key)
+    objects = objects_to_preserve(batch_id, services)
     with services.db.transaction() as cur:
         cur.execute("SELECT key FROM stored_objects WHERE bucket = %s AND key = ANY(%s)",
                     (bucket, [content_key(o.sha256) for o in objects]))
@@ -142,7 +150,7 @@ def archive_batch(batch_id: str, services: Services, engine_key: str) -> Archive
             key, o, how = f.result()   # recorded as each is verified: a crash loses no verified copy
             _record(services, key, o.sha256, o.bytes, o.role, o.media_type, batch_id, how)
     stored, size = len(todo), sum(o.bytes for o in todo.values())
-    pdfs, pdf_bytes = material_pdfs(batch_id, services, engine_key)
+    pdfs, pdf_bytes = material_pdfs(batch_id, services)
     with services.db.transaction() as cur:
         advance(cur, batch_id, "archived")
     described = inventory.refresh_batch(services, batch_id)  # as archived: a rerun finds nothing to describe anew

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import psycopg2.errors
 
@@ -22,13 +23,61 @@ from catalog.manifest import Material, PersonnelFile
 from errors import NotReady
 from search.terms import many_codes, many_page_codes, shard_of
 from stages.intake import CATALOG_MATERIALS, load_catalog
-from stages.ocr import load_ocr
+from stages.ocr import OcrNotDone, load_ocr, result_keys
 from stages.progress import advance
 from stages.services import Services
 from storage.db import copy_binary, copy_encoded, encode_fields, field_count
 from storage.events import AGENT
 
 CHUNK_FILES = 200  # personnel files per COPY round: ~10,000 pages of text at most in memory
+
+class FileRow(NamedTuple):
+    """A personnel file as indexed (FILE_COLUMNS)."""
+
+    file_number: str
+    name: str
+    id_hash: str | None = None
+    id_number_encrypted: str | None = None
+    id_masked: str | None = None
+    holding_agency: str | None = None
+    batch_id: str | None = None         # None: received by transfer
+    name_codes: Any = None              # the name's search codes (prepared adds them)
+
+
+class MaterialRow(NamedTuple):
+    """A material as indexed (MATERIAL_COLUMNS)."""
+
+    file_number: str
+    class_code: str
+    seq: int
+    title: str | None = None
+    formed: str | None = None
+    formed_on: Any = None               # the first day of `formed` (a date, or its ISO text)
+    copies: int | None = None
+    page_count: int | None = None
+    remarks: str | None = None
+    batch_id: str | None = None
+
+
+class PageRow(NamedTuple):
+    """A page as indexed (PAGE_COLUMNS)."""
+
+    file_number: str
+    class_code: str
+    seq: int
+    page_no: int | None = None
+    source_sha256: str | None = None
+    source_page: int | None = None
+    source_path: str | None = None
+    dpi: int | None = None
+    width: int | None = None
+    height: int | None = None
+    ocr_text: str = ""
+    ocr_confidence: float | None = None
+    ocr_engine: str | None = None
+    ocr_sha256: str | None = None
+    term_codes: Any = None              # the text's search codes (prepared adds them)
+
 
 # (column, type) of each load table, in the order the rows hold them; the tables are made from these.
 FILE_COLUMNS = (("file_number", "text"), ("name", "text"), ("id_hash", "text"), ("id_number_encrypted", "text"),
@@ -41,6 +90,8 @@ PAGE_COLUMNS = (("file_number", "text"), ("class_code", "text"), ("seq", "int4")
                 ("width", "int4"), ("height", "int4"), ("ocr_text", "text"), ("ocr_confidence", "float4"),
                 ("ocr_engine", "text"), ("ocr_sha256", "text"), ("term_codes", "int4[]"))
 LOAD_TABLES = {"load_files": FILE_COLUMNS, "load_materials": MATERIAL_COLUMNS, "load_pages": PAGE_COLUMNS}
+for _row, _columns in ((FileRow, FILE_COLUMNS), (MaterialRow, MATERIAL_COLUMNS), (PageRow, PAGE_COLUMNS)):
+    assert _row._fields == tuple(c for c, _ in _columns), _row  # COPY sends a row's fields in column order
 
 UPSERT_FILES = """
 INSERT INTO personnel_files (file_number, name, id_hash, id_number_encrypted, id_masked, holding_agency, batch_id,
@@ -162,11 +213,11 @@ class IndexResult:
 
 @dataclass
 class Chunk:
-    """Rows of some personnel files, shaped as FILE_COLUMNS, MATERIAL_COLUMNS and PAGE_COLUMNS."""
+    """Rows of some personnel files."""
 
-    files: list[tuple]
-    materials: list[tuple]
-    pages: list[tuple]
+    files: list[FileRow]
+    materials: list[MaterialRow]
+    pages: list[PageRow]
     page_tails: list[bytes] | None = None  # each page row's binary COPY fields after (file, class, seq)
 
 
@@ -180,8 +231,8 @@ def begin_load(cur) -> bool:
     """Prepares the transaction for load_chunk: the temporary tables chunks are COPYed into
     (dropped when it ends), and PostgreSQL's per-row foreign key checks off for the rest of it
     where the role may set session_replication_role (a superuser, or GRANT SET ON PARAMETER);
-    returns whether they are off. Each check is an executor pass per row (27% of the backend's
-    time loading pages, ~16 µs a material) re-proving what load_chunk proves set-wise under the
+    returns whether they are off. Each check is an executor pass per row (a large share of the
+    backend's time loading pages) re-proving what load_chunk proves set-wise under the
     same locks: pages go only under materials it has just inserted or has locked (LOCK_INDEXED),
     materials only under files and batches KEYS finds and locks. Replica mode fires no ordinary trigger either;
     none is defined on the loaded tables. Without the privilege the checks run: slower, same
@@ -318,14 +369,26 @@ def _prefetched(items: Iterable[Chunk]) -> Iterator[Chunk]:
             yield item
 
 
+def named(chunk: Chunk) -> Chunk:
+    """The chunk with each row its named type (rows made as plain tuples, in column order, too)."""
+    def rows(kind: type, items: list) -> list:
+        return items if not items or isinstance(items[0], kind) else [kind(*r) for r in items]
+    return Chunk(rows(FileRow, chunk.files), rows(MaterialRow, chunk.materials), rows(PageRow, chunk.pages),
+                 chunk.page_tails)
+
+
 def search_codes(chunk: Chunk) -> tuple[list, list]:
     """The search codes of each file row's name and each page row's text (with its material's
     class and year, salted for its file's shard); rows need only file_number, name, the
-    material's key and formed_on, and the page's key and text in their places."""
-    names = many_codes([f[1] for f in chunk.files])
-    year = {m[:3]: int(str(m[5])[:4]) for m in chunk.materials}  # of formation: formed_on
-    codes = many_page_codes([p[10] for p in chunk.pages], [p[1] for p in chunk.pages],
-                            [year[p[:3]] for p in chunk.pages], [shard_of(p[0]) for p in chunk.pages])
+    material's key and formed_on, and the page's key and text."""
+    chunk = named(chunk)
+    names = many_codes([f.name for f in chunk.files])
+    # of formation: formed_on
+    year = {(m.file_number, m.class_code, m.seq): int(str(m.formed_on)[:4]) for m in chunk.materials}
+    pages = chunk.pages
+    codes = many_page_codes([p.ocr_text for p in pages], [p.class_code for p in pages],
+                            [year[p.file_number, p.class_code, p.seq] for p in pages],
+                            [shard_of(p.file_number) for p in pages])
     return names, codes
 
 
@@ -334,15 +397,17 @@ def prepared(chunk: Chunk) -> Chunk:
     text's, its material's class and year, salted for its file's shard), computed for the whole
     chunk at once, and its pages' binary COPY fields, so that the thread building chunks does
     this work, not the one loading them."""
+    chunk = named(chunk)
     names, codes = search_codes(chunk)
-    pages = [p + (c,) for p, c in zip(chunk.pages, codes, strict=True)]
-    return Chunk([f + (c,) for f, c in zip(chunk.files, names, strict=True)], chunk.materials, pages,
-                 encode_fields(PAGE_COLUMNS[3:], [p[3:] for p in pages]))
+    pages = [p._replace(term_codes=c) for p, c in zip(chunk.pages, codes, strict=True)]
+    # the COPY tail: every field after the material's key, in PAGE_COLUMNS order
+    return Chunk([f._replace(name_codes=c) for f, c in zip(chunk.files, names, strict=True)], chunk.materials,
+                 pages, encode_fields(PAGE_COLUMNS[3:], [p[3:] for p in pages]))
 
 
 def _page_rows(pf: PersonnelFile, m: Material, sha_by_path: dict[str, str],
-               read_ocr: Callable[[str], tuple]) -> Iterator[tuple]:
-    """One PAGE_COLUMNS row but its codes per page of the material, numbered 1..n across its
+               read_ocr: Callable[[str], tuple]) -> Iterator[PageRow]:
+    """One row but its codes per page of the material, numbered 1..n across its
     scan files; ID numbers in the text masked (the text is what search reads and shows: the OCR
     result in storage keeps it as read)."""
     page_no = 0
@@ -351,29 +416,33 @@ def _page_rows(pf: PersonnelFile, m: Material, sha_by_path: dict[str, str],
         results, ocr_sha = read_ocr(sha)
         for source_page, r in enumerate(results):
             page_no += 1
-            yield (pf.file_number, m.class_code, m.seq, page_no, sha, source_page, path, r.dpi, r.width, r.height,
-                   idnumber.mask_ids(r.text), r.confidence, r.engine, ocr_sha)
+            yield PageRow(pf.file_number, m.class_code, m.seq, page_no, sha, source_page, path, r.dpi, r.width,
+                          r.height, idnumber.mask_ids(r.text), r.confidence, r.engine, ocr_sha)
 
 
-def _chunks(batch_id: str, files: list[PersonnelFile], services: Services, engine_key: str,
-            sha_by_path: dict[str, str], agency: str) -> Iterator[Chunk]:
+def _chunks(batch_id: str, files: list[PersonnelFile], services: Services, sha_by_path: dict[str, str],
+            agency: str) -> Iterator[Chunk]:
     key, cipher = services.id_hash_key, services.id_cipher
+    results = result_keys(services, batch_id)
+    path_of = {sha: path for path, sha in sha_by_path.items()}
     for start in range(0, len(files), CHUNK_FILES):
         chunk = Chunk([], [], [])
         ocr: dict[str, tuple] = {}  # one scan file may hold pages of several materials: read it once
 
         def read_ocr(sha: str, ocr: dict[str, tuple] = ocr) -> tuple:
             if sha not in ocr:
-                ocr[sha] = load_ocr(services, engine_key, sha)
+                if sha not in results:
+                    raise OcrNotDone(batch_id, path_of.get(sha, sha))
+                ocr[sha] = load_ocr(services, results[sha])
             return ocr[sha]
 
         for pf in files[start:start + CHUNK_FILES]:
-            chunk.files.append((pf.file_number, pf.name, idnumber.lookup_hash(pf.id_number, key),
-                                cipher.encrypt(pf.id_number, pf.file_number), idnumber.mask(pf.id_number), agency,
-                                batch_id))
+            chunk.files.append(FileRow(pf.file_number, pf.name, idnumber.lookup_hash(pf.id_number, key),
+                                       cipher.encrypt(pf.id_number, pf.file_number), idnumber.mask(pf.id_number),
+                                       agency, batch_id))
             for m in pf.materials:
-                chunk.materials.append((pf.file_number, m.class_code, m.seq, m.title, m.formed, formed_on(m.formed),
-                                        m.copies, m.pages, m.remarks, batch_id))
+                chunk.materials.append(MaterialRow(pf.file_number, m.class_code, m.seq, m.title, m.formed,
+                                                   formed_on(m.formed), m.copies, m.pages, m.remarks, batch_id))
                 chunk.pages.extend(_page_rows(pf, m, sha_by_path, read_ocr))
         yield prepared(chunk)
 
@@ -382,7 +451,7 @@ class IndexedConcurrently(NotReady):
     """Another batch was indexing some of the same personnel files; nothing of this one was written."""
 
 
-def index_batch(batch_id: str, services: Services, engine_key: str) -> IndexResult:
+def index_batch(batch_id: str, services: Services) -> IndexResult:
     catalog = load_catalog(batch_id, services)
     try:
         with services.db.transaction() as cur:
@@ -391,8 +460,8 @@ def index_batch(batch_id: str, services: Services, engine_key: str) -> IndexResu
             sha_by_path = {r["path"]: r["sha256"] for r in cur.fetchall()}
             cur.execute("SELECT holding_agency FROM batches WHERE batch_id = %s", (batch_id,))
             agency = cur.fetchone()["holding_agency"]  # the files are the agency's that handed the batch in
-            written, materials, pages = load_chunks(cur, _chunks(batch_id, catalog.files, services, engine_key,
-                                                                 sha_by_path, agency))
+            written, materials, pages = load_chunks(cur, _chunks(batch_id, catalog.files, services, sha_by_path,
+                                                                 agency))
             advance(cur, batch_id, "indexed")
     except (psycopg2.errors.DeadlockDetected, psycopg2.errors.UniqueViolation) as exc:
         # two batches holding some of the same files' materials, each waiting for the other's

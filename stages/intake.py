@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from catalog.findings import Finding, Severity, error
 from catalog.manifest import Catalog, parse_manifest
@@ -93,7 +94,8 @@ def intake_batch(batch_id: str, services: Services) -> IntakeResult:
         catalog, foreign = _own_files(catalog, batch_id, manifest_path, services)
         findings += foreign
 
-    updates, page_counts = [], {}
+    updates: list[FileVerdict] = []
+    page_counts: dict = {}
     first_with: dict[str, str] = {}  # sha256 -> the first page file with that content
     to_inspect = []
     for r in rows:
@@ -121,21 +123,18 @@ def intake_batch(batch_id: str, services: Services) -> IntakeResult:
         codes_of.setdefault(f.item, []).append(f.code)
     validated = []
     for u in updates:
-        status, path = u[0], u[-1]
-        codes = codes_of.get(path, [])
-        outcome = "failure" if status == "rejected" else "warning" if codes else "success"
-        validated.append(Event("validated", outcome, batch_id, object_sha256=by_path[path],
-                               detail={"path": path, "findings": codes}))
+        codes = codes_of.get(u.path, [])
+        outcome = "failure" if u.status == "rejected" else "warning" if codes else "success"
+        validated.append(Event("validated", outcome, batch_id, object_sha256=by_path[u.path],
+                               detail={"path": u.path, "findings": codes}))
     with services.db.transaction() as cur:
         events.record(cur, validated)
-        cur.executemany("UPDATE batch_files SET status = %s, media_type = %s, page_count = %s, dpi = %s, "
-                        "width = %s, height = %s, skew_degrees = %s, findings = %s WHERE batch_id = %s AND path = %s",
-                        updates)
+        cur.executemany(UPDATE_FILE, updates)
         cur.execute("UPDATE batches SET catalog = %s, findings = %s, intake_version = %s WHERE batch_id = %s",
                     (json.dumps(sealed(kept.to_dict(), services), ensure_ascii=False),
                      json.dumps([f.to_dict() for f in findings], ensure_ascii=False), INTAKE_VERSION, batch_id))
         advance(cur, batch_id, "validated")
-    accepted = sum(1 for u in updates if u[0] == "accepted")
+    accepted = sum(1 for u in updates if u.status == "accepted")
     return IntakeResult(batch_id, accepted, len(updates) - accepted,
                         sum(1 for f in findings if f.severity is Severity.WARNING),
                         len(kept.files), sum(len(f.materials) for f in kept.files), findings)
@@ -170,13 +169,32 @@ def _inspect(rows: list[dict], services: Services) -> Iterator[tuple[ScanInfo | 
         yield from ordered_map(pool, inspect_scan, jobs, 2 * workers)
 
 
-def _record(updates: list[tuple], page_counts: dict, findings: list[Finding], batch_id: str, path: str,
+class FileVerdict(NamedTuple):
+    """What intake found of one page file: the parameters of UPDATE_FILE, in its order."""
+
+    status: str                 # accepted | rejected
+    media_type: str | None
+    page_count: int | None
+    dpi: int | None
+    width: int | None
+    height: int | None
+    skew_degrees: float | None
+    findings: str | None        # JSON of the file's findings
+    batch_id: str
+    path: str
+
+
+UPDATE_FILE = ("UPDATE batch_files SET status = %s, media_type = %s, page_count = %s, dpi = %s, width = %s, "
+               "height = %s, skew_degrees = %s, findings = %s WHERE batch_id = %s AND path = %s")
+
+
+def _record(updates: list[FileVerdict], page_counts: dict, findings: list[Finding], batch_id: str, path: str,
             info: ScanInfo | None, problems: list[Finding]) -> None:
     """One page file's verdict: accepted unless unreadable or any error."""
     findings += problems
     rejected = info is None or any(p.severity is Severity.ERROR for p in problems)
     page_counts[path] = None if rejected else info.page_count
-    updates.append((
+    updates.append(FileVerdict(
         "rejected" if rejected else "accepted",
         info.media_type if info else None, info.page_count if info else None,
         info.dpi if info else None, info.width if info else None, info.height if info else None,

@@ -1,7 +1,8 @@
 """OCR stage: every accepted scan file of a batch, once per content and engine version.
 
 Results go to staging as JSON keyed by (engine key, sha256): that key is the cache, so a rerun
-or the same page in another batch is not OCR'd again.
+or the same page in another batch is not OCR'd again. The stage records each scan's result key in
+`batch_files.ocr_key`; later stages read that (result_keys, load_ocr), never the engine settings.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from errors import NotReady
 from ocr import EngineConfig, OcrPool, PageResult
 from ocr.gates import GATES
 from stages.intake import CATALOG_MATERIALS
@@ -49,16 +51,34 @@ def accepted_scans(batch_id: str, services: Services) -> list[dict]:
     """The accepted scan files of the materials intake let go on; a file outside the catalog is
     kept in staging but not processed, as its finding says."""
     with services.db.transaction() as cur:
-        cur.execute("SELECT path, sha256, staging_key FROM batch_files WHERE batch_id = %s AND role = 'page'"
+        cur.execute("SELECT path, sha256, staging_key, ocr_key FROM batch_files WHERE batch_id = %s AND role = 'page'"
                     " AND status = 'accepted' AND path IN"
                     f" (SELECT jsonb_array_elements_text(page_files) FROM ({CATALOG_MATERIALS}) c) ORDER BY path",
                     (batch_id, batch_id))
         return cur.fetchall()
 
 
-def load_ocr(services: Services, engine_key: str, sha256: str) -> tuple[list[PageResult], str]:
-    """The OCR pages of one scan file and the sha256 of the stored result."""
-    data = services.store.get(services.staging_bucket, ocr_key(engine_key, sha256))
+class OcrNotDone(NotReady):
+    """A scan file the ocr stage has not read (or read before its result keys were recorded)."""
+
+    def __init__(self, batch_id: str, path: str) -> None:
+        super().__init__(f"批次 {batch_id} 的 {path} 尚未识别，请先运行识别阶段",
+                         f"{path} of batch {batch_id} has no OCR result recorded: run the ocr stage first",
+                         item=path)
+
+
+def result_keys(services: Services, batch_id: str) -> dict[str, str]:
+    """sha256 -> staging key of the OCR result the ocr stage recorded, for the batch's scans it read."""
+    with services.db.transaction() as cur:
+        cur.execute("SELECT DISTINCT sha256, ocr_key FROM batch_files WHERE batch_id = %s AND ocr_key IS NOT NULL",
+                    (batch_id,))
+        return {r["sha256"]: r["ocr_key"] for r in cur.fetchall()}
+
+
+def load_ocr(services: Services, key: str) -> tuple[list[PageResult], str]:
+    """The OCR pages of one scan file, from the result key the ocr stage recorded, and the sha256
+    of the stored result."""
+    data = services.store.get(services.staging_bucket, key)
     return [PageResult.from_dict(p) for p in json.loads(data)["pages"]], sha256_hex(data)
 
 
@@ -101,5 +121,7 @@ def ocr_batch(batch_id: str, services: Services, config: EngineConfig | None = N
                     fallback += any(f.startswith("fallback:") for f in r.flags)
     with services.db.transaction() as cur:
         events.record(cur, done)
+        cur.executemany("UPDATE batch_files SET ocr_key = %s WHERE batch_id = %s AND path = %s",
+                        [(ocr_key(config.key, s["sha256"]), batch_id, s["path"]) for s in scans])
         advance(cur, batch_id, "ocr_done")
     return OcrResult(batch_id, len(todo), cached, pages, failures, fallback, time.perf_counter() - t0)

@@ -27,7 +27,7 @@ from catalog import idnumber
 from errors import IntegrityFailure, NotFound, NotReady
 from ocr.engine import PageResult
 from preservation.inventory import keep_current
-from stages.index import Chunk, formed_on, load_chunks, prepared
+from stages.index import Chunk, FileRow, MaterialRow, PageRow, formed_on, load_chunks, prepared
 from stages.services import Services
 from storage import events
 from storage.events import Event
@@ -255,21 +255,21 @@ def _store_objects(services: Services, data: Path, catalog: dict, transfer_id: s
 def _chunk(services: Services, data: Path, person: dict, catalog: dict) -> Chunk:
     """The index rows of the file as the sender indexed it, held by us now."""
     number, file_number = person["id_number"], person["file_number"]
-    chunk = Chunk([(file_number, person["name"], idnumber.lookup_hash(number, services.id_hash_key),
-                    services.id_cipher.encrypt(number, file_number), idnumber.mask(number), services.agency, None)],
-                  [], [])
+    chunk = Chunk([FileRow(file_number, person["name"], idnumber.lookup_hash(number, services.id_hash_key),
+                           services.id_cipher.encrypt(number, file_number), idnumber.mask(number), services.agency,
+                           None)], [], [])
     ocr: dict[str, list[PageResult]] = {}
     for m in catalog["materials"]:
-        chunk.materials.append((file_number, m["class_code"], m["seq"], m["title"], m["formed"],
-                                formed_on(m["formed"]), m["copies"], m["page_count"], m["remarks"], None))
+        chunk.materials.append(MaterialRow(file_number, m["class_code"], m["seq"], m["title"], m["formed"],
+                                           formed_on(m["formed"]), m["copies"], m["page_count"], m["remarks"]))
         for p in m["pages"]:
             if p["ocr"] not in ocr:
                 doc = json.loads((data / p["ocr"]).read_text(encoding="utf-8"))
                 ocr[p["ocr"]] = [PageResult.from_dict(r) for r in doc["pages"]]
             r = ocr[p["ocr"]][p["source_page"]]
-            chunk.pages.append((file_number, m["class_code"], m["seq"], p["page_no"], p["original_sha256"],
-                                p["source_page"], p.get("source_path") or p["original"], r.dpi, r.width, r.height,
-                                idnumber.mask_ids(r.text), r.confidence, r.engine, p["ocr_sha256"]))
+            chunk.pages.append(PageRow(file_number, m["class_code"], m["seq"], p["page_no"], p["original_sha256"],
+                                       p["source_page"], p.get("source_path") or p["original"], r.dpi, r.width,
+                                       r.height, idnumber.mask_ids(r.text), r.confidence, r.engine, p["ocr_sha256"]))
     return chunk
 
 
