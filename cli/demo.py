@@ -4,7 +4,6 @@ truth, the same counts as its report (the demo: the committed sample batch)."""
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -19,15 +18,14 @@ from cli import demo_transfer
 from cli.demo_transfer import TransferShown
 from devservices import preflight
 from devservices.instance import REPO, LocalInstance
-from ocr import EngineConfig
 from ocr.quality import corpus_cer
-from pipeline.resources import ArchiveServicesResource, OcrEngineResource, SignerResource
+from pipeline.resources import SignerResource, archive_resources
 from pipeline.runner import run_batch
+from settings import Settings, StorageSettings
 from stages.ocr import accepted_scans, load_ocr
 from stages.report import batch_report
 from stages.services import Services
 from stages.submit import submit_path
-from storage.config import StorageSettings
 from storage.db import TABLES
 from transfer.signing import write_private
 
@@ -90,15 +88,14 @@ class RunSummary:
         return out
 
 
-def batch_cer(services: Services, batch_id: str, truth_dir: Path,
-              engine_key: str | None = None) -> tuple[float | None, int]:
+def batch_cer(services: Services, batch_id: str, truth_dir: Path) -> tuple[float | None, int]:
     """Corpus CER of the first page of each OCR'd scan whose ground truth is in truth_dir, on
     the OCR results as read (the index keeps page text with ID numbers masked)."""
     pairs = []
     for scan in accepted_scans(batch_id, services):
         truth = truth_dir / f"{Path(scan['path']).stem}.txt"
-        if truth.exists():
-            results, _ = load_ocr(services, engine_key or EngineConfig().key, scan["sha256"])
+        if truth.exists() and scan["ocr_key"]:
+            results, _ = load_ocr(services, scan["ocr_key"])
             pairs.append((truth.read_text(encoding="utf-8"), results[0].text if results else ""))
     return (corpus_cer(pairs) if pairs else None), len(pairs)
 
@@ -110,7 +107,7 @@ def run_folder(batch_dir: Path, truth_dir: Path | None = None,
     services = Services.from_settings(settings)
     services.prepare()
     sub = submit_path(batch_dir, services)
-    resources = {"services": ArchiveServicesResource(), "ocr_engine": OcrEngineResource()}
+    resources = archive_resources()
     # The summary is the output, findings included; Dagster's step logs stay in the UI, and a
     # failed step ends the command with its one sentence (cli/main.py).
     run_config: dict = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
@@ -168,7 +165,7 @@ DEMO_ROLES = (("demo-staff", Role.STAFF), ("demo-archivist", Role.ARCHIVIST), ("
 def demo_logins(services: Services) -> list[tuple[str, str, str]]:
     """One user per role for the demo agency, with passwords made once and kept (0600) in
     DAGSTER_HOME, so every demo run prints the same logins."""
-    path = Path(os.environ.get("DAGSTER_HOME", REPO / "dagster_home")) / DEMO_LOGINS
+    path = Path(Settings.from_env().dagster_home) / DEMO_LOGINS
     known = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     made = {user: known.get(user) or secrets.token_urlsafe(9) for user, _ in DEMO_ROLES}
     with services.db.transaction() as cur:

@@ -33,14 +33,13 @@ from national_platform import service as platform_service
 from national_platform.api import create_platform_app
 from national_platform.cli import DATABASE as PLATFORM_DATABASE
 from national_platform.cli import platform_database
-from pipeline.resources import ArchiveServicesResource, SignerResource
+from pipeline.resources import archive_resources
 from pipeline.runner import run_transfer
 from search.query import Filters, search
-from settings import Settings
+from settings import Settings, StorageSettings
 from stages import receive
 from stages import transfer as stage
 from stages.services import Services
-from storage.config import StorageSettings
 from storage.db import Database
 from transfer import registry
 from transfer.client import PullClient
@@ -246,12 +245,12 @@ def show(sender: Services, sender_key: Signer, instance: LocalInstance, dagster:
          file_number: str = DEMO_FILE) -> TransferShown:
     """The demo's transfer of `file_number` (the sender is the environment's installation)."""
     receiver = receiver_services(instance)
-    receiver_key = Signer.from_env_or_file(Path(instance.home) / "keys" / f"signing-{RECEIVER}.pem")
+    receiver_key = Signer.from_pem_or_file("", Path(instance.home) / "keys" / f"signing-{RECEIVER}.pem")
     latest = _latest(sender, file_number)
     made = latest is None or latest.status != "received"
     platform = platform_of(instance)
     if made:
-        resources = {"services": ArchiveServicesResource(), "signer": SignerResource()}
+        resources = archive_resources()
         transfer_id = transfer_file(sender, sender_key, receiver, receiver_key, file_number, dagster, resources,
                                     platform, latest)
     else:

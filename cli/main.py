@@ -49,7 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from cli.demo import run_folder
     from devservices import preflight
     from devservices.instance import LocalInstance
-    from storage.config import StorageSettings
+    from settings import StorageSettings
 
     preflight.check_all(StorageSettings.from_env().s3_endpoint_url)
     instance = LocalInstance.from_env()
@@ -218,7 +218,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from devservices.instance import local_database_if_unconfigured
-    from pipeline.resources import ArchiveServicesResource, OcrEngineResource, SignerResource
+    from pipeline.resources import archive_resources
     from pipeline.runner import BatchQueue
     from settings import Settings
     from stages.services import Services
@@ -242,8 +242,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             uvicorn.run(create_app(services, tls=tls), host=args.host, port=args.port, log_level="warning",
                         proxy_headers=settings.behind_tls_proxy, **ssl)
             return 0
-        resources = {"services": ArchiveServicesResource(), "ocr_engine": OcrEngineResource(),
-                     "signer": SignerResource()}
+        resources = archive_resources()
         with dg.DagsterInstance.get() as instance:
             runner = BatchQueue(resources, instance)
             try:
@@ -270,11 +269,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     """Applies pending migrations as ARCHIVE_MIGRATE_DATABASE_URL (the tables' owner), else as
     ARCHIVE_DATABASE_URL; in production the application's own role cannot (it must not own audit_log)."""
     from devservices.instance import local_database_if_unconfigured
-    from storage.config import StorageSettings
+    from settings import Settings
     from storage.db import Database
 
     with local_database_if_unconfigured():
-        url = os.environ.get("ARCHIVE_MIGRATE_DATABASE_URL") or StorageSettings.from_env().database_url
+        settings = Settings.from_env()
+        url = settings.migrate_database_url or settings.storage.database_url
         applied = Database(url).migrate()
     print(f"applied {len(applied)} migrations" + (f": {', '.join(applied)}" if applied else ""))
     return 0
@@ -387,7 +387,18 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return run_command(args.func, args)
+    return run_command(_configured(args.func), args)
+
+
+def _configured(func):
+    """The command, after the whole configuration is read: every bad setting is reported at once,
+    a sentence each, before any work starts."""
+    def run(args: argparse.Namespace) -> int:
+        from settings import Settings
+
+        Settings.from_env()
+        return func(args)
+    return run
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from pathlib import Path
 from catalog.idnumber import mask_ids
 from cli.admin import cli_actor
 from errors import ArchiveError, BadInput, IntegrityFailure, NotReady, SetupError
+from settings import Settings
 
 
 @contextmanager
@@ -113,12 +113,12 @@ def _package(transfer_id: str) -> int:
     """The transfer's package made now, through its Dagster asset, in this process."""
     import dagster as dg
 
-    from pipeline.resources import ArchiveServicesResource, SignerResource
+    from pipeline.resources import archive_resources
     from pipeline.runner import run_transfer
 
     t0 = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
-        result = run_transfer(transfer_id, {"services": ArchiveServicesResource(), "signer": SignerResource()},
+        result = run_transfer(transfer_id, archive_resources(),
                               instance, {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})
     meta = {k: v.value for ev in result.get_asset_materialization_events() for k, v in
             ev.materialization.metadata.items()}
@@ -133,10 +133,10 @@ def token_for(sender: str, token_file: str | None, chosen: bool = True) -> str:
     DAGSTER_HOME/keys/pull-<sender>.token. ARCHIVE_PULL_TOKEN is one token for whichever sender
     the operator named (`chosen`): a sender the platform's feed names gets only its own file,
     so an agency posting a record to us never receives a token another agency issued us."""
-    if chosen and os.environ.get("ARCHIVE_PULL_TOKEN", "").strip():
-        return os.environ["ARCHIVE_PULL_TOKEN"].strip()
-    path = Path(token_file) if token_file else \
-        Path(os.environ.get("DAGSTER_HOME", "dagster_home")) / "keys" / f"pull-{sender}.token"
+    settings = Settings.from_env()
+    if chosen and settings.pull_token:
+        return settings.pull_token
+    path = Path(token_file) if token_file else settings.keys_dir / f"pull-{sender}.token"
     if not path.is_file():
         raise SetupError(f"没有 {sender} 发给本机构的令牌：请设置 ARCHIVE_PULL_TOKEN 或把令牌存入 {path}",
                          f"no token from {sender}: set ARCHIVE_PULL_TOKEN or keep the token in {path}", item=str(path))

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devservices.postgres import LocalPostgres
+from settings.environment import Problems, text, whole
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PG_PORT = 54329
@@ -21,8 +22,11 @@ class LocalInstance:
 
     @classmethod
     def from_env(cls) -> LocalInstance:
-        home = Path(os.environ.get("DAGSTER_HOME") or REPO / "dagster_home").absolute()
-        return cls(home, int(os.environ.get("ARCHIVE_PG_PORT", DEFAULT_PG_PORT)))
+        home = Path(text("DAGSTER_HOME") or REPO / "dagster_home").absolute()
+        problems = Problems()
+        port = whole(problems, "ARCHIVE_PG_PORT", DEFAULT_PG_PORT)
+        problems.raise_all()
+        return cls(home, port)
 
     @property
     def postgres(self) -> LocalPostgres:
@@ -50,8 +54,8 @@ class LocalInstance:
             "ARCHIVE_DAGSTER_DATABASE_URL": pg.url("dagster").replace("postgresql://", "postgresql+psycopg2://"),
             "ARCHIVE_OBJECT_ROOT": str(self.home / "objects"),
         }
-        out = {k: os.environ.get(k) or v for k, v in env.items()}
-        if "ARCHIVE_REPLICAS" not in os.environ:  # the demo keeps a second copy, in a folder of its own
+        out = {k: text(k) or v for k, v in env.items()}
+        if not text("ARCHIVE_REPLICAS"):  # the demo keeps a second copy, in a folder of its own
             (self.home / "replica").mkdir(parents=True, exist_ok=True)
             out |= {"ARCHIVE_REPLICAS": "demo-copy",
                     "ARCHIVE_REPLICA_DEMO_COPY_OBJECT_ROOT": str(self.home / "replica")}
@@ -65,7 +69,7 @@ class LocalInstance:
 def local_database_if_unconfigured() -> Iterator[None]:
     """Without ARCHIVE_DATABASE_URL, the demo's PostgreSQL: started if need be, stopped after
     if this call started it. With it, nothing: production's database is somebody else's."""
-    if os.environ.get("ARCHIVE_DATABASE_URL"):
+    if text("ARCHIVE_DATABASE_URL"):
         yield
         return
     instance = LocalInstance.from_env()

@@ -29,7 +29,7 @@ def database_accepts_no_password(url: str) -> bool:
 
 def production_problems(services) -> list[SetupError]:
     problems = list(services.settings.production_problems())
-    if not os.environ.get("ARCHIVE_SIGNING_KEY", "").strip():
+    if not services.settings.signing_key_pem:
         problems.append(SetupError("生产环境必须配置签名密钥 ARCHIVE_SIGNING_KEY（不会自动生成）",
                                    "production needs a configured signing key in ARCHIVE_SIGNING_KEY "
                                    "(none is generated)"))

@@ -12,13 +12,13 @@ local PostgreSQL (started if need be).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from errors import SetupError, run_command
+from settings.environment import text
 from storage.db import Database
 
 DATABASE = "national_platform"
@@ -32,7 +32,7 @@ def platform_database(url: str) -> Database:
 
 @contextmanager
 def _database() -> Iterator[Database]:
-    url = os.environ.get("NATIONAL_PLATFORM_DATABASE_URL", "").strip()
+    url = text("NATIONAL_PLATFORM_DATABASE_URL")
     if url:
         yield platform_database(url)
         return

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -11,6 +10,7 @@ from PIL import Image
 
 from errors import SetupError
 from ocr.layout import Line
+from settings.environment import text
 
 # Bump when preprocessing, gates, settings or text clean-up change: it keys the OCR cache.
 ENGINE_VERSION = 4
@@ -26,7 +26,7 @@ class OcrSetupError(SetupError):
 
 
 def find_tessdata(langs: str) -> str:
-    candidates = [os.environ["TESSDATA_PREFIX"]] if os.environ.get("TESSDATA_PREFIX") else []
+    candidates = [text("TESSDATA_PREFIX")] if text("TESSDATA_PREFIX") else []
     candidates += list(TESSDATA_CANDIDATES)
     needed = langs.split("+")
     for path in candidates:
@@ -41,8 +41,8 @@ def find_tessdata(langs: str) -> str:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """Chosen by measurement (README, benchmarks/ocr_bench.py): RapidOCR reads these pages with
-    0.2-0.6% CER where tesseract chi_sim makes 3-8%; tesseract is the fallback and baseline."""
+    """Chosen by measurement (benchmarks/ocr_bench.py; its CER in README.md and docs/benchmarks.md):
+    RapidOCR misreads far fewer characters than tesseract chi_sim; tesseract is the fallback and baseline."""
 
     primary: str = "rapidocr"      # rapidocr | tesseract
     fallback: str = "tesseract"    # engine for pages that fail the quality gates; "" for none

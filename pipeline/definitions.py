@@ -4,9 +4,13 @@ import dagster as dg
 
 from pipeline.assets import ASSETS
 from pipeline.preservation_assets import PRESERVATION_ASSETS, fixity_audit_asset, inventories_asset, replication_asset
-from pipeline.resources import ArchiveServicesResource, OcrEngineResource, SignerResource
+from pipeline.resources import archive_resources
 from pipeline.sensors import make_inbox_sensor, make_platform_sensor, make_transfer_sensor
 from pipeline.transfer_assets import platform_deliveries_asset, transfer_package_asset, transfer_receipts_asset
+from settings import Settings
+
+# Read once as the code location loads: bad settings stop it there, every problem named, not a run later.
+Settings.from_env()
 
 batch_job = dg.define_asset_job("process_batch", selection=dg.AssetSelection.assets(*ASSETS))
 transfer_job = dg.define_asset_job("package_transfer", selection=dg.AssetSelection.assets(transfer_package_asset))
@@ -32,9 +36,5 @@ defs = dg.Definitions(
                                      default_status=dg.DefaultScheduleStatus.RUNNING,
                                      description="re-reads the day's share of objects on every copy and repairs "
                                                  "what is damaged")],
-    resources={
-        "services": ArchiveServicesResource(),
-        "ocr_engine": OcrEngineResource(),
-        "signer": SignerResource(),
-    },
+    resources=archive_resources(),
 )

@@ -2,16 +2,14 @@
 
 
 import dataclasses
-import os
 from pathlib import Path
 
 import dagster as dg
 from pydantic import PrivateAttr
 
 from ocr import EngineConfig
-from settings import Settings
+from settings import Settings, StorageSettings
 from stages.services import Services
-from storage.config import StorageSettings
 from transfer.signing import Signer
 
 
@@ -53,5 +51,12 @@ class SignerResource(dg.ConfigurableResource):
     key_file: str | None = None
 
     def signer(self) -> Signer:
-        path = self.key_file or os.path.join(os.environ.get("DAGSTER_HOME", "dagster_home"), "keys", "signing.pem")
-        return Signer.from_env_or_file(Path(path), generate=not Settings.from_env().production)
+        settings = Settings.from_env()
+        path = Path(self.key_file) if self.key_file else settings.keys_dir / "signing.pem"
+        return Signer.from_pem_or_file(settings.signing_key_pem, path, generate=not settings.production)
+
+
+def archive_resources() -> dict[str, dg.ConfigurableResource]:
+    """The resources of every entry point (the Dagster definitions, the web server's runs, the
+    CLI and the demo), made in one place; unset fields come from the environment (settings)."""
+    return {"services": ArchiveServicesResource(), "ocr_engine": OcrEngineResource(), "signer": SignerResource()}

@@ -6,7 +6,6 @@ through the web page or `archive upload` are already registered and only need th
 """
 
 import json
-import os
 from pathlib import Path
 
 import dagster as dg
@@ -14,13 +13,14 @@ import dagster as dg
 from crossregion.outbox import next_due_in, oldest_due
 from pipeline.partitions import scan_batches, transfers
 from pipeline.resources import ArchiveServicesResource
+from settings import Settings
 from stages.inbox import InboxState, poll
 from stages.progress import awaiting_processing
 from stages.transfer import transfers as transfers_of
 
 
 def inbox_path() -> Path:
-    return Path(os.environ.get("ARCHIVE_INBOX") or Path(os.environ.get("DAGSTER_HOME", "dagster_home")) / "inbox")
+    return Settings.from_env().inbox_dir
 
 
 def make_inbox_sensor(job) -> dg.SensorDefinition:  # job: the asset job the runs belong to
@@ -30,9 +30,9 @@ def make_inbox_sensor(job) -> dg.SensorDefinition:  # job: the asset job the run
                            " batch handed in (inbox, web upload, CLI upload)")
     def scan_batch_inbox(context: dg.SensorEvaluationContext, services: ArchiveServicesResource) -> dg.SensorResult:
         state = InboxState.from_dict(json.loads(context.cursor) if context.cursor else None)
-        settle = float(os.environ.get("ARCHIVE_INBOX_SETTLE_SECONDS", "10"))
+        settings = Settings.from_env()
         svc = services.services()
-        dropped, new_state = poll(inbox_path(), state, svc, settle)
+        dropped, new_state = poll(settings.inbox_dir, state, svc, settings.inbox_settle_seconds)
         # a batch with a partition has had its run requested (here, or by `archive run`)
         uploaded = [b for b in awaiting_processing(svc)
                     if not context.instance.has_dynamic_partition(scan_batches.name, b)]

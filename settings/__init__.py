@@ -1,18 +1,18 @@
-"""Configuration from the environment: the agency this installation holds files for, the keys
-that protect ID numbers, and the staff web's limits. Every setting has a demo default; with
-ARCHIVE_ENV=production the demo defaults are refused (check_production), one sentence each.
-
-(Storage settings are still storage/config.py's; issue 20 brings them here.)
+"""The one configuration: a Settings object read from the environment (settings.environment is
+the only module that reads it), validated as a whole so every problem is reported at once, a
+sentence each. Every setting has a demo default; with ARCHIVE_ENV=production the demo defaults
+are refused (production_problems).
 """
 
 from __future__ import annotations
 
 import base64
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from errors import SetupError
+from settings.environment import Problems, flag, number, secret_file, text, whole
+from settings.storage import ReplicaSettings, S3Tuning, StorageSettings, storage_from_env
 
 DEMO_AGENCY_CODE, DEMO_AGENCY_NAME = "520000", "贵州省人才交流服务中心"
 # Demo-only keys, never for production: anyone with this source could recompute ID hashes and
@@ -22,33 +22,6 @@ DEMO_ID_KEY = ("demo", base64.b64decode("ZGVtby1pZC1rZXktbm90LWZvci1wcm9kdWN0aW9
 DEMO_AUDIT_KEY = b"demo-audit-key-not-for-production"
 DEMO_PLATFORM_ID_HASH_KEY = b"demo-national-platform-id-hash-key"
 MIN_KEY_BYTES = 32
-
-
-def _env(name: str, default: str = "") -> str:
-    return os.environ.get(name, "").strip() or default
-
-
-def _int(name: str, default: int) -> int:
-    raw = _env(name)
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SetupError(f"{name}={raw!r} 不是整数", f"{name}={raw!r} is not a whole number") from None
-    if value <= 0:
-        raise SetupError(f"{name} 必须大于 0", f"{name} must be greater than 0")
-    return value
-
-
-def _file(path: str) -> str:
-    """A secret kept in a file (its first line), or "" when no file is named."""
-    if not path:
-        return ""
-    try:
-        return Path(path).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise SetupError(f"无法读取 {path}：{exc.strerror}", f"cannot read {path}: {exc.strerror}", item=path) from None
 
 
 def parse_id_keys(raw: str) -> tuple[str, dict[str, bytes]]:
@@ -104,6 +77,16 @@ class Settings:
     platform_retry_seconds: int = 2                 # ARCHIVE_PLATFORM_RETRY_SECONDS: first retry after this (doubling,
                                                     # jittered, at most 10 minutes)
     platform_timeout_seconds: int = 10              # ARCHIVE_PLATFORM_TIMEOUT_SECONDS: one call to the platform
+    storage: StorageSettings = field(default_factory=lambda: StorageSettings(
+        "postgresql://archive@127.0.0.1:54329/archive", None, None))  # ARCHIVE_DATABASE_URL, ARCHIVE_S3_*...
+    dagster_home: str = "dagster_home"              # DAGSTER_HOME: Dagster's instance, keys, the demo's state
+    inbox: str = ""                                 # ARCHIVE_INBOX: folders handed in (default DAGSTER_HOME/inbox)
+    inbox_settle_seconds: float = 10.0              # ARCHIVE_INBOX_SETTLE_SECONDS: unchanged this long, it is taken
+    signing_key_pem: str = ""                       # ARCHIVE_SIGNING_KEY: the agency's Ed25519 key (PEM), else the
+                                                    # key file under DAGSTER_HOME/keys
+    pull_token: str = ""                            # ARCHIVE_PULL_TOKEN: the token a sender issued us
+    pull_ca_file: str = ""                          # ARCHIVE_PULL_CA_FILE: a sender's CA, if not a public one
+    migrate_database_url: str = ""                  # ARCHIVE_MIGRATE_DATABASE_URL: the schema owner's connection
 
     @property
     def production(self) -> bool:
@@ -111,46 +94,74 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        env = _env("ARCHIVE_ENV", "demo")
+        """The whole configuration; one SetupError naming every bad value (a sentence each)."""
+        problems = Problems()
+        env = text("ARCHIVE_ENV", "demo")
         if env not in ("demo", "production"):
-            raise SetupError(f"ARCHIVE_ENV={env!r} 应为 demo 或 production",
-                             f"ARCHIVE_ENV={env!r} must be demo or production")
-        current, keys = parse_id_keys(_env("ARCHIVE_ID_KEYS")) if _env("ARCHIVE_ID_KEYS") else \
-            (DEMO_ID_KEY[0], {DEMO_ID_KEY[0]: DEMO_ID_KEY[1]})
-        code = _env("ARCHIVE_AGENCY", DEMO_AGENCY_CODE)
-        hosts = tuple(h.strip() for h in _env("ARCHIVE_WEB_HOSTS", "127.0.0.1,localhost").split(",") if h.strip())
-        return cls(
+            problems.add(f"ARCHIVE_ENV={env!r} 应为 demo 或 production",
+                         f"ARCHIVE_ENV={env!r} must be demo or production")
+        current, keys = DEMO_ID_KEY[0], {DEMO_ID_KEY[0]: DEMO_ID_KEY[1]}
+        if text("ARCHIVE_ID_KEYS"):
+            try:
+                current, keys = parse_id_keys(text("ARCHIVE_ID_KEYS"))
+            except SetupError as exc:
+                problems.found.append(exc)
+        code = text("ARCHIVE_AGENCY", DEMO_AGENCY_CODE)
+        hosts = tuple(h.strip() for h in text("ARCHIVE_WEB_HOSTS", "127.0.0.1,localhost").split(",") if h.strip())
+
+        def n(name: str, default: int) -> int:
+            return whole(problems, name, default)
+
+        settings = cls(
             environment=env,
             agency_code=code,
-            agency_name=_env("ARCHIVE_AGENCY_NAME", DEMO_AGENCY_NAME if code == DEMO_AGENCY_CODE else code),
-            id_hash_key=_env("ARCHIVE_ID_HASH_KEY").encode() or DEMO_ID_HASH_KEY,
-            audit_key=_env("ARCHIVE_AUDIT_KEY").encode() or DEMO_AUDIT_KEY,
+            agency_name=text("ARCHIVE_AGENCY_NAME", DEMO_AGENCY_NAME if code == DEMO_AGENCY_CODE else code),
+            id_hash_key=text("ARCHIVE_ID_HASH_KEY").encode() or DEMO_ID_HASH_KEY,
+            audit_key=text("ARCHIVE_AUDIT_KEY").encode() or DEMO_AUDIT_KEY,
             id_key_current=current, id_keys=keys,
-            session_idle_minutes=_int("ARCHIVE_SESSION_IDLE_MINUTES", 30),
-            session_hours=_int("ARCHIVE_SESSION_HOURS", 12),
-            lockout_after=_int("ARCHIVE_LOCKOUT_AFTER", 5),
-            lockout_minutes=_int("ARCHIVE_LOCKOUT_MINUTES", 15),
-            login_delay_ms=_int("ARCHIVE_LOGIN_DELAY_MS", 500),
-            login_per_minute=_int("ARCHIVE_LOGIN_PER_MINUTE", 10),
-            search_per_minute=_int("ARCHIVE_SEARCH_PER_MINUTE", 120),
-            refusals_per_minute=_int("ARCHIVE_REFUSALS_PER_MINUTE", 60),
-            max_upload_bytes=_int("ARCHIVE_MAX_UPLOAD_BYTES", 4 * 1024**3),
+            session_idle_minutes=n("ARCHIVE_SESSION_IDLE_MINUTES", 30),
+            session_hours=n("ARCHIVE_SESSION_HOURS", 12),
+            lockout_after=n("ARCHIVE_LOCKOUT_AFTER", 5),
+            lockout_minutes=n("ARCHIVE_LOCKOUT_MINUTES", 15),
+            login_delay_ms=n("ARCHIVE_LOGIN_DELAY_MS", 500),
+            login_per_minute=n("ARCHIVE_LOGIN_PER_MINUTE", 10),
+            search_per_minute=n("ARCHIVE_SEARCH_PER_MINUTE", 120),
+            refusals_per_minute=n("ARCHIVE_REFUSALS_PER_MINUTE", 60),
+            max_upload_bytes=n("ARCHIVE_MAX_UPLOAD_BYTES", 4 * 1024**3),
             allowed_hosts=hosts,
-            behind_tls_proxy=_env("ARCHIVE_BEHIND_TLS_PROXY") in ("1", "true", "yes"),
-            transfer_valid_days=_int("ARCHIVE_TRANSFER_VALID_DAYS", 15),
-            receipt_overdue_hours=_int("ARCHIVE_RECEIPT_OVERDUE_HOURS", 24),
-            transfer_workdir=_env("ARCHIVE_TRANSFER_WORKDIR"),
-            platform_url=_env("ARCHIVE_PLATFORM_URL"),
-            platform_token=_env("ARCHIVE_PLATFORM_TOKEN") or _file(_env("ARCHIVE_PLATFORM_TOKEN_FILE")),
-            platform_ca_file=_env("ARCHIVE_PLATFORM_CA_FILE"),
-            platform_id_hash_key=_env("ARCHIVE_PLATFORM_ID_HASH_KEY").encode() or DEMO_PLATFORM_ID_HASH_KEY,
-            platform_retry_seconds=_int("ARCHIVE_PLATFORM_RETRY_SECONDS", 2),
-            platform_timeout_seconds=_int("ARCHIVE_PLATFORM_TIMEOUT_SECONDS", 10),
+            behind_tls_proxy=flag("ARCHIVE_BEHIND_TLS_PROXY"),
+            transfer_valid_days=n("ARCHIVE_TRANSFER_VALID_DAYS", 15),
+            receipt_overdue_hours=n("ARCHIVE_RECEIPT_OVERDUE_HOURS", 24),
+            transfer_workdir=text("ARCHIVE_TRANSFER_WORKDIR"),
+            platform_url=text("ARCHIVE_PLATFORM_URL"),
+            platform_token=text("ARCHIVE_PLATFORM_TOKEN") or secret_file(problems, text("ARCHIVE_PLATFORM_TOKEN_FILE")),
+            platform_ca_file=text("ARCHIVE_PLATFORM_CA_FILE"),
+            platform_id_hash_key=text("ARCHIVE_PLATFORM_ID_HASH_KEY").encode() or DEMO_PLATFORM_ID_HASH_KEY,
+            platform_retry_seconds=n("ARCHIVE_PLATFORM_RETRY_SECONDS", 2),
+            platform_timeout_seconds=n("ARCHIVE_PLATFORM_TIMEOUT_SECONDS", 10),
+            storage=storage_from_env(problems),
+            dagster_home=text("DAGSTER_HOME", "dagster_home"),
+            inbox=text("ARCHIVE_INBOX"),
+            inbox_settle_seconds=number(problems, "ARCHIVE_INBOX_SETTLE_SECONDS", 10.0),
+            signing_key_pem=text("ARCHIVE_SIGNING_KEY"),
+            pull_token=text("ARCHIVE_PULL_TOKEN"),
+            pull_ca_file=text("ARCHIVE_PULL_CA_FILE"),
+            migrate_database_url=text("ARCHIVE_MIGRATE_DATABASE_URL"),
         )
+        problems.raise_all()
+        return settings
 
     @property
     def transfer_dir(self) -> Path:
-        return Path(self.transfer_workdir or Path(_env("DAGSTER_HOME", "dagster_home")) / "transfers")
+        return Path(self.transfer_workdir or Path(self.dagster_home) / "transfers")
+
+    @property
+    def inbox_dir(self) -> Path:
+        return Path(self.inbox or Path(self.dagster_home) / "inbox")
+
+    @property
+    def keys_dir(self) -> Path:
+        return Path(self.dagster_home) / "keys"
 
     def production_problems(self) -> list[SetupError]:
         """What production refuses in these settings (the database and signing key are checked
@@ -172,3 +183,7 @@ class Settings:
             problems.append(SetupError("生产环境不能使用演示用的身份证号加密密钥，请设置 ARCHIVE_ID_KEYS",
                                        "production refuses the demo ID-encryption key: set ARCHIVE_ID_KEYS"))
         return problems
+
+
+__all__ = ["Settings", "StorageSettings", "ReplicaSettings", "S3Tuning", "parse_id_keys", "DEMO_AGENCY_CODE",
+           "DEMO_AGENCY_NAME", "DEMO_ID_HASH_KEY", "DEMO_ID_KEY", "DEMO_AUDIT_KEY", "DEMO_PLATFORM_ID_HASH_KEY"]

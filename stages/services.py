@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 
 from access.idcipher import IdCipher
 from errors import SetupError
-from settings import DEMO_AGENCY_CODE, DEMO_AGENCY_NAME, DEMO_ID_HASH_KEY, Settings
-from storage.config import StorageSettings
+from settings import DEMO_AGENCY_CODE, DEMO_AGENCY_NAME, DEMO_ID_HASH_KEY, Settings, StorageSettings
 from storage.db import Database
 from storage.objects import ObjectStore, open_store
 

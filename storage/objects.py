@@ -223,7 +223,7 @@ def put_file_if_absent(store: ObjectStore, bucket: str, key: str, path: Path, sh
 
 def open_store(endpoint_url: str | None, object_root: str | None, region: str = "us-east-1",
                **s3: object) -> ObjectStore:
-    """`s3`: S3ObjectStore's tuning and credentials (storage/config.py reads them)."""
+    """`s3`: S3ObjectStore's tuning and credentials (settings/storage.py)."""
     if endpoint_url:
         from storage.s3store import S3ObjectStore
 

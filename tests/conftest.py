@@ -15,8 +15,8 @@ import pytest
 
 from devservices.postgres import LocalPostgres
 from devservices.s3 import MotoServer, free_port
+from settings import StorageSettings
 from stages.services import Services
-from storage.config import StorageSettings
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_scans" / "demo"

@@ -437,8 +437,8 @@ def test_production_refuses_each_unsafe_setting_in_one_sentence(database_url, s3
         assert part in text, part
     assert "\n" not in text
     safe_keys = dataclasses.replace(unsafe, id_hash_key=b"k" * 32, id_keys={"k1": b"\1" * 32}, id_key_current="k1",
-                                    audit_key=b"a" * 32, platform_id_hash_key=b"p" * 32)
-    monkeypatch.setenv("ARCHIVE_SIGNING_KEY", base64.b64encode(b"x").decode())
+                                    audit_key=b"a" * 32, platform_id_hash_key=b"p" * 32,
+                                    signing_key_pem=base64.b64encode(b"x").decode())  # ARCHIVE_SIGNING_KEY
     with pytest.raises(SetupError) as refused:
         make_services(database_url, s3_url, safe_keys)
     assert "demo" not in str(refused.value) and "ARCHIVE_SIGNING_KEY" not in str(refused.value)  # keys pass now
@@ -468,8 +468,8 @@ def test_production_never_generates_a_signing_key(tmp_path, monkeypatch):
 
     monkeypatch.delenv("ARCHIVE_SIGNING_KEY", raising=False)
     with pytest.raises(SetupError, match="ARCHIVE_SIGNING_KEY"):
-        Signer.from_env_or_file(tmp_path / "k.pem", generate=False)
-    Signer.from_env_or_file(tmp_path / "k.pem")
+        Signer.from_pem_or_file("", tmp_path / "k.pem", generate=False)
+    Signer.from_pem_or_file("", tmp_path / "k.pem")
     assert (tmp_path / "k.pem").stat().st_mode & 0o777 == 0o600
 
 

@@ -23,6 +23,7 @@ from errors import NotReady
 from preservation import fixity, inventory, replication
 from preservation.rebuild import latest, rebuild
 from search.query import search
+from settings import ReplicaSettings, S3Tuning, StorageSettings
 from stages.archive import archive_batch, objects_to_preserve
 from stages.history import file_history
 from stages.index import index_batch
@@ -31,7 +32,6 @@ from stages.ocr import ocr_batch
 from stages.services import Services
 from stages.submit import submit_folder
 from storage import events
-from storage.config import ReplicaSettings, S3Tuning, StorageSettings
 from storage.events import Event
 from storage.objects import content_key, put_file_verified, put_verified, sha256_hex
 from storage.s3store import S3ObjectStore
@@ -394,9 +394,9 @@ KILLED = """
 import sys
 from stages.archive import archive_batch
 from stages.services import Services
-from storage.config import StorageSettings, S3Tuning
+from settings import StorageSettings, S3Tuning
 storage = StorageSettings(sys.argv[1], sys.argv[2], None, sys.argv[3], sys.argv[4])
-archive_batch(sys.argv[5], Services.from_settings(storage), sys.argv[6])
+archive_batch(sys.argv[5], Services.from_settings(storage))
 """
 
 
@@ -411,13 +411,13 @@ def archived(pg_server, s3_url, tmp_path_factory):
     intake_batch(batch, services)
     engine = EngineConfig()
     ocr_batch(batch, services, engine)
-    index_batch(batch, services, engine.key)
+    index_batch(batch, services)
     stored = []
     proxy = FaultProxy(s3_url, lambda method, path, n: (stored.append(path), "delay:0.15")[1]
                        if method == "PUT" else "pass")
     try:
         child = subprocess.Popen([sys.executable, "-c", KILLED, url, proxy.url, services.staging_bucket,
-                                  services.archive_bucket, batch, engine.key], cwd=REPO,
+                                  services.archive_bucket, batch], cwd=REPO,
                                  env={**os.environ, "PYTHONPATH": str(REPO)})
         deadline = time.monotonic() + 120
         while services.db.count("stored_objects") < 5 and time.monotonic() < deadline and child.poll() is None:
@@ -427,13 +427,13 @@ def archived(pg_server, s3_url, tmp_path_factory):
     finally:
         proxy.close()
     at_kill = services.db.count("stored_objects")
-    result = archive_batch(batch, services, engine.key)
-    return {"services": services, "batch": batch, "engine": engine.key, "at_kill": at_kill, "result": result}
+    result = archive_batch(batch, services)
+    return {"services": services, "batch": batch, "at_kill": at_kill, "result": result}
 
 
 def test_archive_killed_mid_write_then_rerun_is_whole_and_once(archived):
     services, batch = archived["services"], archived["batch"]
-    wanted = {content_key(o.sha256): o for o in objects_to_preserve(batch, services, archived["engine"])}
+    wanted = {content_key(o.sha256): o for o in objects_to_preserve(batch, services)}
     assert 5 <= archived["at_kill"] < len(wanted)        # killed part way
     with services.db.transaction() as cur:
         cur.execute("SELECT key, sha256, role FROM stored_objects WHERE role IN ('original', 'ocr')")
@@ -455,7 +455,7 @@ def test_archive_killed_mid_write_then_rerun_is_whole_and_once(archived):
         cur.execute("SELECT count(*) AS n FROM personnel_files f LEFT JOIN inventories i USING (file_number)"
                     " WHERE i.file_number IS NULL")
         assert cur.fetchone()["n"] == 0                                # every file described in the store
-    assert archive_batch(batch, services, archived["engine"]).stored == 0   # a rerun does nothing
+    assert archive_batch(batch, services).stored == 0   # a rerun does nothing
 
 
 def _histories(services: Services) -> dict:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import http.client
 import ipaddress
 import json
-import os
 import ssl
 import time
 import urllib.error
@@ -18,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from errors import BadInput, NotFound, SetupError
+from settings import Settings
 from storage.objects import file_sha256
 
 PREFIX = "/api/pull/v1"
@@ -60,7 +60,7 @@ class PullClient:
                            item=endpoint)
         self.base = endpoint.rstrip("/")
         self.token = token
-        self.context = ssl.create_default_context(cafile=ca_file or os.environ.get("ARCHIVE_PULL_CA_FILE") or None)
+        self.context = ssl.create_default_context(cafile=ca_file or Settings.from_env().pull_ca_file or None)
         self.opener = urllib.request.build_opener(_NoRedirects(), urllib.request.HTTPSHandler(context=self.context))
 
     def _request(self, path: str, data: bytes | None = None, headers: dict | None = None):

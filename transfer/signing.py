@@ -86,11 +86,11 @@ class Signer:
         return cls(key)
 
     @classmethod
-    def from_env_or_file(cls, path: Path, generate: bool = True) -> Signer:
-        """ARCHIVE_SIGNING_KEY (PEM) if set, else the key file, created on first use where
-        `generate` (the demo; production configures its key)."""
-        if os.environ.get("ARCHIVE_SIGNING_KEY"):
-            return cls.from_pem(os.environ["ARCHIVE_SIGNING_KEY"].encode())
+    def from_pem_or_file(cls, pem: str, path: Path, generate: bool = True) -> Signer:
+        """The key `pem` (ARCHIVE_SIGNING_KEY) if set, else the key file, created on first use
+        where `generate` (the demo; production configures its key)."""
+        if pem:
+            return cls.from_pem(pem.encode())
         if not path.exists():
             if not generate:
                 raise SetupError("未配置签名密钥 ARCHIVE_SIGNING_KEY", "no signing key: set ARCHIVE_SIGNING_KEY")
