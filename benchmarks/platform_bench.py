@@ -6,22 +6,28 @@ own database in the same PostgreSQL. Two sending installations hold the same num
 steps (synthetic files, real state changes through transfer/states.py, so each step writes its
 record into the outbox):
 
-- baseline: one installation's records, signed and POSTed by a thread pool of raw httpx clients,
-  each thread sending whole transfers in order: no outbox, no bookkeeping;
+- baseline: one installation's records, read from its outbox (not timed), then signed and POSTed
+  (timed) by a thread pool of raw httpx clients, each thread sending whole transfers in order: no
+  outbox bookkeeping;
 - outbox: the other's, delivered by crossregion/outbox.deliver_due with as many deliverers
   (claim, sign, check the schema, POST, record the attempt, mark delivered).
 
-The ratio is the cost of the outbox's guarantees. Then the delay: the outbox's `follow` loop runs
+Both sides sign every record in their timed part and keep their HTTP connections for the whole
+run (the baseline one client a sender, the outbox its PlatformClient's pool); both first deliver
+--warmup transfers of their own untimed, then the timed transfers in two halves, in the order
+baseline, outbox, outbox, baseline, so that neither gains from going second to a warmed or
+fuller platform. The ratio is the cost of the outbox's guarantees. Then the delay: the outbox's `follow` loop runs
 while steps are taken at a steady rate; for each, the platform's received_at minus the step's
 own time (one clock: both are PostgreSQL's now()).
 
-    python benchmarks/platform_bench.py [--transfers 300] [--workers 4] [--rate 20] [--seconds 15]
+    python benchmarks/platform_bench.py [--transfers 300] [--warmup 20] [--workers 4] [--rate 20] [--seconds 15]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import queue
 import shutil
 import signal
 import statistics
@@ -45,9 +51,11 @@ from devservices.postgres import LocalPostgres  # noqa: E402
 from devservices.s3 import free_port  # noqa: E402
 from national_platform import service  # noqa: E402
 from national_platform.cli import platform_database  # noqa: E402
-from settings import Settings  # noqa: E402
+from settings import (
+    Settings,  # noqa: E402
+    StorageSettings,  # noqa: E402
+)
 from stages.services import Services  # noqa: E402
-from storage.config import StorageSettings  # noqa: E402
 from tests.synthetic_transfers import WALK, add_file, request, step  # noqa: E402
 from transfer import registry  # noqa: E402
 from transfer.signing import Signer, canonical_json  # noqa: E402
@@ -90,27 +98,41 @@ def start_platform(url: str, port: int) -> subprocess.Popen:
     raise SystemExit("the platform did not start")
 
 
-def baseline(svc: Services, key: Signer, tids: list[str], url: str, token: str, workers: int) -> float:
+def baseline(svc: Services, key: Signer, tids: list[str], senders: queue.Queue) -> float:
+    """Seconds to sign and POST the records of `tids`, each transfer's in order, one sender's
+    client a thread."""
     with svc.db.transaction() as cur:
-        cur.execute("SELECT transfer_id, body FROM platform_outbox ORDER BY transfer_id, sequence")
+        cur.execute("SELECT transfer_id, body FROM platform_outbox WHERE transfer_id::text = ANY(%s)"
+                    " ORDER BY transfer_id, sequence", (tids,))
         rows = cur.fetchall()
     by: dict[str, list[dict]] = {}
     for r in rows:
-        by.setdefault(str(r["transfer_id"]), []).append(key.sign(r["body"]))
-    clients = threading.local()
+        by.setdefault(str(r["transfer_id"]), []).append(r["body"])
 
-    def send(records: list[dict]) -> None:
-        if not hasattr(clients, "http"):
-            clients.http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
-        for rec in records:
-            res = clients.http.post("/api/v1/records", content=canonical_json(rec),
-                                    headers={"Content-Type": "application/json", "Idempotency-Key": rec["record_id"]})
-            assert res.status_code == 201, res.text
+    def send(bodies: list[dict]) -> None:
+        http = senders.get()
+        try:
+            for body in bodies:
+                rec = key.sign(body)
+                res = http.post("/api/v1/records", content=canonical_json(rec),
+                                headers={"Content-Type": "application/json", "Idempotency-Key": rec["record_id"]})
+                assert res.status_code == 201, res.text
+        finally:
+            senders.put(http)
 
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(workers) as pool:
+    with ThreadPoolExecutor(senders.qsize()) as pool:
         list(pool.map(send, by.values()))
     return time.perf_counter() - t0
+
+
+def outboxed(svc: Services, client: PlatformClient, key: Signer, transfers: int, workers: int) -> float:
+    """Seconds deliver_due takes to deliver every record due, which must be `transfers` transfers'."""
+    t0 = time.perf_counter()
+    run = outbox.deliver_due(svc.db, client, key, retry_seconds=1, workers=workers)
+    seconds = time.perf_counter() - t0
+    assert run.count("delivered") == 5 * transfers and outbox.backlog(svc.db).pending == 0, run.count("delivered")
+    return seconds
 
 
 def delays(svc: Services, platform_url: str) -> list[float]:
@@ -133,6 +155,7 @@ def pct(values: list[float], p: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--transfers", type=int, default=300, help="transfers of 5 records each, per side")
+    ap.add_argument("--warmup", type=int, default=20, help="transfers each side delivers untimed first")
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--rate", type=float, default=20, help="steps a second during the delay measurement")
     ap.add_argument("--seconds", type=float, default=15)
@@ -155,18 +178,29 @@ def main() -> None:
         proc = start_platform(pg.url("platform"), port)
         url = f"http://127.0.0.1:{port}"
         raw_side, box_side = installation(pg, "raw", root), installation(pg, "box", root)
-        t0 = time.perf_counter()
-        raw_tids = make_steps(raw_side, key, args.transfers, "RAW")
-        make_steps(box_side, key, args.transfers, "BOX")
-        n = args.transfers * 5
-        print(f"{2 * n} transfer steps taken, each writing its record to the outbox: "
-              f"{2 * n / (time.perf_counter() - t0):.0f} steps/s (not timed below)", flush=True)
-        raw = baseline(raw_side, key, raw_tids, url, token, args.workers)
+        senders: queue.Queue = queue.Queue()
+        for _ in range(args.workers):
+            senders.put(httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10))
         client = PlatformClient(url, token)
+        halves = [args.transfers // 2, args.transfers - args.transfers // 2]
         t0 = time.perf_counter()
-        run = outbox.deliver_due(box_side.db, client, key, retry_seconds=1, workers=args.workers)
-        box = time.perf_counter() - t0
-        assert run.count("delivered") == n and outbox.backlog(box_side.db).pending == 0, run.count("delivered")
+        raw_warm = make_steps(raw_side, key, args.warmup, "RAW-W")
+        make_steps(box_side, key, args.warmup, "BOX-W")
+        raw_tids = [make_steps(raw_side, key, k, f"RAW-{h}") for h, k in enumerate(halves)]
+        made = 5 * (2 * args.warmup + args.transfers)
+        print(f"{made} transfer steps taken, each writing its record to the outbox: "
+              f"{made / (time.perf_counter() - t0):.0f} steps/s (not timed below)", flush=True)
+        baseline(raw_side, key, raw_warm, senders)  # the same warm-up for both, untimed
+        outboxed(box_side, client, key, args.warmup, args.workers)
+        make_steps(box_side, key, halves[0], "BOX-0")  # after: deliver_due sends whatever is due
+        raw = baseline(raw_side, key, raw_tids[0], senders)
+        box = outboxed(box_side, client, key, halves[0], args.workers)
+        make_steps(box_side, key, halves[1], "BOX-1")
+        box += outboxed(box_side, client, key, halves[1], args.workers)
+        raw += baseline(raw_side, key, raw_tids[1], senders)
+        while not senders.empty():
+            senders.get().close()
+        n = args.transfers * 5
         print(f"\nthroughput, {n} records, {args.workers} senders at once:")
         print(f"  raw httpx POSTs (no outbox)      {n / raw:8.0f} records/s")
         print(f"  outbox → platform                {n / box:8.0f} records/s   {raw / box * 100:.0f}% of the raw rate")

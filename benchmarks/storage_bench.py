@@ -10,7 +10,8 @@ The same files (page-sized scans and a few objects of hundreds of MB) are stored
          endpoint's own MD5 of what it received (ARCHIVE_S3_VERIFY=digest, the default; a copy
          whose digest differs is read back);
   read-back: the same with ARCHIVE_S3_VERIFY=read-back, every object read back and hashed;
-each side into a fresh bucket, in turn for --rounds rounds, after one untimed warm-up of each.
+each side into a fresh bucket, in turn for --rounds rounds (each round started by another side),
+after one untimed warm-up of each.
 Prints MB/s of each side per round and the ratios to raw of the medians. Without --endpoint a
 moto server is started on loopback for the run (and stopped).
 """
@@ -121,9 +122,11 @@ def main() -> None:
             run_ours(reading, "warm-read", warm)
             raw_s, ours_s, read_s = [], [], []
             for r in range(args.rounds):
-                raw_s.append(run_raw(client, f"raw-{r}", files))
-                ours_s.append(run_ours(store, f"ours-{r}", files))
-                read_s.append(run_ours(reading, f"read-{r}", files))
+                sides = [(raw_s, lambda r=r: run_raw(client, f"raw-{r}", files)),
+                         (ours_s, lambda r=r: run_ours(store, f"ours-{r}", files)),
+                         (read_s, lambda r=r: run_ours(reading, f"read-{r}", files))]
+                for times, run in sides[r % 3:] + sides[:r % 3]:  # each side first in turn, none always after another
+                    times.append(run())
                 print(f"round {r + 1}: raw upload_file {total / 1e6 / raw_s[-1]:.1f} MB/s, ours (verified by "
                       f"digest) {total / 1e6 / ours_s[-1]:.1f} MB/s, ours (read back) {total / 1e6 / read_s[-1]:.1f}"
                       " MB/s", flush=True)
