@@ -98,7 +98,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         with services.db.transaction() as cur:
             audit.record(cur, cli_actor(), "batch.report", target=args.batch_id)
     if args.html:
-        Path(args.html).write_text(report_html(report), encoding="utf-8")
+        try:
+            Path(args.html).write_text(report_html(report), encoding="utf-8")
+        except OSError as exc:
+            raise BadInput(f"无法写入 {args.html}：{exc.strerror}", f"cannot write {args.html}: {exc.strerror}",
+                           item=args.html) from exc
         print(args.html)
     else:
         print(json.dumps(report, ensure_ascii=False, indent=2))
@@ -178,6 +182,9 @@ def cmd_ocr(args: argparse.Namespace) -> int:
     return 0
 
 
+MAX_PAGING = 1_000_000  # largest --limit or --offset of `archive search`
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from devservices.instance import local_database_if_unconfigured
     from search.query import RANK_WINDOW, Filters, search
@@ -190,6 +197,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise BadInput(f"日期 {given} 无效，应为 YYYY-MM-DD", f"date {given!r} is not a date (YYYY-MM-DD)",
                            item=given) from exc
+    # PostgreSQL refuses a negative LIMIT or OFFSET, or one past bigint, with an error of its own
+    for option, value, least in (("--limit", args.limit, 1), ("--offset", args.offset, 0)):
+        if not least <= value <= MAX_PAGING:
+            raise BadInput(f"{option} 应为 {least} 到 {MAX_PAGING} 之间的整数",
+                           f"{option} must be a whole number from {least} to {MAX_PAGING}", item=str(value))
     with local_database_if_unconfigured():  # the demo's database unless one is configured
         services = Services.from_env()
         services.db.migrate()
@@ -225,6 +237,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from web.app import create_app
 
     settings = Settings.from_env()
+    _check_listen_options(args)
     tls = bool(args.tls_cert and args.tls_key)
     if not _loopback(args.host) and not tls and not settings.behind_tls_proxy:
         raise SetupError(f"不在本机回环地址（{args.host}）上提供服务时必须使用 TLS：请给出 --tls-cert 和 --tls-key，"
@@ -233,9 +246,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          "ARCHIVE_BEHIND_TLS_PROXY=1 behind a TLS proxy")
     ssl = {"ssl_certfile": args.tls_cert, "ssl_keyfile": args.tls_key} if tls else {}
     scheme = "https" if tls or settings.behind_tls_proxy else "http"
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    # uvicorn re-raises the SIGTERM it shut down on: handled, `kill PID` still unwinds (the demo PostgreSQL stopped)
+    signal.signal(signal.SIGTERM, stop)
     with local_database_if_unconfigured():
         services = Services.from_env(keep_connections=8)
         services.prepare()  # production's refusals, before anything listens
+        _check_port_free(args.host, args.port)
         print(f"员工网页 / staff web: {scheme}://{args.host}:{args.port}/  (登录 / log in: /login)")
         if not args.process:
             print("上传的批次由 Dagster 传感器处理（archive ui）/ uploads are run by the Dagster sensor (archive ui)")
@@ -252,6 +272,39 @@ def cmd_serve(args: argparse.Namespace) -> int:
             finally:
                 runner.close(timeout=5)
     return 0
+
+
+def _check_listen_options(args: argparse.Namespace) -> None:
+    """BadInput for a port no socket can have and for TLS files that are not a usable pair."""
+    import ssl
+
+    if not 1 <= args.port <= 65535:
+        raise BadInput(f"--port {args.port} 应在 1 到 65535 之间", f"--port {args.port} must be from 1 to 65535",
+                       item=str(args.port))
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise BadInput("--tls-cert 与 --tls-key 须同时给出", "--tls-cert and --tls-key go together: give both")
+    if args.tls_cert:
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            reason = "not a PEM certificate and its private key" if isinstance(exc, ssl.SSLError) else exc.strerror
+            raise BadInput(f"无法以 {args.tls_cert} 和 {args.tls_key} 提供 TLS：{reason}",
+                           f"cannot serve TLS with {args.tls_cert} and {args.tls_key}: {reason}",
+                           item=args.tls_cert) from exc
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """SetupError when nothing can listen there (uvicorn would log it and exit 3, our not-ready status)."""
+    import socket
+
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.create_server((host, port), family=family):
+            pass
+    except OSError as exc:
+        raise SetupError(f"无法在 {host}:{port} 上监听（{exc.strerror or exc}）：端口已被占用或地址不可用",
+                         f"cannot listen on {host}:{port} ({exc.strerror or exc}): the port is taken by another "
+                         "program or the address is not this machine's", item=f"{host}:{port}") from exc
 
 
 def _loopback(host: str) -> bool:
