@@ -1,7 +1,9 @@
 """The inbox sensor on a real PostgreSQL and S3: one run per complete, stable batch, never two."""
 
 import json
+import os
 import shutil
+import time
 
 import dagster as dg
 import pytest
@@ -10,6 +12,7 @@ from pipeline.definitions import batch_job
 from pipeline.partitions import scan_batches
 from pipeline.resources import ArchiveServicesResource
 from pipeline.sensors import make_inbox_sensor
+from storage.objects import content_key, sha256_hex
 from tests.conftest import SAMPLE_BATCH
 
 
@@ -93,3 +96,62 @@ def test_a_batch_uploaded_elsewhere_launches_exactly_one_run(inbox, tick, servic
     assert [(r.run_key, r.partition_key) for r in first.run_requests] == [(batch_id, batch_id)]
     assert tick(first.cursor).run_requests == []  # its partition exists now: requested once
     assert tick(None).run_requests == []          # a restarted daemon with no cursor neither
+
+
+def _touch(folder, when: float) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            os.utime(path, (when, when))
+
+
+def test_a_batch_is_taken_only_once_it_has_stopped_changing_for_the_settle_time(inbox, tick, monkeypatch):
+    monkeypatch.setenv("ARCHIVE_INBOX_SETTLE_SECONDS", "3")
+    folder = inbox / "fresh"
+    shutil.copytree(SAMPLE_BATCH, folder)
+    _touch(folder, time.time())  # just copied in (copytree keeps the sample's old times)
+    first = tick(None)
+    second = tick(first.cursor)  # unchanged since the first look, but newer than the settle time
+    assert first.run_requests == [] and second.run_requests == []
+    assert json.loads(second.cursor)["handed_in"] == {}
+    newest = max(p.stat().st_mtime for p in folder.rglob("*") if p.is_file())
+    time.sleep(max(0.0, newest + 3.1 - time.time()))
+    third = tick(second.cursor)
+    assert len(third.run_requests) == 1 and json.loads(third.cursor)["handed_in"].keys() == {"fresh"}
+
+
+def _staged(services) -> set[str]:
+    return {key for key, _ in services.store.keys(services.staging_bucket)}
+
+
+def test_a_folder_handed_in_again_after_its_content_changed_is_a_new_batch_that_resends_only_the_change(
+        inbox, tick, services):
+    folder = inbox / "batch-c"
+    shutil.copytree(SAMPLE_BATCH, folder)
+    first = tick(tick(None).cursor)
+    [before] = [r.run_key for r in first.run_requests]
+    staged = _staged(services)
+    assert len(staged) == 10
+    page = folder / "pages" / "GZ2026-0070002-0001.jpg"
+    page.write_bytes(page.read_bytes() + b"\0rescanned")  # staff replace a page of a folder already handed in
+    looked = tick(first.cursor)
+    assert looked.run_requests == []  # changed since the last look: it must settle again
+    again = tick(looked.cursor)
+    assert [r.run_key for r in again.run_requests] == [again.run_requests[0].partition_key]
+    after = again.run_requests[0].run_key
+    assert after != before  # other content: another batch and another run, not ignored
+    assert [list(r.partition_keys) for r in again.dynamic_partitions_requests] == [[after]]
+    assert services.db.count("batches") == 2
+    assert _staged(services) - staged == {content_key(sha256_hex(page.read_bytes()), "originals")}  # only the change
+    assert tick(again.cursor).run_requests == []  # and that once
+
+
+def test_a_folder_touched_without_a_content_change_asks_for_no_second_run(inbox, tick, services):
+    folder = inbox / "batch-d"
+    shutil.copytree(SAMPLE_BATCH, folder)
+    first = tick(tick(None).cursor)
+    [launched] = [r.run_key for r in first.run_requests]
+    _touch(folder, time.time() - 60)  # a copy tool synced the same files again: new times, same bytes
+    again = tick(tick(first.cursor).cursor)
+    assert [r.run_key for r in again.run_requests] == [launched]  # the same run key: the daemon runs it once
+    assert again.dynamic_partitions_requests == []
+    assert services.db.count("batches") == 1 and len(_staged(services)) == 10

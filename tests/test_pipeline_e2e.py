@@ -16,7 +16,7 @@ from stages.submit import submit_folder
 from storage.objects import content_key
 from tests.conftest import SAMPLE_BATCH, SAMPLE_TRUTH, make_services, new_database
 
-# The issue-4 target is <= 1% on every variant; measured 0.0-0.3% (README, benchmarks/ocr_bench.py).
+# The issue-4 target: <= 1% on every variant (the measured figure: README, benchmarks/ocr_bench.py).
 CER_BOUND = 0.01
 COUNTED = ("batches", "batch_files", "personnel_files", "materials", "pages", "stored_objects", "transfers",
            "transfer_events", "events")
