@@ -370,8 +370,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a wrong command line reported as bad input (exit 1, as the exit-status table
+    says) rather than argparse's own status 2, which here means a setup problem."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"{BadInput.label}: 命令参数有误 / {self.prog}: {message}", file=sys.stderr)
+        sys.exit(BadInput.exit_code)
+
+
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="archive", description="Personnel-archive digitization pipeline")
+    ap = _Parser(prog="archive", description="Personnel-archive digitization pipeline")
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="run the whole pipeline on the sample batch and print a summary")
     p.add_argument("--keep-running", action="store_true", help="leave PostgreSQL running afterwards")

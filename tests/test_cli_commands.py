@@ -315,3 +315,13 @@ def test_serve_refuses_a_configuration_it_cannot_serve(cli, tmp_path):
         taken.bind(("127.0.0.1", int(port)))
         taken.listen()
         refused(serve("--port", port), 2, f"127.0.0.1:{port}")
+
+
+def test_a_wrong_command_line_is_bad_input_not_a_setup_problem(tmp_path):
+    """argparse's own status is 2, which `archive` keeps for setup problems."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARCHIVE_")} | {"DAGSTER_HOME": str(tmp_path)}
+    for args, said in ((["search", "--limit", "abc", "张三"], "invalid int value"), ([], "required"),
+                       (["no-such-command"], "invalid choice")):
+        r = subprocess.run([str(ARCHIVE), *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert "Traceback" not in r.stderr
+        refused(r, 1, said)
