@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stages.services import Services
-from stages.submit import MANIFEST_NAMES, scan_folder, submit_folder
+from stages.submit import MANIFEST_NAMES, submit_folder
 
 
 @dataclass
@@ -34,12 +34,20 @@ class InboxState:
 
 
 def signature(folder: Path) -> tuple[str, float]:
-    """(names, sizes and mtimes of every file; newest mtime): changes whenever a file does."""
+    """(names, sizes and mtimes of every file; newest mtime): changes whenever a file does.
+    Hidden and left-out files count too (an rsync writes `.page.jpg.XXXXXX` before renaming
+    it), though only what hand-in keeps is handed in."""
     parts, newest = [], 0.0
-    for rel, path in scan_folder(folder):
-        st = path.stat()
-        parts.append(f"{rel}:{st.st_size}:{st.st_mtime_ns}")
-        newest = max(newest, st.st_mtime)
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(root) / name
+            try:
+                st = path.lstat()
+            except OSError:   # gone between the listing and the look: changing
+                continue
+            parts.append(f"{path.relative_to(folder).as_posix()}:{st.st_size}:{st.st_mtime_ns}")
+            newest = max(newest, st.st_mtime)
     return "|".join(parts), newest
 
 

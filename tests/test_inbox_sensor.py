@@ -155,3 +155,18 @@ def test_a_folder_touched_without_a_content_change_asks_for_no_second_run(inbox,
     assert [r.run_key for r in again.run_requests] == [launched]  # the same run key: the daemon runs it once
     assert again.dynamic_partitions_requests == []
     assert services.db.count("batches") == 1 and len(_staged(services)) == 10
+
+
+def test_a_page_still_being_written_under_a_hidden_name_keeps_the_folder_waiting(inbox, tick, services,
+                                                                                 monkeypatch):
+    monkeypatch.setenv("ARCHIVE_INBOX_SETTLE_SECONDS", "3")
+    folder = inbox / "rsync"
+    shutil.copytree(SAMPLE_BATCH, folder)
+    _touch(folder, time.time() - 60)   # the manifest and most pages arrived a minute ago
+    partial = folder / "pages" / ".GZ2026-0070003-0001.jpg.Xk3f9a"   # rsync's temporary name
+    partial.write_bytes(b"\xff\xd8 half a page")
+    first = tick(None)
+    second = tick(first.cursor)   # the visible files have settled; the one being written has not
+    assert first.run_requests == [] and second.run_requests == [] and services.db.count("batches") == 0
+    partial.rename(folder / "pages" / "GZ2026-0070003-0001.jpg")   # rsync finishes: renamed into place
+    assert tick(tick(second.cursor).cursor).run_requests == []     # the rename is a change: settle again
