@@ -322,12 +322,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     """Applies pending migrations as ARCHIVE_MIGRATE_DATABASE_URL (the tables' owner), else as
     ARCHIVE_DATABASE_URL; in production the application's own role cannot (it must not own audit_log)."""
     from devservices.instance import local_database_if_unconfigured
-    from settings import Settings
+    from settings import StorageSettings
+    from settings.environment import text
     from storage.db import Database
 
     with local_database_if_unconfigured():
-        settings = Settings.from_env()
-        url = settings.migrate_database_url or settings.storage.database_url
+        url = text("ARCHIVE_MIGRATE_DATABASE_URL") or StorageSettings.from_env().database_url
         applied = Database(url).migrate()
     print(f"applied {len(applied)} migrations" + (f": {', '.join(applied)}" if applied else ""))
     return 0
@@ -450,7 +450,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return run_command(_configured(args.func), args)
+    return run_command(args.func if args.command in OWN_SETTINGS else _configured(args.func), args)
+
+
+# Commands that need no installation's configuration (local tools, the local PostgreSQL) or read only
+# their own part of it (migrate: the database), so a bad setting elsewhere does not stop them.
+OWN_SETTINGS = {"services", "ocr", "generate-samples", "migrate"}
 
 
 def _configured(func):

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devservices.postgres import LocalPostgres
-from settings.environment import Problems, text, whole
+from settings.environment import Problems, is_set, text, whole
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PG_PORT = 54329
@@ -55,7 +55,7 @@ class LocalInstance:
             "ARCHIVE_OBJECT_ROOT": str(self.home / "objects"),
         }
         out = {k: text(k) or v for k, v in env.items()}
-        if not text("ARCHIVE_REPLICAS"):  # the demo keeps a second copy, in a folder of its own
+        if not is_set("ARCHIVE_REPLICAS"):  # the demo keeps a second copy (ARCHIVE_REPLICAS= : none)
             (self.home / "replica").mkdir(parents=True, exist_ok=True)
             out |= {"ARCHIVE_REPLICAS": "demo-copy",
                     "ARCHIVE_REPLICA_DEMO_COPY_OBJECT_ROOT": str(self.home / "replica")}

@@ -65,6 +65,11 @@ def choice(problems: Problems, name: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
+def is_set(name: str) -> bool:
+    """Whether the variable is there at all (set empty is a choice: none)."""
+    return name in os.environ
+
+
 def flag(name: str) -> bool:
     return text(name).lower() in ("1", "true", "yes")
 

@@ -87,13 +87,14 @@ def material_pdfs(batch_id: str, services: Services) -> tuple[int, int]:
     (a later batch's version is that batch's to make, with its OCR)."""
     with services.db.transaction() as cur:
         cur.execute(f"WITH listed AS ({CATALOG_MATERIALS}) SELECT m.material_id, m.file_number, m.class_code,"
-                    " m.seq, m.title, m.version, p.page_no, p.source_sha256, p.source_page, f.staging_key, f.ocr_key"
+                    " m.seq, m.title, m.version, m.batch_id AS made_by, p.page_no, p.source_sha256, p.source_page,"
+                    " f.staging_key, f.ocr_key"
                     " FROM listed l JOIN materials m USING (file_number, class_code, seq)"
                     " JOIN batches made ON made.batch_id = m.batch_id JOIN batches this ON this.batch_id = %s"
                     " JOIN pages p USING (material_id)"
                     # the OCR result the making batch's ocr stage recorded, else another batch's
                     " JOIN LATERAL (SELECT staging_key, ocr_key FROM batch_files WHERE sha256 = p.source_sha256"
-                    " ORDER BY ocr_key IS NULL, batch_id <> m.batch_id LIMIT 1) f"
+                    " ORDER BY ocr_key IS NULL, batch_id <> m.batch_id, batch_id LIMIT 1) f"
                     " ON true WHERE m.pdf_sha256 IS NULL AND made.submitted_at <= this.submitted_at"
                     " ORDER BY m.material_id, p.page_no", (batch_id, batch_id))
         rows = cur.fetchall()
@@ -106,7 +107,7 @@ def material_pdfs(batch_id: str, services: Services) -> tuple[int, int]:
         for p in pages:  # one material at a time: a few pages in memory, never the batch
             image, _ = load_pages(services.store.get(services.staging_bucket, p["staging_key"]))[p["source_page"]]
             if p["ocr_key"] is None:
-                raise OcrNotDone(batch_id, p["staging_key"])
+                raise OcrNotDone(p["made_by"], p["staging_key"])  # the batch whose ocr run must record it
             results, _ = load_ocr(services, p["ocr_key"])
             rendered.append((image, results[p["source_page"]]))
         first = pages[0]

@@ -62,9 +62,10 @@ class OcrNotDone(NotReady):
     """A scan file the ocr stage has not read (or read before its result keys were recorded)."""
 
     def __init__(self, batch_id: str, path: str) -> None:
-        super().__init__(f"批次 {batch_id} 的 {path} 尚未识别，请先运行识别阶段",
-                         f"{path} of batch {batch_id} has no OCR result recorded: run the ocr stage first",
-                         item=path)
+        super().__init__(f"批次 {batch_id} 的 {path} 尚无识别结果记录，请先对该批次运行识别阶段"
+                         "（已有结果会复用，不会重复识别）",
+                         f"{path} of batch {batch_id} has no OCR result recorded: run the ocr stage first, for "
+                         "that batch (results already made are reused, nothing is OCR'd twice)", item=path)
 
 
 def result_keys(services: Services, batch_id: str) -> dict[str, str]:
