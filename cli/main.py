@@ -323,11 +323,11 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     ARCHIVE_DATABASE_URL; in production the application's own role cannot (it must not own audit_log)."""
     from devservices.instance import local_database_if_unconfigured
     from settings import StorageSettings
-    from settings.environment import text
     from storage.db import Database
 
     with local_database_if_unconfigured():
-        url = text("ARCHIVE_MIGRATE_DATABASE_URL") or StorageSettings.from_env().database_url
+        storage = StorageSettings.from_env()
+        url = storage.migrate_database_url or storage.database_url
         applied = Database(url).migrate()
     print(f"applied {len(applied)} migrations" + (f": {', '.join(applied)}" if applied else ""))
     return 0

@@ -6,7 +6,6 @@ through the web page or `archive upload` are already registered and only need th
 """
 
 import json
-from pathlib import Path
 
 import dagster as dg
 
@@ -17,10 +16,6 @@ from settings import Settings
 from stages.inbox import InboxState, poll
 from stages.progress import awaiting_processing
 from stages.transfer import transfers as transfers_of
-
-
-def inbox_path() -> Path:
-    return Settings.from_env().inbox_dir
 
 
 def make_inbox_sensor(job) -> dg.SensorDefinition:  # job: the asset job the runs belong to

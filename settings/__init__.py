@@ -86,7 +86,6 @@ class Settings:
                                                     # key file under DAGSTER_HOME/keys
     pull_token: str = ""                            # ARCHIVE_PULL_TOKEN: the token a sender issued us
     pull_ca_file: str = ""                          # ARCHIVE_PULL_CA_FILE: a sender's CA, if not a public one
-    migrate_database_url: str = ""                  # ARCHIVE_MIGRATE_DATABASE_URL: the schema owner's connection
 
     @property
     def production(self) -> bool:
@@ -146,7 +145,6 @@ class Settings:
             signing_key_pem=text("ARCHIVE_SIGNING_KEY"),
             pull_token=text("ARCHIVE_PULL_TOKEN"),
             pull_ca_file=text("ARCHIVE_PULL_CA_FILE"),
-            migrate_database_url=text("ARCHIVE_MIGRATE_DATABASE_URL"),
         )
         problems.raise_all()
         return settings

@@ -52,6 +52,7 @@ class StorageSettings:
     replicas: tuple[ReplicaSettings, ...] = ()
     s3: S3Tuning = field(default_factory=S3Tuning)
     fixity_period_days: int = 90    # every copy of every object re-read at least this often
+    migrate_database_url: str = ""  # ARCHIVE_MIGRATE_DATABASE_URL: the schema owner's connection, for migrations
 
     @classmethod
     def from_env(cls) -> StorageSettings:
@@ -81,6 +82,7 @@ def storage_from_env(problems: Problems) -> StorageSettings:
                     lock_days=whole(problems, "ARCHIVE_S3_LOCK_DAYS", 0, 0),
                     verify=choice(problems, "ARCHIVE_S3_VERIFY", ("digest", "read-back"))),
         fixity_period_days=whole(problems, "ARCHIVE_FIXITY_PERIOD_DAYS", 90, 1),
+        migrate_database_url=text("ARCHIVE_MIGRATE_DATABASE_URL"),
     )
 
 

@@ -122,7 +122,8 @@ def ocr_batch(batch_id: str, services: Services, config: EngineConfig | None = N
                     fallback += any(f.startswith("fallback:") for f in r.flags)
     with services.db.transaction() as cur:
         events.record(cur, done)
-        cur.executemany("UPDATE batch_files SET ocr_key = %s WHERE batch_id = %s AND path = %s",
-                        [(ocr_key(config.key, s["sha256"]), batch_id, s["path"]) for s in scans])
+        cur.execute("UPDATE batch_files b SET ocr_key = k.key FROM unnest(%s::text[], %s::text[]) AS k(path, key)"
+                    " WHERE b.batch_id = %s AND b.path = k.path",  # one statement however many scans
+                    ([s["path"] for s in scans], [ocr_key(config.key, s["sha256"]) for s in scans], batch_id))
         advance(cur, batch_id, "ocr_done")
     return OcrResult(batch_id, len(todo), cached, pages, failures, fallback, time.perf_counter() - t0)
