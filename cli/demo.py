@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +101,10 @@ def batch_cer(services: Services, batch_id: str, truth_dir: Path) -> tuple[float
     return (corpus_cer(pairs) if pairs else None), len(pairs)
 
 
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def run_folder(batch_dir: Path, truth_dir: Path | None = None,
                heading: str = "批次处理完成 / batch processed") -> RunSummary:
     """Hands in a batch folder or zip and runs the batch's four assets (services must be up)."""
@@ -113,7 +118,7 @@ def run_folder(batch_dir: Path, truth_dir: Path | None = None,
     run_config: dict = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     t0 = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
-        result = run_batch(sub.batch_id, resources, instance, run_config)
+        result = run_batch(sub.batch_id, resources, instance, run_config, say=_say)
     seconds = time.perf_counter() - t0
     metadata = {}
     for ev in result.get_asset_materialization_events():

@@ -25,6 +25,9 @@ class ArchiveError(Exception):
     http_status = 400
     kind = "error"
     label = "错误 / error"
+    # a state that passes by itself (a database restarting, a concurrent writer): a step failing
+    # with it is retried by Dagster's retry policy; any other known state is not
+    transient = False
 
     def __init__(self, message_zh: str, message_en: str, *, item: str | None = None) -> None:
         from catalog.idnumber import mask_ids  # messages reach logs and screens: no ID number whole

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from pipeline.assets import ASSETS
+from pipeline.executor import multiprocess
 from pipeline.preservation_assets import PRESERVATION_ASSETS, fixity_audit_asset, inventories_asset, replication_asset
 from pipeline.resources import archive_resources
 from pipeline.sensors import make_inbox_sensor, make_platform_sensor, make_transfer_sensor
@@ -37,4 +38,5 @@ defs = dg.Definitions(
                                      description="re-reads the day's share of objects on every copy and repairs "
                                                  "what is damaged")],
     resources=archive_resources(),
+    executor=multiprocess,  # Dagster's default, recording each run's worker for run monitoring
 )

@@ -1,6 +1,6 @@
 """The project's errors as Dagster sees them: a known state fails the step with its bilingual
-sentence and no retry (running it again changes nothing until a person or an earlier step acts);
-anything else is a bug and keeps Dagster's traceback."""
+sentence, and no retry unless the state is transient (running it again changes nothing until a
+person or an earlier step acts); anything else is a bug and keeps Dagster's traceback."""
 
 import functools
 import inspect
@@ -12,9 +12,14 @@ from errors import ArchiveError
 
 
 def _failure(exc: ArchiveError) -> dg.Failure:
-    return dg.Failure(description=str(exc), allow_retries=False,
+    return dg.Failure(description=str(exc), allow_retries=exc.transient,
                       metadata={"kind": exc.kind, "item": exc.item or "", "message_zh": exc.message_zh,
                                 "message_en": exc.message_en})
+
+
+# Steps are idempotent by content, so a retry redoes only what did not commit. The delays (1, 2,
+# 4, 8, 16 s, ±50%) outlast a PostgreSQL restart.
+RETRY_POLICY = dg.RetryPolicy(max_retries=5, delay=1, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
 def known_failures(fn: Callable) -> Callable:

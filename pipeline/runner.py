@@ -4,23 +4,33 @@
 import logging
 import queue
 import threading
+import time
+from collections.abc import Callable
 
 import dagster as dg
 
+from errors import NotReady
 from pipeline.assets import ASSETS
 from pipeline.partitions import scan_batches, transfers
 from pipeline.transfer_assets import transfer_package_asset
+from pipeline.workers import dead_runs_failed, live_runs, run_worker, worker_tags
 
 log = logging.getLogger(__name__)
 
 
 def run_batch(batch_id: str, resources: dict, instance: dg.DagsterInstance,
-              run_config: dict | None = None) -> dg.ExecuteInProcessResult:
-    """Registers the batch's partition (idempotent) and materializes intake → archive."""
+              run_config: dict | None = None, say: Callable[[str], None] = log.info) -> dg.ExecuteInProcessResult:
+    """Registers the batch's partition (idempotent) and materializes intake → archive.
+
+    NotReady while another live run has the batch; runs whose workers were killed are failed
+    first, and their slots freed, so they hold up nothing."""
     if not instance.has_dynamic_partition(scan_batches.name, batch_id):
         instance.add_dynamic_partitions(scan_batches.name, [batch_id])
+    fail_dead_runs(instance, say)
+    _refuse_if_running(instance, {"batch": batch_id}, f"批次 {batch_id}", f"batch {batch_id}")
+    wait_for_pool(instance, "ocr", say)
     return dg.materialize(ASSETS, partition_key=batch_id, resources=resources, instance=instance,
-                          run_config=run_config, raise_on_error=True, tags={"batch": batch_id})
+                          run_config=run_config, raise_on_error=True, tags={"batch": batch_id, **worker_tags()})
 
 
 def run_transfer(transfer_id: str, resources: dict, instance: dg.DagsterInstance,
@@ -28,9 +38,46 @@ def run_transfer(transfer_id: str, resources: dict, instance: dg.DagsterInstance
     """Registers the transfer's partition and materializes its package."""
     if not instance.has_dynamic_partition(transfers.name, transfer_id):
         instance.add_dynamic_partitions(transfers.name, [transfer_id])
+    fail_dead_runs(instance, log.info)
+    _refuse_if_running(instance, {"transfer": transfer_id}, f"移交 {transfer_id}", f"transfer {transfer_id}")
     return dg.materialize([transfer_package_asset], partition_key=transfer_id, resources=resources,
                           instance=instance, run_config=run_config, raise_on_error=True,
-                          tags={"transfer": transfer_id})
+                          tags={"transfer": transfer_id, **worker_tags()})
+
+
+def fail_dead_runs(instance: dg.DagsterInstance, say: Callable[[str], None]) -> None:
+    """Fails every unfinished run whose worker is gone, and frees its slots, saying which."""
+    for run in dead_runs_failed(instance, {}):
+        worker = run_worker(instance, run)
+        say(f"运行 {run.run_id} 的进程（pid {worker.pid}）已不在，标记为失败 / run {run.run_id}'s worker "
+            f"(pid {worker.pid}) is gone: marked failed")
+
+
+def _refuse_if_running(instance: dg.DagsterInstance, tags: dict[str, str], what_zh: str, what_en: str) -> None:
+    if running := live_runs(instance, tags):
+        run = running[0]
+        raise NotReady(f"{what_zh} 正由运行 {run.run_id} 处理（{run.status.value}），请等它结束",
+                       f"{what_en} is being processed by run {run.run_id} ({run.status.value}): wait for it to "
+                       "end, or stop it in the Dagster UI", item=run.run_id)
+
+
+def wait_for_pool(instance: dg.DagsterInstance, pool: str, say: Callable[[str], None],
+                  poll_seconds: float = 2.0) -> None:
+    """Waits while live runs hold every slot of `pool`, saying once which; a signal ends the wait
+    (Dagster's own wait for a slot defers SIGTERM until the run ends)."""
+    said = False
+    while True:
+        info = instance.event_log_storage.get_concurrency_info(pool)
+        if info.limit is None or info.active_slot_count < info.limit:
+            return
+        holders = sorted(info.active_run_ids)
+        if dead_runs_failed(instance, {}):  # a holder died meanwhile
+            continue
+        if not said:
+            say(f"等待：{pool} 槽位被运行 {', '.join(holders)} 占用 / waiting: the {pool} slot is held by run "
+                f"{', '.join(holders)}")
+            said = True
+        time.sleep(poll_seconds)
 
 
 class BatchQueue:

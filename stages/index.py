@@ -450,6 +450,8 @@ def _chunks(batch_id: str, files: list[PersonnelFile], services: Services, sha_b
 class IndexedConcurrently(NotReady):
     """Another batch was indexing some of the same personnel files; nothing of this one was written."""
 
+    transient = True
+
 
 def index_batch(batch_id: str, services: Services) -> IndexResult:
     catalog = load_catalog(batch_id, services)

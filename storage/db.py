@@ -26,19 +26,24 @@ _LOCK_ID = 0x5041_0001  # advisory lock: one migrator at a time
 class DatabaseUnavailable(SetupError):
     """PostgreSQL could not be reached; the message names the URL (without password)."""
 
+    transient = True
+
 
 def redact(url: str) -> str:
     return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def connect(url: str) -> psycopg2.extensions.connection:
     try:
         return psycopg2.connect(url, connect_timeout=10)
     except psycopg2.OperationalError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DatabaseUnavailable(
             f"无法连接数据库 {redact(url)}",
-            f"cannot connect to PostgreSQL at {redact(url)}: {first}. Start it with "
+            f"cannot connect to PostgreSQL at {redact(url)}: {_first_line(exc)}. Start it with "
             "`archive services start` (demo) or set ARCHIVE_DATABASE_URL") from exc
 
 
@@ -62,10 +67,18 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg2.extensions.cursor]:
+        """One transaction; a connection lost in it (a server restarting) is DatabaseUnavailable,
+        nothing of the transaction committed, so the caller (a step's retry) may run it again."""
         conn = self._take()
         try:
             with conn, conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
                 yield cur
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            if not conn.closed:
+                raise  # the server said no (a deadlock, a timeout): the caller's to handle
+            raise DatabaseUnavailable(f"与数据库 {redact(self.url)} 的连接在事务中断开，事务未提交",
+                                      f"the connection to PostgreSQL at {redact(self.url)} was lost during a "
+                                      f"transaction, which was not committed: {_first_line(exc)}") from exc
         finally:
             self._give(conn)
 

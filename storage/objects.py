@@ -20,6 +20,8 @@ from errors import IntegrityFailure, SetupError
 class ObjectStoreUnavailable(SetupError):
     """The object store cannot be reached or used; the message says which and how to fix it."""
 
+    transient = True
+
 
 class IntegrityError(IntegrityFailure):
     """An object read back does not have the digest it was written with."""

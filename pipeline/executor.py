@@ -1,0 +1,42 @@
+"""Executors of the jobs: Dagster's own, each made to record its run worker first (pipeline/workers.py),
+so that run monitoring can tell a killed worker from a slow one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import dagster as dg
+from dagster._core.executor.base import Executor
+
+from pipeline.workers import worker_tags
+
+
+class _RecordingWorker(Executor):
+    def __init__(self, inner: Executor) -> None:
+        self._inner = inner
+
+    def execute(self, plan_context, execution_plan) -> Iterator[dg.DagsterEvent]:
+        # this runs in the run worker itself, before any step starts
+        plan_context.instance.add_run_tags(plan_context.run_id, worker_tags())
+        yield from self._inner.execute(plan_context, execution_plan)
+
+    @property
+    def retries(self):
+        return self._inner.retries
+
+    @property
+    def step_dependency_config(self):
+        return self._inner.step_dependency_config
+
+
+def recording_worker(inner: dg.ExecutorDefinition) -> dg.ExecutorDefinition:
+    """`inner` with the same name and configuration, recording its run worker."""
+    create = inner.executor_creation_fn
+    assert create is not None
+
+    return dg.ExecutorDefinition(name=inner.name, config_schema=inner.config_schema,
+                                 requirements=inner.get_requirements, description=inner.description,
+                                 executor_creation_fn=lambda init_context: _RecordingWorker(create(init_context)))
+
+
+multiprocess = recording_worker(dg.multiprocess_executor)

@@ -1,0 +1,25 @@
+"""The run launcher of this project's Dagster instance (dagster_home/dagster.yaml): Dagster's own
+launcher, plus the worker health check its run monitoring needs to fail a run whose worker was
+killed (the default launcher has none, so such a run stays STARTED and keeps its pool slot)."""
+
+from __future__ import annotations
+
+import dagster as dg
+from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
+
+from pipeline.workers import run_worker
+
+
+class ArchiveRunLauncher(dg.DefaultRunLauncher):
+    @property
+    def supports_check_run_worker_health(self) -> bool:
+        return True
+
+    def check_run_worker_health(self, run: dg.DagsterRun) -> CheckRunHealthResult:
+        worker = run_worker(self._instance, run)
+        # no tag yet (the worker is starting: run monitoring's start timeout covers it), or a
+        # worker on another machine, which only that machine can check: taken as running
+        alive = worker.alive() if worker else None
+        if alive is False:
+            return CheckRunHealthResult(WorkerStatus.FAILED, f"pid {worker.pid} on {worker.host} is gone")
+        return CheckRunHealthResult(WorkerStatus.RUNNING)

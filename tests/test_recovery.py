@@ -1,0 +1,260 @@
+"""Crashes cost a retry: a killed run worker is seen as dead and its pool slot freed, a run killed
+in the middle of OCR is run again to the end with nothing done twice, and a PostgreSQL restart
+in the middle of the index step is survived by the step's retry."""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import psycopg2
+import pytest
+
+import stages.index
+from devservices.postgres import LocalPostgres
+from devservices.s3 import free_port
+from pipeline.assets import ASSETS
+from pipeline.launcher import ArchiveRunLauncher
+from pipeline.partitions import scan_batches
+from pipeline.resources import ArchiveServicesResource, OcrEngineResource
+from pipeline.workers import WORKER_TAG, Worker, dead_runs_failed, fail_if_dead, this_worker
+from stages.progress import batch_status
+from stages.submit import submit_folder
+from tests.conftest import REPO, SAMPLE_BATCH, make_services, searchable_tempdir
+from tests.test_cli import ARCHIVE, _summary_numbers, demo_env  # noqa: F401  (a fixture)
+
+
+def _dead_worker() -> Worker:
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    stat = Path(f"/proc/{proc.pid}/stat").read_text()
+    started = stat[stat.rindex(")") + 2:].split()[19]
+    proc.kill()
+    proc.wait()
+    me = this_worker()
+    return Worker(me.host, me.boot, proc.pid, started)
+
+
+def _started_run(instance: dg.DagsterInstance, worker: Worker, batch: str) -> dg.DagsterRun:
+    run = dg.DagsterRun(job_name="process_batch", status=dg.DagsterRunStatus.STARTED,
+                        tags={WORKER_TAG: worker.tag(), "batch": batch})
+    return instance.add_run(run)
+
+
+def test_worker_liveness_is_asked_of_the_operating_system():
+    me = this_worker()
+    assert me.alive() is True
+    assert _dead_worker().alive() is False
+    assert Worker(me.host, me.boot, me.pid, str(int(me.started) + 1)).alive() is False  # the PID reused
+    assert Worker(me.host, "another-boot", me.pid, me.started).alive() is False       # the machine restarted
+    assert Worker("some-other-host", me.boot, me.pid, me.started).alive() is None    # only that host can tell
+    assert Worker.parse(me.tag()) == me and Worker.parse("garbage") is None
+
+
+def test_a_dead_workers_run_is_failed_and_its_ocr_slot_freed(tmp_path):
+    overrides = {"concurrency": {"pools": {"default_limit": 1}},  # as dagster_home/dagster.yaml has them
+                 "run_launcher": {"module": "pipeline.launcher", "class": "ArchiveRunLauncher"}}
+    with dg.DagsterInstance.local_temp(str(tmp_path), overrides=overrides) as instance:
+        dead, alive = _started_run(instance, _dead_worker(), "B1"), _started_run(instance, this_worker(), "B2")
+        storage = instance.event_log_storage
+        storage.initialize_concurrency_limit_to_default("ocr")  # as a step of the pool does before claiming
+        assert storage.claim_concurrency_slot("ocr", dead.run_id, "ocr").is_claimed
+        assert not storage.claim_concurrency_slot("ocr", alive.run_id, "ocr").is_claimed  # one slot: waits
+
+        launcher = instance.run_launcher  # what Dagster's run monitoring asks
+        assert isinstance(launcher, ArchiveRunLauncher)
+        assert launcher.supports_check_run_worker_health
+        assert launcher.check_run_worker_health(dead).status.value == "FAILED"
+        assert launcher.check_run_worker_health(alive).status.value == "RUNNING"
+
+        assert [r.run_id for r in dead_runs_failed(instance, {})] == [dead.run_id]
+        assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
+        assert instance.get_run_by_id(alive.run_id).status == dg.DagsterRunStatus.STARTED
+        assert storage.get_concurrency_info("ocr").active_slot_count == 0
+        assert storage.claim_concurrency_slot("ocr", alive.run_id, "ocr").is_claimed
+        assert not fail_if_dead(instance, instance.get_run_by_id(dead.run_id))  # once only
+
+        # a re-execution starts with its parent's tags: the parent's worker is not taken for its own
+        child = instance.add_run(dg.DagsterRun(job_name="process_batch", status=dg.DagsterRunStatus.STARTED,
+                                               tags={**dead.tags, "dagster/parent_run_id": dead.run_id}))
+        assert launcher.check_run_worker_health(child).status.value == "RUNNING" and not dead_runs_failed(instance, {})
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            out += [int(child), *_children(int(child))]
+    return out
+
+
+def _status(database: str) -> str | None:
+    try:
+        with psycopg2.connect(database, connect_timeout=2) as conn, conn.cursor() as cur:
+            cur.execute("SELECT status FROM batches")
+            row = cur.fetchone()
+        conn.close()
+        return row[0] if row else None
+    except psycopg2.Error:  # not started, or its tables not made yet
+        return None
+
+
+def test_archive_run_killed_in_ocr_then_run_again_completes_with_nothing_twice(demo_env):  # noqa: F811
+    env = demo_env
+    first = subprocess.Popen([*ARCHIVE, "run", str(SAMPLE_BATCH)], env=env, cwd=REPO,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    database = f"postgresql://archive@127.0.0.1:{env['ARCHIVE_PG_PORT']}/archive"
+    try:
+        # mid-OCR: intake committed (the batch validated) and the OCR pool's processes started
+        deadline = time.monotonic() + 240
+        while not (_status(database) == "validated" and _children(first.pid)):
+            assert first.poll() is None, first.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, "OCR never started"
+            time.sleep(0.2)
+        time.sleep(2)
+        for pid in [first.pid, *_children(first.pid)]:
+            if "postgres" not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+                os.kill(pid, signal.SIGKILL)  # the run and its OCR workers, not the database it started
+        first.wait(30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+
+    again = subprocess.run([*ARCHIVE, "run", str(SAMPLE_BATCH)], env=env, cwd=REPO, capture_output=True,
+                           text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert re.search(r"run \S+'s worker \(pid \d+\) is gone: marked failed", again.stderr), again.stderr[-3000:]
+    once = subprocess.run([*ARCHIVE, "run", str(SAMPLE_BATCH)], env=env, cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
+    assert once.returncode == 0 and "gone" not in once.stderr
+    # the interrupted batch ends with what one clean run makes, and a third run adds nothing
+    assert _summary_numbers(again.stdout) == _summary_numbers(once.stdout)
+    counts = _summary_numbers(again.stdout)
+    assert counts["pages"] == "9" and counts["pa-archive"] == "31", counts
+    # 10 originals, 9 OCR results, 9 PDFs, the 3 files' inventories: each once
+    assert "9 scans from cache" in once.stdout
+
+
+@pytest.fixture
+def own_postgres():
+    """A PostgreSQL server of this test alone, for it restarts it."""
+    root = searchable_tempdir("archive-restart-pg-")
+    pg = LocalPostgres(root / "data", free_port())
+    pg.start()
+    pg.ensure_database("archive")
+    yield pg
+    pg.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_postgres_restarted_in_the_index_step_is_survived_by_its_retry(own_postgres, s3_url, monkeypatch):
+    services = make_services(own_postgres.url("archive"), s3_url)
+    batch = submit_folder(SAMPLE_BATCH, services).batch_id
+    real_load, restarts = stages.index.load_chunks, []
+
+    def load_then_restart(cur, chunks):
+        if not restarts:  # the first attempt, inside its transaction: the server goes away under it
+            own_postgres.stop()
+            own_postgres.start()
+            restarts.append(1)
+        return real_load(cur, chunks)
+
+    monkeypatch.setattr(stages.index, "load_chunks", load_then_restart)
+    resources = {"services": ArchiveServicesResource(
+        database_url=services.db.url, s3_endpoint_url=s3_url, staging_bucket=services.staging_bucket,
+        archive_bucket=services.archive_bucket), "ocr_engine": OcrEngineResource()}
+    with dg.DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions(scan_batches.name, [batch])
+        result = dg.materialize(ASSETS, partition_key=batch, instance=instance, resources=resources,
+                                raise_on_error=False)
+        assert result.success, [e.message for e in result.all_events if e.is_failure]
+        retried = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+        assert [e.step_key for e in retried] == ["index"] and restarts == [1]
+        assert "connection to PostgreSQL" in retried[0].message or "PostgreSQL" in str(retried[0].event_specific_data)
+    assert batch_status(batch, services)["status"] == "archived"
+    with psycopg2.connect(services.db.url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*), count(DISTINCT (source_sha256, source_page)) FROM pages")
+        assert cur.fetchone() == (9, 9)  # every page once
+
+
+def _tree(pid: int) -> list[int]:
+    return [pid, *_children(pid)] if Path(f"/proc/{pid}").exists() else []
+
+
+def test_daemon_run_whose_worker_is_killed_in_ocr_is_failed_retried_and_completes(demo_env, monkeypatch):  # noqa: F811
+    """Under the Dagster daemon: the killed run is failed with its reason and its OCR slot freed;
+    the run retry then completes the batch from the steps that had not finished, nothing twice."""
+    import yaml
+
+    from devservices.instance import LocalInstance
+
+    home = Path(demo_env["DAGSTER_HOME"])
+    config = yaml.safe_load((home / "dagster.yaml").read_text())
+    config["run_monitoring"] |= {"poll_interval_seconds": 2, "free_slots_after_run_end_seconds": 1}  # test pace
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+    local = LocalInstance(home, int(demo_env["ARCHIVE_PG_PORT"]))
+    for key, value in {**demo_env, **local.environment()}.items():
+        monkeypatch.setenv(key, value)
+    ui = subprocess.Popen([*ARCHIVE, "ui", "--port", str(free_port())], env=os.environ.copy(), cwd=REPO,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not local.postgres.running():
+            assert time.monotonic() < deadline and ui.poll() is None, "the UI did not start PostgreSQL"
+            time.sleep(0.5)
+        time.sleep(2)  # its databases made
+        handed = subprocess.run([*ARCHIVE, "upload", str(SAMPLE_BATCH)], env=os.environ.copy(), cwd=REPO,
+                                capture_output=True, text=True, timeout=120)
+        assert handed.returncode == 0, handed.stderr[-2000:]
+        batch = re.search(r"batch (\S+),", handed.stdout).group(1)
+        database = os.environ["ARCHIVE_DATABASE_URL"]
+
+        with dg.DagsterInstance.get() as instance:
+            def runs() -> list[dg.DagsterRun]:
+                return sorted(instance.get_runs(filters=dg.RunsFilter(tags={"batch": batch})),
+                              key=lambda r: r.run_id == r.tags.get("dagster/root_run_id", r.run_id), reverse=True)
+
+            deadline = time.monotonic() + 300
+            while True:  # the sensor's run reached OCR in its own worker
+                first = next(iter(runs()), None)
+                worker = first and first.tags.get(WORKER_TAG)
+                if worker and _status(database) == "validated":
+                    break
+                assert time.monotonic() < deadline, f"no run reached OCR: {runs()}"
+                time.sleep(0.5)
+            time.sleep(2)
+            for pid in _tree(Worker.parse(worker).pid):  # the worker, its step processes, their OCR pool
+                os.kill(pid, signal.SIGKILL)
+
+            deadline = time.monotonic() + 400
+            while not any(r.status == dg.DagsterRunStatus.SUCCESS for r in runs()):
+                assert time.monotonic() < deadline, [(r.run_id, r.status, r.tags, [e.message for e in
+                                                      instance.all_logs(r.run_id)][-6:]) for r in runs()]
+                time.sleep(2)
+            killed, *retries = runs()
+            assert instance.get_run_by_id(killed.run_id).status == dg.DagsterRunStatus.FAILURE
+            assert len(retries) == 1 and retries[0].tags["dagster/parent_run_id"] == killed.run_id
+            # the reason, in the killed run's log: the code server saw its run process end (with the
+            # code server lost too, run monitoring's worker check says it: the test above)
+            assert any(re.search(r"terminated by signal 9|is gone", e.message or "")
+                       for e in instance.all_logs(killed.run_id)), [e.message for e in instance.all_logs(killed.run_id)]
+            deadline = time.monotonic() + 60
+            while instance.event_log_storage.get_concurrency_info("ocr").active_slot_count:
+                assert time.monotonic() < deadline, "the OCR slot was never freed"
+                time.sleep(1)
+
+        with psycopg2.connect(database) as conn, conn.cursor() as cur:
+            cur.execute("SELECT status FROM batches WHERE batch_id = %s", (batch,))
+            assert cur.fetchone() == ("archived",)
+            cur.execute("SELECT count(*), count(DISTINCT (source_sha256, source_page)) FROM pages")
+            assert cur.fetchone() == (9, 9)
+            cur.execute("SELECT role, count(*) FROM stored_objects GROUP BY role ORDER BY role")
+            assert dict(cur.fetchall()) == {"inventory": 3, "ocr": 9, "original": 10, "searchable-pdf": 9}
+        conn.close()
+    finally:
+        ui.send_signal(signal.SIGTERM)
+        ui.wait(90)
