@@ -3,7 +3,7 @@
 
 import dagster as dg
 
-from pipeline.failures import RETRY_POLICY, known_failures
+from pipeline.failures import known_failures
 from pipeline.partitions import scan_batches
 from pipeline.resources import ArchiveServicesResource, OcrEngineResource
 from stages.archive import archive_batch
@@ -12,8 +12,7 @@ from stages.intake import intake_batch
 from stages.ocr import ocr_batch
 
 
-@dg.asset(name="intake", partitions_def=scan_batches, retry_policy=RETRY_POLICY,
-          group_name="scan_batch", kinds={"postgres", "s3"})
+@dg.asset(name="intake", partitions_def=scan_batches, group_name="scan_batch", kinds={"postgres", "s3"})
 @known_failures
 def intake_asset(context: dg.AssetExecutionContext, services: ArchiveServicesResource) -> dg.MaterializeResult:
     """Validates the handed-in batch: manifest, scan files by content, catalog-to-image link."""
@@ -32,8 +31,7 @@ GATE_CHECKS = {
 }
 
 
-@dg.asset(name="ocr", deps=["intake"], partitions_def=scan_batches, retry_policy=RETRY_POLICY,
-          group_name="scan_batch", pool="ocr",
+@dg.asset(name="ocr", deps=["intake"], partitions_def=scan_batches, group_name="scan_batch", pool="ocr",
           kinds={"onnx", "tesseract"},
           check_specs=[dg.AssetCheckSpec(name, asset="ocr", description=f"{text}, after the fallback engine")
                        for name, text in GATE_CHECKS.values()])
@@ -56,8 +54,7 @@ def ocr_asset(context: dg.AssetExecutionContext, services: ArchiveServicesResour
                                   metadata={"pages": ", ".join(failing[:50]) or "none", "count": len(failing)})
 
 
-@dg.asset(name="index", deps=["ocr"], partitions_def=scan_batches, retry_policy=RETRY_POLICY,
-          group_name="scan_batch", kinds={"postgres"},
+@dg.asset(name="index", deps=["ocr"], partitions_def=scan_batches, group_name="scan_batch", kinds={"postgres"},
           check_specs=[dg.AssetCheckSpec("catalog_image_link", asset="index",
                                          description="数据挂接: every material has its catalogued pages, numbered "
                                                      "1..n, and every listed page file is under one material")])
@@ -74,8 +71,7 @@ def index_asset(context: dg.AssetExecutionContext, services: ArchiveServicesReso
                               metadata={"problems": "; ".join(problems[:50]) or "none", "count": len(problems)})
 
 
-@dg.asset(name="archive", deps=["index"], partitions_def=scan_batches, retry_policy=RETRY_POLICY,
-          group_name="scan_batch", kinds={"s3"})
+@dg.asset(name="archive", deps=["index"], partitions_def=scan_batches, group_name="scan_batch", kinds={"s3"})
 @known_failures
 def archive_asset(context: dg.AssetExecutionContext, services: ArchiveServicesResource) -> dg.MaterializeResult:
     """Originals, OCR results and one searchable PDF per material into preservation storage, verified."""

@@ -38,5 +38,5 @@ defs = dg.Definitions(
                                      description="re-reads the day's share of objects on every copy and repairs "
                                                  "what is damaged")],
     resources=archive_resources(),
-    executor=multiprocess,  # Dagster's default, recording each run's worker for run monitoring
+    executor=multiprocess,  # Dagster's multiprocess executor, recording each run's worker for run monitoring
 )

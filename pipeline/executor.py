@@ -17,7 +17,7 @@ class _RecordingWorker(Executor):
 
     def execute(self, plan_context, execution_plan) -> Iterator[dg.DagsterEvent]:
         # this runs in the run worker itself, before any step starts
-        plan_context.instance.add_run_tags(plan_context.run_id, worker_tags())
+        plan_context.instance.add_run_tags(plan_context.run_id, worker_tags(plan_context.run_id))
         yield from self._inner.execute(plan_context, execution_plan)
 
     @property

@@ -10,16 +10,24 @@ import dagster as dg
 
 from errors import ArchiveError
 
+MAX_RETRIES = 5
+RETRY_BASE_SECONDS = 1.0
 
-def _failure(exc: ArchiveError) -> dg.Failure:
-    return dg.Failure(description=str(exc), allow_retries=exc.transient,
+
+def _failure(exc: ArchiveError, context: dg.AssetExecutionContext | None) -> Exception:
+    """A transient state asks for a retry (after 1, 2, 4, 8, 16 s: longer than a PostgreSQL restart),
+    up to MAX_RETRIES; any other known state, or the last retry, fails the step without one. A
+    bug (any other exception) is not retried: running it again would change nothing."""
+    attempt = context.retry_number if context is not None else MAX_RETRIES
+    if exc.transient and attempt < MAX_RETRIES:
+        return dg.RetryRequested(max_retries=MAX_RETRIES, seconds_to_wait=RETRY_BASE_SECONDS * 2 ** attempt)
+    return dg.Failure(description=str(exc), allow_retries=False,
                       metadata={"kind": exc.kind, "item": exc.item or "", "message_zh": exc.message_zh,
                                 "message_en": exc.message_en})
 
 
-# Steps are idempotent by content, so a retry redoes only what did not commit. The delays (1, 2,
-# 4, 8, 16 s, ±50%) outlast a PostgreSQL restart.
-RETRY_POLICY = dg.RetryPolicy(max_retries=5, delay=1, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+def _context(args: tuple) -> dg.AssetExecutionContext | None:
+    return next((a for a in args if isinstance(a, dg.AssetExecutionContext)), None)
 
 
 def known_failures(fn: Callable) -> Callable:
@@ -30,7 +38,7 @@ def known_failures(fn: Callable) -> Callable:
             try:
                 yield from fn(*args, **kwargs)
             except ArchiveError as exc:
-                raise _failure(exc) from exc
+                raise _failure(exc, _context(args)) from exc
         return gen
 
     @functools.wraps(fn)
@@ -38,5 +46,5 @@ def known_failures(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except ArchiveError as exc:
-            raise _failure(exc) from exc
+            raise _failure(exc, _context(args)) from exc
     return call

@@ -16,7 +16,7 @@ class ArchiveRunLauncher(dg.DefaultRunLauncher):
         return True
 
     def check_run_worker_health(self, run: dg.DagsterRun) -> CheckRunHealthResult:
-        worker = run_worker(self._instance, run)
+        worker = run_worker(run)
         # no tag yet (the worker is starting: run monitoring's start timeout covers it), or a
         # worker on another machine, which only that machine can check: taken as running
         alive = worker.alive() if worker else None

@@ -5,6 +5,7 @@ import logging
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Callable
 
 import dagster as dg
@@ -13,7 +14,7 @@ from errors import NotReady
 from pipeline.assets import ASSETS
 from pipeline.partitions import scan_batches, transfers
 from pipeline.transfer_assets import transfer_package_asset
-from pipeline.workers import dead_runs_failed, live_runs, run_worker, worker_tags
+from pipeline.workers import dead_runs_failed, free_slots_of_ended_runs, live_runs, run_worker, worker_tags
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +27,12 @@ def run_batch(batch_id: str, resources: dict, instance: dg.DagsterInstance,
     first, and their slots freed, so they hold up nothing."""
     if not instance.has_dynamic_partition(scan_batches.name, batch_id):
         instance.add_dynamic_partitions(scan_batches.name, [batch_id])
+    tags = {"batch": batch_id}
     fail_dead_runs(instance, say)
-    _refuse_if_running(instance, {"batch": batch_id}, f"批次 {batch_id}", f"batch {batch_id}")
+    _refuse_if_running(instance, tags, f"批次 {batch_id}", f"batch {batch_id}")
     wait_for_pool(instance, "ocr", say)
-    return dg.materialize(ASSETS, partition_key=batch_id, resources=resources, instance=instance,
-                          run_config=run_config, raise_on_error=True, tags={"batch": batch_id, **worker_tags()})
+    _refuse_if_running(instance, tags, f"批次 {batch_id}", f"batch {batch_id}")  # one may have come meanwhile
+    return _execute(ASSETS, "process_batch", batch_id, tags, resources, instance, run_config)
 
 
 def run_transfer(transfer_id: str, resources: dict, instance: dg.DagsterInstance,
@@ -38,17 +40,29 @@ def run_transfer(transfer_id: str, resources: dict, instance: dg.DagsterInstance
     """Registers the transfer's partition and materializes its package."""
     if not instance.has_dynamic_partition(transfers.name, transfer_id):
         instance.add_dynamic_partitions(transfers.name, [transfer_id])
+    tags = {"transfer": transfer_id}
     fail_dead_runs(instance, log.info)
-    _refuse_if_running(instance, {"transfer": transfer_id}, f"移交 {transfer_id}", f"transfer {transfer_id}")
-    return dg.materialize([transfer_package_asset], partition_key=transfer_id, resources=resources,
-                          instance=instance, run_config=run_config, raise_on_error=True,
-                          tags={"transfer": transfer_id, **worker_tags()})
+    _refuse_if_running(instance, tags, f"移交 {transfer_id}", f"transfer {transfer_id}")
+    return _execute([transfer_package_asset], "package_transfer", transfer_id, tags, resources, instance,
+                    run_config)
+
+
+def _execute(assets: list, job_name: str, partition_key: str, tags: dict[str, str], resources: dict,
+             instance: dg.DagsterInstance, run_config: dict | None) -> dg.ExecuteInProcessResult:
+    """`dg.materialize`, but with the run id chosen here, so that this process is recorded as the
+    run's worker from its start (pipeline/workers.py)."""
+    defs = dg.Definitions(jobs=[dg.define_asset_job(job_name)], assets=assets, resources=resources)
+    run_id = str(uuid.uuid4())
+    return defs.resolve_job_def(job_name).execute_in_process(
+        run_config=run_config, instance=instance, partition_key=partition_key, raise_on_error=True, run_id=run_id,
+        tags={**tags, **worker_tags(run_id)})
 
 
 def fail_dead_runs(instance: dg.DagsterInstance, say: Callable[[str], None]) -> None:
-    """Fails every unfinished run whose worker is gone, and frees its slots, saying which."""
-    for run in dead_runs_failed(instance, {}):
-        worker = run_worker(instance, run)
+    """Fails every unfinished run whose worker is gone, and frees its slots, saying which; no
+    run retry is launched for them, since this process is about to run its batch itself."""
+    for run in dead_runs_failed(instance, {}, retry=False):
+        worker = run_worker(run)
         say(f"运行 {run.run_id} 的进程（pid {worker.pid}）已不在，标记为失败 / run {run.run_id}'s worker "
             f"(pid {worker.pid}) is gone: marked failed")
 
@@ -70,12 +84,12 @@ def wait_for_pool(instance: dg.DagsterInstance, pool: str, say: Callable[[str], 
         info = instance.event_log_storage.get_concurrency_info(pool)
         if info.limit is None or info.active_slot_count < info.limit:
             return
-        holders = sorted(info.active_run_ids)
-        if dead_runs_failed(instance, {}):  # a holder died meanwhile
+        # a holder that died meanwhile, or ended without its slots freed (no daemon to free them)
+        if dead_runs_failed(instance, {}, retry=False) or free_slots_of_ended_runs(instance, pool):
             continue
         if not said:
-            say(f"等待：{pool} 槽位被运行 {', '.join(holders)} 占用 / waiting: the {pool} slot is held by run "
-                f"{', '.join(holders)}")
+            holders = ", ".join(sorted(info.active_run_ids))
+            say(f"等待：{pool} 槽位被运行 {holders} 占用 / waiting: the {pool} slot is held by run {holders}")
             said = True
         time.sleep(poll_seconds)
 

@@ -6,14 +6,13 @@ import dagster as dg
 
 from crossregion import outbox
 from crossregion.client import PlatformClient
-from pipeline.failures import RETRY_POLICY, known_failures
+from pipeline.failures import known_failures
 from pipeline.partitions import transfers
 from pipeline.resources import ArchiveServicesResource, SignerResource
 from stages.transfer import package_transfer, watch_receipts
 
 
-@dg.asset(name="transfer_package", partitions_def=transfers, retry_policy=RETRY_POLICY,
-          group_name="transfer", kinds={"bagit", "s3"})
+@dg.asset(name="transfer_package", partitions_def=transfers, group_name="transfer", kinds={"bagit", "s3"})
 @known_failures
 def transfer_package_asset(context: dg.AssetExecutionContext, services: ArchiveServicesResource,
                            signer: SignerResource) -> dg.MaterializeResult:

@@ -23,86 +23,123 @@ UNFINISHED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.Da
 
 @dataclass(frozen=True)
 class Worker:
+    run_id: str
     host: str
     boot: str
+    pid_namespace: str  # containers sharing a host name and boot have their own process tables
     pid: int
     started: str  # the process's start time in clock ticks since boot (/proc/PID/stat, field 22)
 
     def tag(self) -> str:
-        return f"{self.host}|{self.boot}|{self.pid}|{self.started}"
+        return "|".join((self.run_id, self.host, self.boot, self.pid_namespace, str(self.pid), self.started))
 
     @classmethod
     def parse(cls, tag: str) -> Worker | None:
         parts = tag.split("|")
-        if len(parts) != 4 or not parts[2].isdigit():
+        if len(parts) != 6 or not parts[4].isdigit():
             return None
-        return cls(parts[0], parts[1], int(parts[2]), parts[3])
+        return cls(parts[0], parts[1], parts[2], parts[3], int(parts[4]), parts[5])
 
     def alive(self) -> bool | None:
-        """True or False for a worker on this machine; None where this machine cannot know."""
-        if self.host != socket.gethostname():
+        """True or False for a worker this process can see; None where it cannot know."""
+        here = this_worker(self.run_id)
+        if not (self.boot and self.pid_namespace and self.started and here.boot and here.pid_namespace):
+            return None  # no identity could be read, then or now: never guess
+        if self.host != here.host:
             return None
-        if self.boot != _boot_id():
+        if self.boot != here.boot:
             return False  # the machine restarted since: every process of the old boot is gone
+        if self.pid_namespace != here.pid_namespace:
+            return None
         stat = _stat(self.pid)
-        return stat is not None and stat[0] != "Z" and stat[1] == self.started
+        if stat is None:
+            try:
+                os.kill(self.pid, 0)
+            except ProcessLookupError:
+                return False
+            except PermissionError:
+                return None  # there, but /proc hides it (hidepid)
+            return None
+        return stat[0] != "Z" and stat[1] == self.started
 
 
-def _boot_id() -> str:
+def _read(path: str) -> str:
     try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return Path(path).read_text().strip()
+    except OSError:
+        return ""
+
+
+def _pid_namespace() -> str:
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
     except OSError:
         return ""
 
 
 def _stat(pid: int) -> tuple[str, str] | None:
-    """(state, start time) of a process, None when there is no such process."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+    """(state, start time) of a process, None when there is no such process (or none visible)."""
+    text = _read(f"/proc/{pid}/stat")
+    if not text:
         return None
     fields = text[text.rindex(")") + 2:].split()  # the command name in parentheses may hold spaces
     return fields[0], fields[19]
 
 
-def this_worker() -> Worker:
+def this_worker(run_id: str) -> Worker:
     stat = _stat(os.getpid())
-    return Worker(socket.gethostname(), _boot_id(), os.getpid(), stat[1] if stat else "")
+    return Worker(run_id, socket.gethostname(), _read("/proc/sys/kernel/random/boot_id"), _pid_namespace(),
+                  os.getpid(), stat[1] if stat else "")
 
 
-def worker_tags() -> dict[str, str]:
-    """The tag a run worker records itself with (in-process runs pass it when they start)."""
-    return {WORKER_TAG: this_worker().tag()}
+def worker_tags(run_id: str) -> dict[str, str]:
+    """The tag a run worker records itself with, as its run starts."""
+    return {WORKER_TAG: this_worker(run_id).tag()}
 
 
-def run_worker(instance: dg.DagsterInstance, run: dg.DagsterRun) -> Worker | None:
-    """The worker the run recorded; None before it did, for a re-executed run starts with its
-    parent's tags, the parent's worker among them."""
+def run_worker(run: dg.DagsterRun) -> Worker | None:
+    """The worker the run recorded; None before it did (a re-executed run starts with its
+    parent's tags, the parent's worker among them: a tag of another run is not its own)."""
     tag = run.tags.get(WORKER_TAG)
-    parent_id = run.tags.get("dagster/parent_run_id")
-    parent = instance.get_run_by_id(parent_id) if tag and parent_id else None
-    if not tag or (parent is not None and parent.tags.get(WORKER_TAG) == tag):
-        return None
-    return Worker.parse(tag)
+    worker = Worker.parse(tag) if tag else None
+    return worker if worker is not None and worker.run_id == run.run_id else None
 
 
-def fail_if_dead(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
-    """Marks an unfinished run whose worker is gone as failed and frees its concurrency slots; True if it did."""
-    worker = run_worker(instance, run)
+def fail_if_dead(instance: dg.DagsterInstance, run: dg.DagsterRun, retry: bool = True) -> bool:
+    """Marks an unfinished run whose worker is gone as failed and frees its concurrency slots; True
+    if it did. `retry=False`: the run retry is not launched (the caller runs the batch itself)."""
+    worker = run_worker(run)
     if run.is_finished or worker is None or worker.alive() is not False:
         return False
-    instance.report_run_failed(run, message=f"run worker (pid {worker.pid} on {worker.host}) is gone: it was "
-                                            "killed or its machine stopped; the run did not finish")
+    current = instance.get_run_by_id(run.run_id)  # it may have ended just before its worker did
+    if current is None or current.is_finished:
+        return False
+    if not retry:
+        instance.add_run_tags(run.run_id, {"dagster/max_retries": "0"})
+        current = instance.get_run_by_id(run.run_id)
+    instance.report_run_failed(current, message=f"run worker (pid {worker.pid} on {worker.host}) is gone: it was "
+                                                "killed or its machine stopped; the run did not finish")
     instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
     return True
 
 
-def dead_runs_failed(instance: dg.DagsterInstance, tags: dict[str, str]) -> list[dg.DagsterRun]:
+def dead_runs_failed(instance: dg.DagsterInstance, tags: dict[str, str], retry: bool = True) -> list[dg.DagsterRun]:
     """Fails the unfinished runs with these tags whose workers are gone; those runs."""
     runs = instance.get_runs(filters=dg.RunsFilter(tags=tags, statuses=UNFINISHED))
-    return [r for r in runs if fail_if_dead(instance, r)]
+    return [r for r in runs if fail_if_dead(instance, r, retry)]
+
+
+def free_slots_of_ended_runs(instance: dg.DagsterInstance, pool: str) -> list[str]:
+    """Frees `pool` slots still held by runs that ended or no longer exist; their run ids."""
+    freed = []
+    for run_id in instance.event_log_storage.get_concurrency_info(pool).active_run_ids:
+        run = instance.get_run_by_id(run_id)
+        if run is None or run.is_finished:
+            instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+            freed.append(run_id)
+    return freed
 
 
 def live_runs(instance: dg.DagsterInstance, tags: dict[str, str]) -> list[dg.DagsterRun]:
-    """Unfinished runs with these tags (those whose workers are gone failed first)."""
+    """Unfinished runs with these tags."""
     return list(instance.get_runs(filters=dg.RunsFilter(tags=tags, statuses=UNFINISHED)))

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from errors import NotReady
@@ -83,6 +85,22 @@ def load_ocr(services: Services, key: str) -> tuple[list[PageResult], str]:
     return [PageResult.from_dict(p) for p in json.loads(data)["pages"]], sha256_hex(data)
 
 
+class OcrWorkerLost(NotReady):
+    """An OCR worker process died (killed, out of memory); the results already stored are kept."""
+
+    transient = True
+
+
+@contextmanager
+def _worker_loss(batch_id: str) -> Iterator[None]:
+    try:
+        yield
+    except BrokenProcessPool as exc:
+        raise OcrWorkerLost(f"批次 {batch_id} 的识别进程意外终止（被杀死或内存不足），已存的结果保留",
+                            f"an OCR worker process of batch {batch_id} died (killed or out of memory); the "
+                            "results already stored are kept and the step is run again", item=batch_id) from exc
+
+
 def ocr_batch(batch_id: str, services: Services, config: EngineConfig | None = None,
               workers: int | None = None) -> OcrResult:
     config = config or EngineConfig()
@@ -104,7 +122,7 @@ def ocr_batch(batch_id: str, services: Services, config: EngineConfig | None = N
             for s in todo:
                 yield services.store.get(services.staging_bucket, s["staging_key"])
 
-        with OcrPool(config, workers) as pool:
+        with OcrPool(config, workers) as pool, _worker_loss(batch_id):
             for scan, results in zip(todo, pool.map(blobs()), strict=True):
                 body = json.dumps({"sha256": scan["sha256"], "engine": config.key,
                                    "pages": [r.to_dict() for r in results]}, ensure_ascii=False).encode()

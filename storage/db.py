@@ -29,6 +29,12 @@ class DatabaseUnavailable(SetupError):
     transient = True
 
 
+class DatabaseRefused(DatabaseUnavailable):
+    """PostgreSQL answered and refused the connection: not retried."""
+
+    transient = False
+
+
 def redact(url: str) -> str:
     return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
 
@@ -41,7 +47,9 @@ def connect(url: str) -> psycopg2.extensions.connection:
     try:
         return psycopg2.connect(url, connect_timeout=10)
     except psycopg2.OperationalError as exc:
-        raise DatabaseUnavailable(
+        # a refusal (wrong password, no such database or role) stays until someone fixes it
+        refused = re.search(r"authentication failed|does not exist|no pg_hba.conf entry", str(exc))
+        raise (DatabaseRefused if refused else DatabaseUnavailable)(
             f"无法连接数据库 {redact(url)}",
             f"cannot connect to PostgreSQL at {redact(url)}: {_first_line(exc)}. Start it with "
             "`archive services start` (demo) or set ARCHIVE_DATABASE_URL") from exc
@@ -67,8 +75,9 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg2.extensions.cursor]:
-        """One transaction; a connection lost in it (a server restarting) is DatabaseUnavailable,
-        nothing of the transaction committed, so the caller (a step's retry) may run it again."""
+        """One transaction; a connection lost in it (a server restarting) is DatabaseUnavailable.
+        Lost before COMMIT, nothing was committed; lost during it, the commit may have happened:
+        either way a stage keyed by content may run it again (a step's retry)."""
         conn = self._take()
         try:
             with conn, conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
@@ -76,9 +85,9 @@ class Database:
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
             if not conn.closed:
                 raise  # the server said no (a deadlock, a timeout): the caller's to handle
-            raise DatabaseUnavailable(f"与数据库 {redact(self.url)} 的连接在事务中断开，事务未提交",
+            raise DatabaseUnavailable(f"与数据库 {redact(self.url)} 的连接在事务中断开",
                                       f"the connection to PostgreSQL at {redact(self.url)} was lost during a "
-                                      f"transaction, which was not committed: {_first_line(exc)}") from exc
+                                      f"transaction: {_first_line(exc)}") from exc
         finally:
             self._give(conn)
 

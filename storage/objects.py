@@ -18,9 +18,8 @@ from errors import IntegrityFailure, SetupError
 
 
 class ObjectStoreUnavailable(SetupError):
-    """The object store cannot be reached or used; the message says which and how to fix it."""
-
-    transient = True
+    """The object store cannot be reached or used; the message says which and how to fix it.
+    (Not transient: the S3 client has already retried, and a missing disk stays missing.)"""
 
 
 class IntegrityError(IntegrityFailure):
