@@ -63,9 +63,9 @@ def index_asset(context: dg.AssetExecutionContext, services: ArchiveServicesReso
     """Files, materials, pages and OCR text into PostgreSQL, searchable in Chinese."""
     svc = services.services()
     r = index_batch(context.partition_key, svc)
+    problems = link_problems(context.partition_key, svc)  # before the materialization: a retry makes one
     yield dg.MaterializeResult(metadata={"files": r.files, "materials": r.materials, "pages": r.pages,
                                          "rows_written": r.rows_written})
-    problems = link_problems(context.partition_key, svc)
     yield dg.AssetCheckResult(check_name="catalog_image_link", passed=not problems,
                               severity=dg.AssetCheckSeverity.ERROR,
                               metadata={"problems": "; ".join(problems[:50]) or "none", "count": len(problems)})

@@ -9,6 +9,8 @@ from collections.abc import Callable
 import dagster as dg
 
 from errors import ArchiveError
+from pipeline.partitions import scan_batches
+from stages.progress import record_failure
 
 MAX_RETRIES = 5
 RETRY_BASE_SECONDS = 1.0
@@ -30,6 +32,24 @@ def _context(args: tuple) -> dg.AssetExecutionContext | None:
     return next((a for a in args if isinstance(a, dg.AssetExecutionContext)), None)
 
 
+def _ended(exc: Exception, args: tuple, kwargs: dict) -> Exception:
+    """What the step raises for `exc`; a batch's stage that fails for good says why on the staff
+    web too (batches.failure), a retry does not."""
+    known = exc if isinstance(exc, ArchiveError) else None
+    context = _context(args)
+    raised = _failure(known, context) if known else exc
+    services = kwargs.get("services")
+    if context is None or isinstance(raised, dg.RetryRequested) or services is None \
+            or not context.has_partition_key or context.assets_def.partitions_def != scan_batches:
+        return raised
+    try:
+        record_failure(services.services(), context.partition_key, context.asset_key.to_user_string(),
+                       context.run.run_id, known)
+    except ArchiveError as unrecorded:  # the database itself may be what failed
+        context.log.warning(f"the failure could not be recorded for the staff web: {unrecorded}")
+    return raised
+
+
 def known_failures(fn: Callable) -> Callable:
     """Wraps an asset's body (a function or a generator of results)."""
     if inspect.isgeneratorfunction(fn):
@@ -38,7 +58,10 @@ def known_failures(fn: Callable) -> Callable:
             try:
                 yield from fn(*args, **kwargs)
             except ArchiveError as exc:
-                raise _failure(exc, _context(args)) from exc
+                raise _ended(exc, args, kwargs) from exc
+            except Exception as exc:
+                _ended(exc, args, kwargs)  # a bug: recorded, and raised as it is
+                raise
         return gen
 
     @functools.wraps(fn)
@@ -46,5 +69,8 @@ def known_failures(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except ArchiveError as exc:
-            raise _failure(exc, _context(args)) from exc
+            raise _ended(exc, args, kwargs) from exc
+        except Exception as exc:
+            _ended(exc, args, kwargs)
+            raise
     return call

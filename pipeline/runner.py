@@ -28,7 +28,7 @@ def run_batch(batch_id: str, resources: dict, instance: dg.DagsterInstance,
     if not instance.has_dynamic_partition(scan_batches.name, batch_id):
         instance.add_dynamic_partitions(scan_batches.name, [batch_id])
     tags = {"batch": batch_id}
-    fail_dead_runs(instance, say)
+    fail_dead_runs(instance, tags, say)
     _refuse_if_running(instance, tags, f"批次 {batch_id}", f"batch {batch_id}")
     wait_for_pool(instance, "ocr", say)
     _refuse_if_running(instance, tags, f"批次 {batch_id}", f"batch {batch_id}")  # one may have come meanwhile
@@ -41,7 +41,7 @@ def run_transfer(transfer_id: str, resources: dict, instance: dg.DagsterInstance
     if not instance.has_dynamic_partition(transfers.name, transfer_id):
         instance.add_dynamic_partitions(transfers.name, [transfer_id])
     tags = {"transfer": transfer_id}
-    fail_dead_runs(instance, log.info)
+    fail_dead_runs(instance, tags, log.info)
     _refuse_if_running(instance, tags, f"移交 {transfer_id}", f"transfer {transfer_id}")
     return _execute([transfer_package_asset], "package_transfer", transfer_id, tags, resources, instance,
                     run_config)
@@ -55,13 +55,15 @@ def _execute(assets: list, job_name: str, partition_key: str, tags: dict[str, st
     run_id = str(uuid.uuid4())
     return defs.resolve_job_def(job_name).execute_in_process(
         run_config=run_config, instance=instance, partition_key=partition_key, raise_on_error=True, run_id=run_id,
-        tags={**tags, **worker_tags(run_id)})
+        # no run retry: the daemon cannot relaunch a run made outside a code location
+        tags={**tags, **worker_tags(run_id), "dagster/max_retries": "0"})
 
 
-def fail_dead_runs(instance: dg.DagsterInstance, say: Callable[[str], None]) -> None:
-    """Fails every unfinished run whose worker is gone, and frees its slots, saying which; no
-    run retry is launched for them, since this process is about to run its batch itself."""
-    for run in dead_runs_failed(instance, {}, retry=False):
+def fail_dead_runs(instance: dg.DagsterInstance, own: dict[str, str], say: Callable[[str], None]) -> None:
+    """Fails every unfinished run whose worker is gone, and frees its slots, saying which. No run
+    retry is launched for those with the `own` tags (this process is about to run that batch
+    itself); the others are retried as run monitoring would have."""
+    for run in dead_runs_failed(instance, own, retry=False) + dead_runs_failed(instance, {}):
         worker = run_worker(run)
         say(f"运行 {run.run_id} 的进程（pid {worker.pid}）已不在，标记为失败 / run {run.run_id}'s worker "
             f"(pid {worker.pid}) is gone: marked failed")
@@ -85,7 +87,7 @@ def wait_for_pool(instance: dg.DagsterInstance, pool: str, say: Callable[[str], 
         if info.limit is None or info.active_slot_count < info.limit:
             return
         # a holder that died meanwhile, or ended without its slots freed (no daemon to free them)
-        if dead_runs_failed(instance, {}, retry=False) or free_slots_of_ended_runs(instance, pool):
+        if dead_runs_failed(instance, {}) or free_slots_of_ended_runs(instance, pool):
             continue
         if not said:
             holders = ", ".join(sorted(info.active_run_ids))

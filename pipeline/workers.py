@@ -48,7 +48,9 @@ class Worker:
         if self.host != here.host:
             return None
         if self.boot != here.boot:
-            return False  # the machine restarted since: every process of the old boot is gone
+            # the machine restarted since, so every process of the old boot is gone; unless two
+            # machines share a host name and no machine id tells them apart
+            return False if "#" in self.host and not self.host.endswith("#") else None
         if self.pid_namespace != here.pid_namespace:
             return None
         stat = _stat(self.pid)
@@ -88,7 +90,8 @@ def _stat(pid: int) -> tuple[str, str] | None:
 
 def this_worker(run_id: str) -> Worker:
     stat = _stat(os.getpid())
-    return Worker(run_id, socket.gethostname(), _read("/proc/sys/kernel/random/boot_id"), _pid_namespace(),
+    host = f"{socket.gethostname()}#{_read('/etc/machine-id')}"  # cloned machines may share a host name
+    return Worker(run_id, host, _read("/proc/sys/kernel/random/boot_id"), _pid_namespace(),
                   os.getpid(), stat[1] if stat else "")
 
 

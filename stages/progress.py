@@ -6,7 +6,9 @@ earlier stage (new intake rules, say) leaves an archived batch archived.
 
 from __future__ import annotations
 
-from errors import NotFound
+import json
+
+from errors import ArchiveError, NotFound
 from stages.services import Services
 
 # (status, Chinese, English) in pipeline order; a batch's status is the last stage it finished
@@ -21,10 +23,25 @@ ORDER = [s[0] for s in STAGES]
 
 
 def advance(cur, batch_id: str, status: str) -> None:
-    """Moves the batch to `status` if it is not already there or further (inside the stage's transaction)."""
+    """Moves the batch to `status` if it is not already there or further (inside the stage's
+    transaction); a failure recorded before is over once a stage commits."""
     earlier = ORDER[: ORDER.index(status)]
+    cur.execute("UPDATE batches SET failure = NULL WHERE batch_id = %s AND failure IS NOT NULL", (batch_id,))
     cur.execute("UPDATE batches SET status = %s WHERE batch_id = %s AND status = ANY(%s)",
                 (status, batch_id, earlier))
+
+
+def record_failure(services: Services, batch_id: str, stage: str, run_id: str, error: ArchiveError | None) -> None:
+    """Records why a stage of the batch failed for good; `error` None for a bug (its traceback is
+    in the run's log, which the message names)."""
+    if error is None:
+        error = ArchiveError(f"{stage} 阶段出现程序错误，详见 Dagster 运行 {run_id} 的日志",
+                             f"the {stage} stage hit a bug: see run {run_id} in the Dagster UI")
+    failure = {"stage": stage, "kind": error.kind, "message_zh": error.message_zh, "message_en": error.message_en,
+               "item": error.item, "run_id": run_id}
+    with services.db.transaction() as cur:
+        cur.execute("UPDATE batches SET failure = %s::jsonb || jsonb_build_object('at', now()) WHERE batch_id = %s",
+                    (json.dumps(failure, ensure_ascii=False), batch_id))
 
 
 def awaiting_processing(services: Services, limit: int = 100) -> list[str]:
@@ -43,10 +60,11 @@ def _summary(row: dict) -> dict:
         "submitted_at": row["submitted_at"].isoformat(), "files": row["files"],
         "pages_accepted": row["accepted"], "pages_warned": row["warned"], "pages_rejected": row["rejected"],
         "stages": [{"stage": s, "zh": zh, "en": en, "done": i <= reached} for i, (s, zh, en) in enumerate(STAGES)],
+        "failure": row["failure"],
     }
 
 
-_SELECT = ("SELECT b.batch_id, b.name, b.status, b.submitted_at, count(f.path) AS files,"
+_SELECT = ("SELECT b.batch_id, b.name, b.status, b.submitted_at, b.failure, count(f.path) AS files,"
            " count(*) FILTER (WHERE f.role = 'page' AND f.status = 'accepted') AS accepted,"
            " count(*) FILTER (WHERE f.role = 'page' AND f.status = 'accepted' AND f.findings IS NOT NULL) AS warned,"
            " count(*) FILTER (WHERE f.role = 'page' AND f.status = 'rejected') AS rejected"

@@ -17,6 +17,7 @@ import dagster as dg
 import psycopg2
 import pytest
 
+import pipeline.workers
 import stages.index
 from devservices.postgres import LocalPostgres
 from devservices.s3 import free_port
@@ -47,12 +48,16 @@ def _started_run(instance: dg.DagsterInstance, worker_of, batch: str, **tags) ->
     return instance.add_run(run)
 
 
-def test_worker_liveness_is_asked_of_the_operating_system():
+def test_worker_liveness_is_asked_of_the_operating_system(monkeypatch):
     me = this_worker("r1")
     assert me.alive() is True
     assert _dead_worker("r1").alive() is False
     assert dataclasses.replace(me, started=str(int(me.started) + 1)).alive() is False  # the PID reused
     assert dataclasses.replace(me, boot="another-boot").alive() is False             # the machine restarted
+    read = pipeline.workers._read
+    monkeypatch.setattr(pipeline.workers, "_read", lambda path: "" if path == "/etc/machine-id" else read(path))
+    nameless = this_worker("r1")  # no machine id: a clone of this machine may share its host name
+    assert nameless.alive() is True and dataclasses.replace(nameless, boot="another-boot").alive() is None
     assert dataclasses.replace(me, host="some-other-host").alive() is None          # only that host can tell
     assert dataclasses.replace(me, pid_namespace="4026530000").alive() is None     # another container's PIDs
     assert dataclasses.replace(me, started="").alive() is None                     # nothing known: no guess
@@ -287,3 +292,46 @@ def test_only_states_that_pass_are_retried_and_the_last_failure_is_still_known(m
         assert calls == list(range(tries)), (raised, calls)
         # what `archive run` reports: the known state's sentence, even after the last retry
         assert known_cause(failed.value) is (None if isinstance(raised, KeyError) else raised)
+
+
+def test_a_stage_that_fails_for_good_says_why_on_the_staff_web_until_a_stage_commits(services, monkeypatch, tmp_path):
+    import pipeline.assets
+    from errors import BatchRefused
+    from tests.conftest import add_user, logged_in
+
+    resources = {"services": ArchiveServicesResource(
+        database_url=services.db.url, s3_endpoint_url=services.store.endpoint_url,
+        staging_bucket=services.staging_bucket, archive_bucket=services.archive_bucket),
+        "ocr_engine": OcrEngineResource()}
+    other = tmp_path / "GZ2026-S008"
+    shutil.copytree(SAMPLE_BATCH, other)
+    (other / "pages" / "extra.note").write_text("another batch of the same files")
+    refused = submit_folder(other, services).batch_id
+    batch = submit_folder(SAMPLE_BATCH, services).batch_id
+    real_index = pipeline.assets.index_batch
+
+    def index_fails(batch_id, svc):
+        if batch_id == refused:  # a known state that no retry changes
+            raise BatchRefused("编目与图像不符", "the catalog does not match the pages", item="manifest.csv")
+        return {}["a bug"]
+
+    monkeypatch.setattr(pipeline.assets, "index_batch", index_fails)
+    with dg.DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions(scan_batches.name, [refused, batch])
+        for b in (refused, batch):
+            assert not dg.materialize(ASSETS, partition_key=b, instance=instance, resources=resources,
+                                      raise_on_error=False).success
+        failure = batch_status(refused, services)["failure"]
+        assert failure["stage"] == "index" and failure["kind"] == "refused" and failure["item"] == "manifest.csv"
+        assert failure["message_en"] == "the catalog does not match the pages" and failure["at"]
+        bug = batch_status(batch, services)["failure"]
+        assert bug["stage"] == "index" and bug["run_id"] in bug["message_en"] and "bug" in bug["message_en"]
+
+        add_user(services, "staff-gz", "staff", services.agency)
+        web = logged_in(services, "staff-gz")
+        shown = {b["batch_id"]: b["failure"] for b in web.get("/api/batches").json()["batches"]}
+        assert shown[batch]["message_zh"] == bug["message_zh"]
+
+        monkeypatch.setattr(pipeline.assets, "index_batch", real_index)  # fixed: the next run clears it
+        assert dg.materialize(ASSETS, partition_key=batch, instance=instance, resources=resources).success
+        assert batch_status(batch, services)["failure"] is None

@@ -49,7 +49,9 @@ async function refresh() {
     cell(row, esc(new Date(b.submitted_at).toLocaleString("zh-CN")));
     cell(row, '<span class="status">' + esc(b.status_zh) + " / " + esc(b.status_en) + '</span><ol class="steps">' +
          b.stages.map((s) => '<li class="' + (s.done ? "done" : "") + '" title="' + esc(s.en) + '">' + esc(s.zh) +
-                             "</li>").join("") + "</ol>");
+                             "</li>").join("") + "</ol>" +
+         (b.failure ? '<p class="failure rejected">' + esc(b.failure.stage) + " 失败 / failed: " +
+                      esc(b.failure.message_zh) + " / " + esc(b.failure.message_en) + "</p>" : ""));
     cell(row, "接收 / accepted " + b.pages_accepted +
          (b.pages_warned ? '<br><span class="warned">其中有警告 / with warnings ' + b.pages_warned + "</span>" : "") +
          (b.pages_rejected ? '<br><span class="rejected">拒收 / rejected ' + b.pages_rejected + "</span>" : ""));
@@ -59,7 +61,7 @@ async function refresh() {
          '<a href="/batches/' + id + '/report?download=1">下载网页 / HTML</a> · ' +
          '<a href="/api/batches/' + id + '/report?download=1">JSON</a>');
   }
-  const busy = batches.some((b) => b.status !== "archived");
+  const busy = batches.some((b) => b.status !== "archived" && !b.failure);
   timer = setTimeout(refresh, busy ? 1000 : 10000);
 }
 
