@@ -209,12 +209,13 @@ def cmd_search(args: argparse.Namespace) -> int:
                                                         args.agency, args.batch),
                         limit=args.limit, offset=args.offset, actor=cli_actor(), id_hash_key=services.id_hash_key)
     hits = result.hits
+    if result.truncated:  # on stderr with --json, whose stdout stays the list of hits
+        print(f"匹配的页面太多，仅排序了前 {RANK_WINDOW} 页，请用 --class、--from、--to 缩小范围 / "
+              f"too many pages match: only the first {RANK_WINDOW} were ranked; narrow with --class, --from, --to",
+              file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2))
     else:
-        if result.truncated:
-            print(f"匹配的页面太多，仅排序了前 {RANK_WINDOW} 页，请用 --class、--from、--to 缩小范围 / "
-                  f"too many pages match: only the first {RANK_WINDOW} were ranked; narrow with --class, --from, --to")
         for h in hits:
             where = f" {h.material} {h.title} p.{h.page_no}" if h.material else ""
             print(f"[{h.kind}] {h.file_number} {h.name} ({h.id_masked}){where}")

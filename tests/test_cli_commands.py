@@ -236,6 +236,8 @@ def test_search_finds_says_when_it_ranked_only_a_window_and_refuses_bad_options(
     lines = wide.stdout.splitlines()
     assert f"only the first {RANK_WINDOW} were ranked" in lines[0] and f"仅排序了前 {RANK_WINDOW} 页" in lines[0]
     assert sum(ln.startswith("[text] GZ-W") for ln in lines) == 5 and PHRASE in wide.stdout
+    as_json = cli("search", PHRASE, "--limit", "5", "--json")  # stdout stays JSON; the warning goes to stderr
+    assert len(json.loads(as_json.stdout)) == 5 and f"only the first {RANK_WINDOW} were ranked" in as_json.stderr
     narrow = cli("search", PHRASE, "--batch", "no-such-batch")
     assert narrow.returncode == 0 and narrow.stdout.strip() == "没有找到 / nothing found"
     one = cli("search", "GZ-W001", "--json")
