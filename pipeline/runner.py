@@ -12,7 +12,8 @@ import dagster as dg
 
 from errors import NotReady
 from pipeline.assets import ASSETS
-from pipeline.partitions import scan_batches, transfers
+from pipeline.launch import claim_batch_run, release_claim
+from pipeline.partitions import transfers
 from pipeline.transfer_assets import transfer_package_asset
 from pipeline.workers import dead_runs_failed, free_slots_of_ended_runs, live_runs, run_worker, worker_tags
 
@@ -25,14 +26,18 @@ def run_batch(batch_id: str, resources: dict, instance: dg.DagsterInstance,
 
     NotReady while another live run has the batch; runs whose workers were killed are failed
     first, and their slots freed, so they hold up nothing."""
-    if not instance.has_dynamic_partition(scan_batches.name, batch_id):
-        instance.add_dynamic_partitions(scan_batches.name, [batch_id])
     tags = {"batch": batch_id}
     fail_dead_runs(instance, tags, say)
     _refuse_if_running(instance, tags, f"批次 {batch_id}", f"batch {batch_id}")
     wait_for_pool(instance, "ocr", say)
-    _refuse_if_running(instance, tags, f"批次 {batch_id}", f"batch {batch_id}")  # one may have come meanwhile
-    return _execute(ASSETS, "process_batch", batch_id, tags, resources, instance, run_config)
+    # claimed after the wait, so that the run is made at once: the claim covers that moment
+    run_id, services = str(uuid.uuid4()), resources["services"].services()
+    if holder := claim_batch_run(services, instance, batch_id, run_id, retry_dead=False):
+        _refuse(f"批次 {batch_id}", f"batch {batch_id}", holder.run_id, holder.state)
+    try:
+        return _execute(ASSETS, "process_batch", batch_id, tags, resources, instance, run_config, run_id)
+    finally:
+        release_claim(services, batch_id, run_id)
 
 
 def run_transfer(transfer_id: str, resources: dict, instance: dg.DagsterInstance,
@@ -44,15 +49,14 @@ def run_transfer(transfer_id: str, resources: dict, instance: dg.DagsterInstance
     fail_dead_runs(instance, tags, log.info)
     _refuse_if_running(instance, tags, f"移交 {transfer_id}", f"transfer {transfer_id}")
     return _execute([transfer_package_asset], "package_transfer", transfer_id, tags, resources, instance,
-                    run_config)
+                    run_config, str(uuid.uuid4()))
 
 
 def _execute(assets: list, job_name: str, partition_key: str, tags: dict[str, str], resources: dict,
-             instance: dg.DagsterInstance, run_config: dict | None) -> dg.ExecuteInProcessResult:
-    """`dg.materialize`, but with the run id chosen here, so that this process is recorded as the
-    run's worker from its start (pipeline/workers.py)."""
+             instance: dg.DagsterInstance, run_config: dict | None, run_id: str) -> dg.ExecuteInProcessResult:
+    """`dg.materialize`, but with the run id chosen by the caller, so that this process is
+    recorded as the run's worker from its start (pipeline/workers.py)."""
     defs = dg.Definitions(jobs=[dg.define_asset_job(job_name)], assets=assets, resources=resources)
-    run_id = str(uuid.uuid4())
     return defs.resolve_job_def(job_name).execute_in_process(
         run_config=run_config, instance=instance, partition_key=partition_key, raise_on_error=True, run_id=run_id,
         # no run retry: the daemon cannot relaunch a run made outside a code location
@@ -71,10 +75,13 @@ def fail_dead_runs(instance: dg.DagsterInstance, own: dict[str, str], say: Calla
 
 def _refuse_if_running(instance: dg.DagsterInstance, tags: dict[str, str], what_zh: str, what_en: str) -> None:
     if running := live_runs(instance, tags):
-        run = running[0]
-        raise NotReady(f"{what_zh} 正由运行 {run.run_id} 处理（{run.status.value}），请等它结束",
-                       f"{what_en} is being processed by run {run.run_id} ({run.status.value}): wait for it to "
-                       "end, or stop it in the Dagster UI", item=run.run_id)
+        _refuse(what_zh, what_en, running[0].run_id, running[0].status.value)
+
+
+def _refuse(what_zh: str, what_en: str, run_id: str, state: str) -> None:
+    raise NotReady(f"{what_zh} 正由运行 {run_id} 处理（{state}），请等它结束",
+                   f"{what_en} is being processed by run {run_id} ({state}): wait for it to end, or stop it in "
+                   "the Dagster UI", item=run_id)
 
 
 def wait_for_pool(instance: dg.DagsterInstance, pool: str, say: Callable[[str], None],

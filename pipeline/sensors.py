@@ -10,7 +10,8 @@ import json
 import dagster as dg
 
 from crossregion.outbox import next_due_in, oldest_due
-from pipeline.partitions import scan_batches, transfers
+from pipeline.launch import SENSOR, claim_batch_run, has_run
+from pipeline.partitions import transfers
 from pipeline.resources import ArchiveServicesResource
 from settings import Settings
 from stages.inbox import InboxState, poll
@@ -28,15 +29,14 @@ def make_inbox_sensor(job) -> dg.SensorDefinition:  # job: the asset job the run
         settings = Settings.from_env()
         svc = services.services()
         dropped, new_state = poll(settings.inbox_dir, state, svc, settings.inbox_settle_seconds)
-        # a batch with a partition has had its run requested (here, or by `archive run`)
-        uploaded = [b for b in awaiting_processing(svc)
-                    if not context.instance.has_dynamic_partition(scan_batches.name, b)]
-        batch_ids = list(dict.fromkeys(dropped + uploaded))
-        new = [b for b in batch_ids if not context.instance.has_dynamic_partition(scan_batches.name, b)]
+        # a batch with a run (made here, by `archive run` or by the web's runner) has had its turn;
+        # the claim keeps two callers at once from both starting one (pipeline/launch.py)
+        claimed = [b for b in dict.fromkeys(dropped + awaiting_processing(svc))
+                   if not has_run(context.instance, b)
+                   and claim_batch_run(svc, context.instance, b, f"{SENSOR}{b}") is None]
         return dg.SensorResult(
             # run_key = batch id: the daemon never launches the same batch twice, restarts included
-            run_requests=[dg.RunRequest(run_key=b, partition_key=b, tags={"batch": b}) for b in batch_ids],
-            dynamic_partitions_requests=[scan_batches.build_add_request(new)] if new else [],
+            run_requests=[dg.RunRequest(run_key=b, partition_key=b, tags={"batch": b}) for b in claimed],
             cursor=json.dumps(new_state.to_dict(), ensure_ascii=False))
 
     return scan_batch_inbox

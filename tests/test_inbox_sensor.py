@@ -80,12 +80,17 @@ def test_a_batch_still_being_copied_waits(inbox, tick):
 def test_restart_with_lost_cursor_launches_no_duplicate(inbox, tick, services):
     shutil.copytree(SAMPLE_BATCH, inbox / "batch-b")
     launched = tick(tick(None).cursor).run_requests[0]
-    # a restarted daemon that lost the cursor hands the folder in again: same batch, same run key
+    # a restarted daemon that lost the cursor hands the folder in again: the same batch, whose
+    # claim still stands while its run is being made
     again = tick(tick(None).cursor)
-    assert [r.run_key for r in again.run_requests] == [launched.run_key]
-    assert again.dynamic_partitions_requests == []
+    assert again.run_requests == [] and again.dynamic_partitions_requests == []
     assert services.db.count("batches") == 1
     assert json.loads(again.cursor)["handed_in"].keys() == {"batch-b"}
+    # the run never made (the daemon died in the tick): once the claim lapses it is asked for again,
+    # under the same run key, which the daemon launches once
+    with services.db.transaction() as cur:
+        cur.execute("UPDATE batch_run_claims SET claimed_at = now() - interval '1 hour'")
+    assert [r.run_key for r in tick(again.cursor).run_requests] == [launched.run_key]
 
 
 def test_a_batch_uploaded_elsewhere_launches_exactly_one_run(inbox, tick, services):
@@ -139,7 +144,7 @@ def test_a_folder_handed_in_again_after_its_content_changed_is_a_new_batch_that_
     assert [r.run_key for r in again.run_requests] == [again.run_requests[0].partition_key]
     after = again.run_requests[0].run_key
     assert after != before  # other content: another batch and another run, not ignored
-    assert [list(r.partition_keys) for r in again.dynamic_partitions_requests] == [[after]]
+    assert tick.instance.has_dynamic_partition(scan_batches.name, after)
     assert services.db.count("batches") == 2
     assert _staged(services) - staged == {content_key(sha256_hex(page.read_bytes()), "originals")}  # only the change
     assert tick(again.cursor).run_requests == []  # and that once
@@ -152,8 +157,7 @@ def test_a_folder_touched_without_a_content_change_asks_for_no_second_run(inbox,
     [launched] = [r.run_key for r in first.run_requests]
     _touch(folder, time.time() - 60)  # a copy tool synced the same files again: new times, same bytes
     again = tick(tick(first.cursor).cursor)
-    assert [r.run_key for r in again.run_requests] == [launched]  # the same run key: the daemon runs it once
-    assert again.dynamic_partitions_requests == []
+    assert again.run_requests == [] and launched  # the same batch, its claim standing: no second run asked for
     assert services.db.count("batches") == 1 and len(_staged(services)) == 10
 
 

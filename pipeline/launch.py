@@ -1,0 +1,74 @@
+"""The one way a batch's run is asked for, by whichever caller: the inbox sensor (for batches
+handed in through the inbox, the web page or `archive upload`), `archive run` and the demo, and
+the web server's own runner (`archive serve --process`). Hand-in only registers a batch.
+
+Two callers at the same moment (the daemon's sensor and the web's runner, say) start one run:
+each takes the batch's claim under a per-batch lock, and a claim stands while its run is
+unfinished, or for CLAIM_SECONDS while that run is being created.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dagster as dg
+
+from pipeline.partitions import scan_batches
+from pipeline.workers import dead_runs_failed, live_runs
+from stages.services import Services
+
+CLAIM_SECONDS = 120  # longer than a sensor tick's run takes to appear after the tick
+
+
+@dataclass(frozen=True)
+class Holder:
+    """What holds a batch another caller asked to run: a live run, or a claim whose run is being made."""
+    run_id: str
+    state: str
+
+
+def claim_batch_run(services: Services, instance: dg.DagsterInstance, batch_id: str, by: str,
+                    retry_dead: bool = True) -> Holder | None:
+    """Registers the batch's partition and claims its next run for `by` (a run id, or the
+    sensor's name); None if the claim was taken, else what holds the batch, and the caller must
+    not start a run. Runs of the batch whose workers are gone are failed first (`retry_dead=False`:
+    with no run retry, for the caller runs the batch itself)."""
+    if not instance.has_dynamic_partition(scan_batches.name, batch_id):
+        instance.add_dynamic_partitions(scan_batches.name, [batch_id])
+    tags = {"batch": batch_id}
+    dead_runs_failed(instance, tags, retry=retry_dead)
+    with services.db.transaction() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(hashtextextended('batch-run:' || %s, 0))", (batch_id,))
+        if running := live_runs(instance, tags):
+            return Holder(running[0].run_id, running[0].status.value)
+        cur.execute("SELECT claimed_by FROM batch_run_claims WHERE batch_id = %s"
+                    " AND claimed_at > now() - make_interval(secs => %s)", (batch_id, CLAIM_SECONDS))
+        fresh = cur.fetchone()
+        if fresh is not None and not _claim_ran(instance, batch_id, fresh["claimed_by"]):
+            return Holder(fresh["claimed_by"], "being started")
+        cur.execute("INSERT INTO batch_run_claims (batch_id, claimed_by) VALUES (%s, %s) ON CONFLICT (batch_id)"
+                    " DO UPDATE SET claimed_by = EXCLUDED.claimed_by, claimed_at = now()", (batch_id, by))
+    return None
+
+
+def release_claim(services: Services, batch_id: str, by: str) -> None:
+    """Drops `by`'s claim once its run was made and ended (or could not be made): from then on the
+    run's own state, not the claim, says whether the batch is busy."""
+    with services.db.transaction() as cur:
+        cur.execute("DELETE FROM batch_run_claims WHERE batch_id = %s AND claimed_by = %s", (batch_id, by))
+
+
+def has_run(instance: dg.DagsterInstance, batch_id: str) -> bool:
+    """Whether any run of the batch was ever made (by the sensor, or in a process of its own)."""
+    return bool(instance.get_run_records(filters=dg.RunsFilter(tags={"batch": batch_id}), limit=1))
+
+
+def _claim_ran(instance: dg.DagsterInstance, batch_id: str, claimed_by: str) -> bool:
+    """Whether the run a fresh claim was taken for exists (not live, so it has ended)."""
+    if claimed_by.startswith(SENSOR):
+        return bool(instance.get_run_records(
+            filters=dg.RunsFilter(tags={"batch": batch_id, "dagster/run_key": batch_id}), limit=1))
+    return instance.get_run_by_id(claimed_by) is not None
+
+
+SENSOR = "sensor:"
