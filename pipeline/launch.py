@@ -44,7 +44,7 @@ def claim_batch_run(services: Services, instance: dg.DagsterInstance, batch_id: 
         cur.execute("SELECT claimed_by FROM batch_run_claims WHERE batch_id = %s"
                     " AND claimed_at > now() - make_interval(secs => %s)", (batch_id, CLAIM_SECONDS))
         fresh = cur.fetchone()
-        if fresh is not None and not _claim_ran(instance, batch_id, fresh["claimed_by"]):
+        if fresh is not None and not _claim_spent(instance, batch_id, fresh["claimed_by"]):
             return Holder(fresh["claimed_by"], "being started")
         cur.execute("INSERT INTO batch_run_claims (batch_id, claimed_by) VALUES (%s, %s) ON CONFLICT (batch_id)"
                     " DO UPDATE SET claimed_by = EXCLUDED.claimed_by, claimed_at = now()", (batch_id, by))
@@ -59,16 +59,33 @@ def release_claim(services: Services, batch_id: str, by: str) -> None:
 
 
 def has_run(instance: dg.DagsterInstance, batch_id: str) -> bool:
-    """Whether any run of the batch was ever made (by the sensor, or in a process of its own)."""
-    return bool(instance.get_run_records(filters=dg.RunsFilter(tags={"batch": batch_id}), limit=1))
+    """Whether a run of the batch was ever started (by the sensor, or in a process of its own); a
+    run the daemon made but never launched (NOT_STARTED) does not count: it is asked for again."""
+    return any(r.status != dg.DagsterRunStatus.NOT_STARTED
+               for r in instance.get_runs(filters=dg.RunsFilter(tags={"batch": batch_id}), limit=20))
 
 
-def _claim_ran(instance: dg.DagsterInstance, batch_id: str, claimed_by: str) -> bool:
-    """Whether the run a fresh claim was taken for exists (not live, so it has ended)."""
+def never_launched(instance: dg.DagsterInstance, batch_id: str) -> bool:
+    """The sensor's run of the batch was made but never launched (the daemon stopped in between);
+    asked for again under its run key, Dagster launches that same run."""
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": batch_id}), limit=5)
+    return bool(runs) and all(r.status == dg.DagsterRunStatus.NOT_STARTED for r in runs)
+
+
+def run_key_tags(batch_id: str) -> dict[str, str]:
+    """Tags that make a run made outside the daemon count as the inbox sensor's run of the batch,
+    so that a request of the sensor's still pending (a tick resumed after a restart) is skipped."""
+    return {"dagster/run_key": batch_id, "dagster/sensor_name": INBOX_SENSOR}
+
+
+def _claim_spent(instance: dg.DagsterInstance, batch_id: str, claimed_by: str) -> bool:
+    """Whether the run a fresh claim was taken for was made and has ended."""
     if claimed_by.startswith(SENSOR):
-        return bool(instance.get_run_records(
-            filters=dg.RunsFilter(tags={"batch": batch_id, "dagster/run_key": batch_id}), limit=1))
-    return instance.get_run_by_id(claimed_by) is not None
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": batch_id}), limit=20)
+        return bool(runs) and all(r.is_finished for r in runs)
+    run = instance.get_run_by_id(claimed_by)
+    return run is not None and run.is_finished
 
 
 SENSOR = "sensor:"
+INBOX_SENSOR = "scan_batch_inbox"

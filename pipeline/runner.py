@@ -12,7 +12,7 @@ import dagster as dg
 
 from errors import NotReady
 from pipeline.assets import ASSETS
-from pipeline.launch import claim_batch_run, release_claim
+from pipeline.launch import claim_batch_run, release_claim, run_key_tags
 from pipeline.partitions import transfers
 from pipeline.transfer_assets import transfer_package_asset
 from pipeline.workers import dead_runs_failed, free_slots_of_ended_runs, live_runs, run_worker, worker_tags
@@ -35,7 +35,8 @@ def run_batch(batch_id: str, resources: dict, instance: dg.DagsterInstance,
     if holder := claim_batch_run(services, instance, batch_id, run_id, retry_dead=False):
         _refuse(f"批次 {batch_id}", f"batch {batch_id}", holder.run_id, holder.state)
     try:
-        return _execute(ASSETS, "process_batch", batch_id, tags, resources, instance, run_config, run_id)
+        return _execute(ASSETS, "process_batch", batch_id, {**tags, **run_key_tags(batch_id)}, resources, instance,
+                        run_config, run_id)
     finally:
         release_claim(services, batch_id, run_id)
 

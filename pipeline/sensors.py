@@ -10,7 +10,7 @@ import json
 import dagster as dg
 
 from crossregion.outbox import next_due_in, oldest_due
-from pipeline.launch import SENSOR, claim_batch_run, has_run
+from pipeline.launch import INBOX_SENSOR, SENSOR, claim_batch_run, has_run, never_launched
 from pipeline.partitions import transfers
 from pipeline.resources import ArchiveServicesResource
 from settings import Settings
@@ -20,7 +20,7 @@ from stages.transfer import transfers as transfers_of
 
 
 def make_inbox_sensor(job) -> dg.SensorDefinition:  # job: the asset job the runs belong to
-    @dg.sensor(name="scan_batch_inbox", job=job, minimum_interval_seconds=15,
+    @dg.sensor(name=INBOX_SENSOR, job=job, minimum_interval_seconds=15,
                default_status=dg.DefaultSensorStatus.RUNNING,
                description="Hands in each complete batch folder of the inbox (ARCHIVE_INBOX) and runs every"
                            " batch handed in (inbox, web upload, CLI upload)")
@@ -32,8 +32,9 @@ def make_inbox_sensor(job) -> dg.SensorDefinition:  # job: the asset job the run
         # a batch with a run (made here, by `archive run` or by the web's runner) has had its turn;
         # the claim keeps two callers at once from both starting one (pipeline/launch.py)
         claimed = [b for b in dict.fromkeys(dropped + awaiting_processing(svc))
-                   if not has_run(context.instance, b)
-                   and claim_batch_run(svc, context.instance, b, f"{SENSOR}{b}") is None]
+                   if never_launched(context.instance, b)
+                   or (not has_run(context.instance, b)
+                       and claim_batch_run(svc, context.instance, b, f"{SENSOR}{b}") is None)]
         return dg.SensorResult(
             # run_key = batch id: the daemon never launches the same batch twice, restarts included
             run_requests=[dg.RunRequest(run_key=b, partition_key=b, tags={"batch": b}) for b in claimed],

@@ -47,8 +47,9 @@ def record_failure(services: Services, batch_id: str, stage: str, run_id: str, e
 def awaiting_processing(services: Services, limit: int = 100) -> list[str]:
     """Batches handed in through any channel (web, CLI, inbox) that no stage has touched yet."""
     with services.db.transaction() as cur:
-        cur.execute("SELECT batch_id FROM batches WHERE status = 'submitted' ORDER BY submitted_at, batch_id"
-                    " LIMIT %s", (limit,))
+        # a batch whose stage failed for good waits for a person, not for the sensor's next look
+        cur.execute("SELECT batch_id FROM batches WHERE status = 'submitted' AND failure IS NULL"
+                    " ORDER BY submitted_at, batch_id LIMIT %s", (limit,))
         return [r["batch_id"] for r in cur.fetchall()]
 
 

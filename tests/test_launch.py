@@ -68,3 +68,24 @@ def test_the_sensor_and_the_webs_runner_at_once_start_one_run(services, instance
     assert result.success
     assert second not in [r.partition_key for r in tick().run_requests]
     assert len(instance.get_runs(filters=dg.RunsFilter(tags={"batch": second}))) == 1
+
+
+def test_a_claim_holds_until_its_run_has_ended(services, instance):
+    batch = submit_path(SAMPLE_BATCH, services).batch_id
+    assert claim_batch_run(services, instance, batch, "run-1") is None
+    assert claim_batch_run(services, instance, batch, "run-2").run_id == "run-1"  # run-1 not made yet
+    instance.add_run(dg.DagsterRun(job_name="process_batch", run_id="run-1", status=dg.DagsterRunStatus.SUCCESS,
+                                   tags={"batch": batch}))
+    assert claim_batch_run(services, instance, batch, "run-2") is None  # made and ended: spent
+
+
+def test_a_sensor_run_made_but_never_launched_is_asked_for_again(services, instance, monkeypatch, tmp_path):
+    monkeypatch.setenv("ARCHIVE_INBOX", str(tmp_path / "inbox"))
+    batch = submit_path(SAMPLE_BATCH, services).batch_id
+    sensor = make_inbox_sensor(batch_job)
+    context = dg.build_sensor_context(instance=instance, resources=_resources(services))
+    assert [r.run_key for r in sensor(context).run_requests] == [batch]
+    # the daemon made the run, then stopped before launching it
+    instance.add_run(dg.DagsterRun(job_name="process_batch", status=dg.DagsterRunStatus.NOT_STARTED,
+                                   tags={"batch": batch, "dagster/run_key": batch}))
+    assert [r.run_key for r in sensor(context).run_requests] == [batch]  # Dagster launches that same run
