@@ -14,10 +14,12 @@ from dataclasses import dataclass
 import dagster as dg
 
 from pipeline.partitions import scan_batches
-from pipeline.workers import dead_runs_failed, live_runs
+from pipeline.workers import live_runs
 from stages.services import Services
 
 CLAIM_SECONDS = 120  # longer than a sensor tick's run takes to appear after the tick
+INBOX_SENSOR = "scan_batch_inbox"
+SENSOR = "sensor:"  # the prefix of the inbox sensor's claims
 
 
 @dataclass(frozen=True)
@@ -27,16 +29,14 @@ class Holder:
     state: str
 
 
-def claim_batch_run(services: Services, instance: dg.DagsterInstance, batch_id: str, by: str,
-                    retry_dead: bool = True) -> Holder | None:
+def claim_batch_run(services: Services, instance: dg.DagsterInstance, batch_id: str, by: str) -> Holder | None:
     """Registers the batch's partition and claims its next run for `by` (a run id, or the
     sensor's name); None if the claim was taken, else what holds the batch, and the caller must
-    not start a run. Runs of the batch whose workers are gone are failed first (`retry_dead=False`:
-    with no run retry, for the caller runs the batch itself)."""
+    not start a run. (Runs whose workers are gone were failed before: by run monitoring in the
+    daemon, by `runner.fail_dead_runs` in a process of its own.)"""
     if not instance.has_dynamic_partition(scan_batches.name, batch_id):
         instance.add_dynamic_partitions(scan_batches.name, [batch_id])
     tags = {"batch": batch_id}
-    dead_runs_failed(instance, tags, retry=retry_dead)
     with services.db.transaction() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(hashtextextended('batch-run:' || %s, 0))", (batch_id,))
         if running := live_runs(instance, tags):
@@ -86,6 +86,3 @@ def _claim_spent(instance: dg.DagsterInstance, batch_id: str, claimed_by: str) -
     run = instance.get_run_by_id(claimed_by)
     return run is not None and run.is_finished
 
-
-SENSOR = "sensor:"
-INBOX_SENSOR = "scan_batch_inbox"

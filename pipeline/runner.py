@@ -32,7 +32,7 @@ def run_batch(batch_id: str, resources: dict, instance: dg.DagsterInstance,
     wait_for_pool(instance, "ocr", say)
     # claimed after the wait, so that the run is made at once: the claim covers that moment
     run_id, services = str(uuid.uuid4()), resources["services"].services()
-    if holder := claim_batch_run(services, instance, batch_id, run_id, retry_dead=False):
+    if holder := claim_batch_run(services, instance, batch_id, run_id):
         _refuse(f"批次 {batch_id}", f"batch {batch_id}", holder.run_id, holder.state)
     try:
         return _execute(ASSETS, "process_batch", batch_id, {**tags, **run_key_tags(batch_id)}, resources, instance,

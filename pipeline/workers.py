@@ -2,9 +2,10 @@
 
 A run worker killed with SIGKILL leaves its run STARTED for ever, holding its concurrency slot
 (the `ocr` pool has one): nothing in the worker is left to say it ended. So each run worker
-records itself in a run tag (host, boot and process with its start time, which a reused PID
-does not share), and run monitoring (pipeline/launcher.py) and a new in-process run
-(`dead_runs_failed`) ask the operating system whether that process still exists.
+records itself in a run tag (its run, host name and machine id, boot, PID namespace, and PID
+with the process's start time, which a reused PID does not share), and run monitoring
+(pipeline/launcher.py) and a new in-process run (`dead_runs_failed`) ask the operating system
+whether that process still exists.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class Worker:
         if self.boot != here.boot:
             # the machine restarted since, so every process of the old boot is gone; unless two
             # machines share a host name and no machine id tells them apart
-            return False if "#" in self.host and not self.host.endswith("#") else None
+            return False if self.host.partition("#")[2] else None  # the part after "#": the machine id
         if self.pid_namespace != here.pid_namespace:
             return None
         stat = _stat(self.pid)
