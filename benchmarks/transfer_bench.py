@@ -41,7 +41,7 @@ from cli.demo_transfer import steps_of, transfer_file  # noqa: E402
 from devservices.postgres import LocalPostgres  # noqa: E402
 from devservices.s3 import MotoServer, free_port  # noqa: E402
 from national_platform.cli import platform_database  # noqa: E402
-from pipeline.resources import ArchiveServicesResource, OcrEngineResource, SignerResource  # noqa: E402
+from pipeline.resources import ArchiveServicesResource, SignerResource, archive_resources  # noqa: E402
 from pipeline.runner import run_batch  # noqa: E402
 from sample_scans.generate import generate  # noqa: E402
 from settings import (
@@ -140,11 +140,11 @@ def run_store(store: str, pg: LocalPostgres, s3_url: str, root: Path, args) -> l
     key_file.write_bytes(key.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                serialization.NoEncryption()))
     batch, file_number = one_file_batch(root / f"scans-{store}", args.pages)
-    resources = {"services": ArchiveServicesResource(database_url=gz.db.url, s3_endpoint_url=url,
-                                                     object_root=str(folder) if folder else None,
-                                                     staging_bucket=gz.staging_bucket,
-                                                     archive_bucket=gz.archive_bucket),
-                 "ocr_engine": OcrEngineResource(), "signer": SignerResource(key_file=str(key_file))}
+    resources = archive_resources(ArchiveServicesResource(database_url=gz.db.url, s3_endpoint_url=url,
+                                                          object_root=str(folder) if folder else None,
+                                                          staging_bucket=gz.staging_bucket,
+                                                          archive_bucket=gz.archive_bucket),
+                                  signer=SignerResource(key_file=str(key_file)))
     rows = []
     t0 = time.perf_counter()
     with dg.DagsterInstance.ephemeral() as instance:

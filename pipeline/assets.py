@@ -1,6 +1,8 @@
 """The four assets of a scan batch, partitioned by batch. Each calls one function of `stages/`.
 (The transfer assets, partitioned by transfer: pipeline/transfer_assets.py.)"""
 
+from dataclasses import asdict
+
 import dagster as dg
 
 from pipeline.failures import known_failures
@@ -9,7 +11,7 @@ from pipeline.resources import ArchiveServicesResource, OcrEngineResource
 from stages.archive import archive_batch
 from stages.index import index_batch, link_problems
 from stages.intake import intake_batch
-from stages.ocr import ocr_batch
+from stages.ocr import OcrUnit, UnitResult, finish_ocr, ocr_unit, plan_units
 
 
 @dg.asset(name="intake", partitions_def=scan_batches, group_name="scan_batch", kinds={"postgres", "s3"})
@@ -24,34 +26,65 @@ def intake_asset(context: dg.AssetExecutionContext, services: ArchiveServicesRes
         "files": r.files, "materials": r.materials, "findings": len(r.findings), "reused": r.reused})
 
 
+@dg.op(ins={"intake": dg.In(dg.Nothing)}, out=dg.DynamicOut(list, io_manager_key="step_outputs"))
+@known_failures
+def plan_ocr_units(context: dg.OpExecutionContext, services: ArchiveServicesResource,
+                   ocr_engine: OcrEngineResource):
+    """Splits the scans still to read into units of about `ocr_engine.unit_pages` pages. Always
+    one unit at least (an empty one when all is cached), so that the finishing step runs."""
+    units = plan_units(context.partition_key, services.services(), ocr_engine.engine_config(),
+                       ocr_engine.unit_pages) or [OcrUnit(0, [], 0)]
+    context.log.info(f"{sum(u.pages for u in units)} pages to read, in {len(units)} units")
+    for unit in units:
+        yield dg.DynamicOutput(unit.paths, mapping_key=f"unit_{unit.number:05d}")
+
+
+@dg.op(pool="ocr", out=dg.Out(dict, io_manager_key="step_outputs"))
+@known_failures
+def ocr_unit_step(context: dg.OpExecutionContext, services: ArchiveServicesResource,
+                  ocr_engine: OcrEngineResource, paths: list) -> dict:
+    """OCRs one unit's scans (a retry reads only what is still missing)."""
+    return asdict(ocr_unit(context.partition_key, services.services(), paths, ocr_engine.engine_config(),
+                           ocr_engine.workers or None))
+
+
 GATE_CHECKS = {
     "empty": ("no_empty_pages", "no non-blank page came out without text"),
     "too_short_for_ink": ("text_length_plausible", "no page's text is far shorter than its ink suggests"),
     "low_confidence": ("confidence_ok", "no page's mean line confidence is below the gate"),
 }
+GATE_SPECS = [dg.AssetCheckSpec(name, asset="ocr", description=f"{text}, after the fallback engine")
+              for name, text in GATE_CHECKS.values()]
 
 
-@dg.asset(name="ocr", deps=["intake"], partitions_def=scan_batches, group_name="scan_batch", pool="ocr",
-          kinds={"onnx", "tesseract"},
-          check_specs=[dg.AssetCheckSpec(name, asset="ocr", description=f"{text}, after the fallback engine")
-                       for name, text in GATE_CHECKS.values()])
+@dg.op(out={"result": dg.Out(dg.Nothing), **{spec.get_python_identifier(): dg.Out(dg.Nothing) for spec in GATE_SPECS}})
 @known_failures
-def ocr_asset(context: dg.AssetExecutionContext, services: ArchiveServicesResource,
-              ocr_engine: OcrEngineResource):
-    """OCRs every accepted scan not yet OCR'd by this engine version (cache keyed by sha256).
-
-    Pages failing a quality gate were re-run with the fallback engine; those still failing are
-    listed here for human review, never passed silently."""
-    r = ocr_batch(context.partition_key, services.services(), ocr_engine.engine_config(),
-                  ocr_engine.workers or None)
-    yield dg.MaterializeResult(metadata={
+def finish_ocr_step(context: dg.OpExecutionContext, services: ArchiveServicesResource,
+                    ocr_engine: OcrEngineResource, units: list):
+    """Every scan has its result: the batch is OCR'd. Pages failing a quality gate were re-run
+    with the fallback engine; those still failing are listed for human review, never passed."""
+    r = finish_ocr(context.partition_key, services.services(), ocr_engine.engine_config(),
+                   [UnitResult(**u) for u in units])
+    context.add_output_metadata({
         "scans_ocred": r.files_ocred, "scans_cached": r.files_cached, "pages_ocred": r.pages_ocred,
-        "fallback_pages": r.fallback_pages, "review_pages": ", ".join(r.review_pages[:50]) or "none",
-        "pages_per_second": round(r.pages_per_second, 2), "engine": ocr_engine.engine_config().key})
+        "units": len(units), "fallback_pages": r.fallback_pages,
+        "review_pages": ", ".join(r.review_pages[:50]) or "none",
+        "pages_per_unit_second": round(r.pages_per_second, 2), "engine": ocr_engine.engine_config().key},
+        output_name="result")
+    yield dg.Output(None, "result")
     for gate, (name, _) in GATE_CHECKS.items():
         failing = r.gate_failures.get(gate, [])
-        yield dg.AssetCheckResult(check_name=name, passed=not failing, severity=dg.AssetCheckSeverity.ERROR,
+        yield dg.AssetCheckResult(check_name=name, asset_key="ocr", passed=not failing,
+                                  severity=dg.AssetCheckSeverity.ERROR,
                                   metadata={"pages": ", ".join(failing[:50]) or "none", "count": len(failing)})
+
+
+@dg.graph_asset(name="ocr", ins={"intake": dg.AssetIn(dagster_type=dg.Nothing)}, partitions_def=scan_batches,
+                group_name="scan_batch", kinds={"onnx", "tesseract"}, check_specs=GATE_SPECS)
+def ocr_asset(intake):
+    """OCRs every accepted scan not yet OCR'd by this engine version (cache keyed by sha256), in
+    units that run in parallel on any worker, each in the `ocr` pool and retried on its own."""
+    return finish_ocr_step(plan_ocr_units(intake).map(ocr_unit_step).collect())
 
 
 @dg.asset(name="index", deps=["ocr"], partitions_def=scan_batches, group_name="scan_batch", kinds={"postgres"},

@@ -28,8 +28,8 @@ def _failure(exc: ArchiveError, context: dg.AssetExecutionContext | None) -> Exc
                                 "message_en": exc.message_en})
 
 
-def _context(args: tuple) -> dg.AssetExecutionContext | None:
-    return next((a for a in args if isinstance(a, dg.AssetExecutionContext)), None)
+def _context(args: tuple) -> dg.AssetExecutionContext | dg.OpExecutionContext | None:
+    return next((a for a in args if isinstance(a, (dg.AssetExecutionContext, dg.OpExecutionContext))), None)
 
 
 def _ended(exc: Exception, args: tuple, kwargs: dict) -> Exception:
@@ -43,7 +43,7 @@ def _ended(exc: Exception, args: tuple, kwargs: dict) -> Exception:
             or not context.has_partition_key or context.assets_def.partitions_def != scan_batches:
         return raised
     try:
-        record_failure(services.services(), context.partition_key, context.asset_key.to_user_string(),
+        record_failure(services.services(), context.partition_key, context.assets_def.key.to_user_string(),
                        context.run.run_id, known)
     except ArchiveError as unrecorded:  # the database itself may be what failed
         context.log.warning(f"the failure could not be recorded for the staff web: {unrecorded}")

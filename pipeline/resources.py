@@ -9,6 +9,7 @@ from pydantic import PrivateAttr
 
 from ocr import EngineConfig
 from settings import Settings, StorageSettings
+from stages.ocr import UNIT_PAGES
 from stages.services import Services
 from transfer.signing import Signer
 
@@ -39,7 +40,8 @@ class OcrEngineResource(dg.ConfigurableResource):
     primary: str = EngineConfig.primary
     fallback: str = EngineConfig.fallback
     lang: str = EngineConfig.lang
-    workers: int = 0  # 0: one worker process per core
+    workers: int = 0  # OCR processes of one unit; 0: one per core
+    unit_pages: int = UNIT_PAGES  # pages per unit of the ocr stage (each one step)
 
     def engine_config(self) -> EngineConfig:
         return EngineConfig(primary=self.primary, fallback=self.fallback, lang=self.lang)
@@ -56,7 +58,12 @@ class SignerResource(dg.ConfigurableResource):
         return Signer.from_pem_or_file(settings.signing_key_pem, path, generate=not settings.production)
 
 
-def archive_resources() -> dict[str, dg.ConfigurableResource]:
+def archive_resources(services: ArchiveServicesResource | None = None, ocr_engine: OcrEngineResource | None = None,
+                      signer: SignerResource | None = None) -> dict[str, dg.ConfigurableResource]:
     """The resources of every entry point (the Dagster definitions, the web server's runs, the
     CLI and the demo), made in one place; unset fields come from the environment (settings)."""
-    return {"services": ArchiveServicesResource(), "ocr_engine": OcrEngineResource(), "signer": SignerResource()}
+    from pipeline.step_outputs import StepOutputsIOManager  # it depends on the services resource
+
+    services = services or ArchiveServicesResource()
+    return {"services": services, "ocr_engine": ocr_engine or OcrEngineResource(),
+            "signer": signer or SignerResource(), "step_outputs": StepOutputsIOManager(services=services)}

@@ -1,5 +1,10 @@
 """OCR stage: every accepted scan file of a batch, once per content and engine version.
 
+The stage is three steps, so that a large batch spreads over many workers and a failed part
+retries alone: `plan_units` splits the scans still to read into units of about UNIT_PAGES pages,
+`ocr_unit` reads one unit (any number of them at once, on any machine), `finish_ocr` checks that
+every scan has its result and records the result keys. `ocr_batch` does all three in one process.
+
 Results go to staging as JSON keyed by (engine key, sha256): that key is the cache, so a rerun
 or the same page in another batch is not OCR'd again. The stage records each scan's result key in
 `batch_files.ocr_key`; later stages read that (result_keys, load_ocr), never the engine settings.
@@ -10,9 +15,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from errors import NotReady
 from ocr import EngineConfig, OcrPool, PageResult
@@ -23,6 +30,9 @@ from stages.services import Services
 from storage import events
 from storage.events import AGENT, Event
 from storage.objects import put_if_absent, sha256_hex
+
+UNIT_PAGES = 50  # pages per unit: tens of seconds on one core, so a start-up (~2 s) is a small share
+READERS = 8      # threads reading stored results: object-store round trips, not CPU
 
 
 @dataclass
@@ -53,7 +63,8 @@ def accepted_scans(batch_id: str, services: Services) -> list[dict]:
     """The accepted scan files of the materials intake let go on; a file outside the catalog is
     kept in staging but not processed, as its finding says."""
     with services.db.transaction() as cur:
-        cur.execute("SELECT path, sha256, staging_key, ocr_key FROM batch_files WHERE batch_id = %s AND role = 'page'"
+        cur.execute("SELECT path, sha256, staging_key, ocr_key, page_count FROM batch_files"
+                    " WHERE batch_id = %s AND role = 'page'"
                     " AND status = 'accepted' AND path IN"
                     f" (SELECT jsonb_array_elements_text(page_files) FROM ({CATALOG_MATERIALS}) c) ORDER BY path",
                     (batch_id, batch_id))
@@ -101,22 +112,84 @@ def _worker_loss(batch_id: str) -> Iterator[None]:
                             "results already stored are kept and the step is run again", item=batch_id) from exc
 
 
-def ocr_batch(batch_id: str, services: Services, config: EngineConfig | None = None,
-              workers: int | None = None) -> OcrResult:
-    config = config or EngineConfig()
-    scans = accepted_scans(batch_id, services)
-    todo, cached = [], 0
-    seen: set[str] = set()
-    for s in scans:
-        if s["sha256"] in seen or services.store.head(services.staging_bucket, ocr_key(config.key, s["sha256"])):
-            cached += 1
-        else:
-            todo.append(s)
-        seen.add(s["sha256"])
+class OcrUnit(NamedTuple):
+    """Scan files one step reads: about UNIT_PAGES pages, a larger file alone."""
 
-    t0 = time.perf_counter()
-    pages, fallback, done = 0, 0, []
-    failures: dict[str, list[str]] = {gate: [] for gate in GATES}
+    number: int
+    paths: list[str]
+    pages: int
+
+
+@dataclass
+class UnitResult:
+    files_ocred: int
+    pages_ocred: int
+    files_cached: int       # stored meanwhile (another batch, or this unit's earlier attempt)
+    seconds: float
+
+
+def plan_units(batch_id: str, services: Services, config: EngineConfig | None = None,
+               unit_pages: int = UNIT_PAGES) -> list[OcrUnit]:
+    """The batch's scans with no stored result yet, in path order, split into units; the same
+    content twice in the batch is read once."""
+    config = config or EngineConfig()
+    units: list[OcrUnit] = []
+    paths: list[str] = []
+    pages = 0
+    seen: set[str] = set()
+    for s in accepted_scans(batch_id, services):
+        if s["sha256"] in seen or services.store.head(services.staging_bucket, ocr_key(config.key, s["sha256"])):
+            continue
+        seen.add(s["sha256"])
+        if paths and pages + (s["page_count"] or 1) > unit_pages:
+            units.append(OcrUnit(len(units), paths, pages))
+            paths, pages = [], 0
+        paths.append(s["path"])
+        pages += s["page_count"] or 1
+    if paths:
+        units.append(OcrUnit(len(units), paths, pages))
+    return units
+
+
+def _event(batch_id: str, config: EngineConfig, sha256: str, results: list[PageResult], body: bytes) -> Event:
+    review_gates = sorted({g for r in results for g in r.failed_gates})
+    return Event("ocr", "warning" if review_gates else "success", batch_id, object_sha256=sha256,
+                 agent=f"{AGENT}; {config.key}",
+                 detail={"pages": len(results), "result_sha256": sha256_hex(body),
+                         "confidence": [r.confidence for r in results], "review": review_gates})
+
+
+def _without_event(services: Services, config: EngineConfig, sha256s: list[str]) -> set[str]:
+    """Of these scans, those no OCR event with this engine records: their result was stored by an
+    attempt killed before it committed its events."""
+    with services.db.transaction() as cur:
+        cur.execute("SELECT DISTINCT object_sha256 FROM events WHERE event_type = 'ocr'"
+                    " AND object_sha256 = ANY(%s) AND agent LIKE %s", (sha256s, f"%; {config.key}"))
+        return set(sha256s) - {r["object_sha256"] for r in cur.fetchall()}
+
+
+def _stored_event(batch_id: str, services: Services, config: EngineConfig, sha256: str) -> Event:
+    body = services.store.get(services.staging_bucket, ocr_key(config.key, sha256))
+    return _event(batch_id, config, sha256, [PageResult.from_dict(p) for p in json.loads(body)["pages"]], body)
+
+
+def _stored_pages(services: Services, key: str) -> list[PageResult] | None:
+    return load_ocr(services, key)[0] if services.store.head(services.staging_bucket, key) else None
+
+
+def ocr_unit(batch_id: str, services: Services, paths: list[str], config: EngineConfig | None = None,
+             workers: int | None = None) -> UnitResult:
+    """OCRs the unit's scans that have no stored result, stores each result and records its event.
+    Run again (a retry after a killed worker), it reads only what is still missing, and records
+    the events an earlier attempt stored results for but did not commit."""
+    config = config or EngineConfig()
+    wanted = set(paths)
+    scans = {s["sha256"]: s for s in accepted_scans(batch_id, services) if s["path"] in wanted}
+    stored = {sha for sha in scans if services.store.head(services.staging_bucket, ocr_key(config.key, sha))}
+    todo = [s for sha, s in scans.items() if sha not in stored]
+    done = [_stored_event(batch_id, services, config, sha)
+            for sha in sorted(_without_event(services, config, sorted(stored)))] if stored else []
+    t0, pages = time.perf_counter(), 0
     if todo:
         def blobs() -> Iterator[bytes]:
             for s in todo:
@@ -128,20 +201,60 @@ def ocr_batch(batch_id: str, services: Services, config: EngineConfig | None = N
                                    "pages": [r.to_dict() for r in results]}, ensure_ascii=False).encode()
                 put_if_absent(services.store, services.staging_bucket, ocr_key(config.key, scan["sha256"]),
                               body, sha256_hex(body), "application/json")
-                review_gates = sorted({g for r in results for g in r.failed_gates})
-                done.append(Event("ocr", "warning" if review_gates else "success", batch_id,
-                                  object_sha256=scan["sha256"], agent=f"{AGENT}; {config.key}",
-                                  detail={"pages": len(results), "result_sha256": sha256_hex(body),
-                                          "confidence": [r.confidence for r in results], "review": review_gates}))
+                done.append(_event(batch_id, config, scan["sha256"], results, body))
                 pages += len(results)
-                for i, r in enumerate(results):
-                    for gate in r.failed_gates:
-                        failures[gate].append(f"{scan['path']}#{i + 1}")
-                    fallback += any(f.startswith("fallback:") for f in r.flags)
     with services.db.transaction() as cur:
         events.record(cur, done)
+    return UnitResult(len(todo), pages, len(stored), time.perf_counter() - t0)
+
+
+@dataclass
+class GateReport:
+    failures: dict[str, list[str]]  # gate -> "path#page" of pages failing it even after the fallback
+    fallback_pages: int             # pages the fallback engine was tried on
+
+
+def finish_ocr(batch_id: str, services: Services, config: EngineConfig | None = None,
+               units: list[UnitResult] | None = None) -> OcrResult:
+    """Records every scan's result key and moves the batch on; OcrNotDone naming the first scan
+    without a stored result (a unit that has not run), so the batch is never OCR'd with a page
+    missing. The gate report covers every page of the batch, cached or not."""
+    config = config or EngineConfig()
+    units = units or []
+    scans = accepted_scans(batch_id, services)
+    keys = [ocr_key(config.key, s["sha256"]) for s in scans]
+    with ThreadPoolExecutor(READERS) as readers:
+        stored = list(readers.map(lambda key: _stored_pages(services, key), keys))
+    results = []
+    for scan, pages in zip(scans, stored, strict=True):
+        if pages is None:
+            raise OcrNotDone(batch_id, scan["path"])
+        results.append(pages)
+    report = _gates(scans, results)
+    with services.db.transaction() as cur:
         cur.execute("UPDATE batch_files b SET ocr_key = k.key FROM unnest(%s::text[], %s::text[]) AS k(path, key)"
                     " WHERE b.batch_id = %s AND b.path = k.path",  # one statement however many scans
-                    ([s["path"] for s in scans], [ocr_key(config.key, s["sha256"]) for s in scans], batch_id))
+                    ([s["path"] for s in scans], keys, batch_id))
         advance(cur, batch_id, "ocr_done")
-    return OcrResult(batch_id, len(todo), cached, pages, failures, fallback, time.perf_counter() - t0)
+    ocred = sum(u.files_ocred for u in units)
+    return OcrResult(batch_id, ocred, len(scans) - ocred, sum(u.pages_ocred for u in units), report.failures,
+                     report.fallback_pages, sum(u.seconds for u in units))
+
+
+def _gates(scans: list[dict], results: list[list[PageResult]]) -> GateReport:
+    failures: dict[str, list[str]] = {gate: [] for gate in GATES}
+    fallback = 0
+    for scan, pages in zip(scans, results, strict=True):
+        for i, r in enumerate(pages):
+            for gate in r.failed_gates:
+                failures[gate].append(f"{scan['path']}#{i + 1}")
+            fallback += any(f.startswith("fallback:") for f in r.flags)
+    return GateReport(failures, fallback)
+
+
+def ocr_batch(batch_id: str, services: Services, config: EngineConfig | None = None,
+              workers: int | None = None, unit_pages: int = UNIT_PAGES) -> OcrResult:
+    """The whole stage in this process, unit after unit (the CLI's stages, tests, benchmarks)."""
+    done = [ocr_unit(batch_id, services, unit.paths, config, workers)
+            for unit in plan_units(batch_id, services, config, unit_pages)]
+    return finish_ocr(batch_id, services, config, done)

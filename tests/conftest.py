@@ -90,6 +90,15 @@ def services(database_url: str, s3_url: str) -> Services:
     return make_services(database_url, s3_url)
 
 
+def pipeline_resources(services: Services, s3_url: str | None = None, **others) -> dict:
+    """The pipeline's resources (pipeline.resources.archive_resources) on these test services."""
+    from pipeline.resources import ArchiveServicesResource, archive_resources
+
+    return archive_resources(ArchiveServicesResource(
+        database_url=services.db.url, s3_endpoint_url=s3_url or services.store.endpoint_url,
+        staging_bucket=services.staging_bucket, archive_bucket=services.archive_bucket), **others)
+
+
 # People and clients of the staff web, for the tests that talk to it.
 PASSWORD = "correct-horse-battery-9"
 WEB = "https://127.0.0.1"  # TestClient speaks ASGI, not TLS: https so the Secure session cookie is sent

@@ -9,11 +9,10 @@ import pytest
 from errors import NotReady
 from pipeline.definitions import batch_job
 from pipeline.launch import claim_batch_run
-from pipeline.resources import ArchiveServicesResource, OcrEngineResource
 from pipeline.runner import run_batch
 from pipeline.sensors import make_inbox_sensor
 from stages.submit import submit_path
-from tests.conftest import SAMPLE_BATCH
+from tests.conftest import SAMPLE_BATCH, pipeline_resources
 
 
 @pytest.fixture
@@ -23,10 +22,7 @@ def instance(tmp_path):
 
 
 def _resources(services) -> dict:
-    return {"services": ArchiveServicesResource(
-        database_url=services.db.url, s3_endpoint_url=services.store.endpoint_url,
-        staging_bucket=services.staging_bucket, archive_bucket=services.archive_bucket),
-        "ocr_engine": OcrEngineResource()}
+    return pipeline_resources(services)
 
 
 def test_callers_at_the_same_moment_get_one_claim(services, instance):

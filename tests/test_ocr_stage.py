@@ -35,3 +35,33 @@ def test_rerun_hits_the_cache_and_starts_no_engine(tmp_path, services, monkeypat
     # another engine setting is another cache entry: it would run
     with pytest.raises(AssertionError, match="engine was started"):
         ocr_stage.ocr_batch(batch, services, EngineConfig(det_side=960), workers=1)
+
+
+def test_units_split_the_batch_and_a_killed_units_results_get_their_events_once(services, monkeypatch):
+    """One page per unit: each unit reads only its scans. A unit whose results were stored by an
+    attempt killed before it committed records their events from the stored results, once."""
+    batch = submit_folder(SAMPLE_BATCH, services).batch_id
+    intake_batch(batch, services)
+    units = ocr_stage.plan_units(batch, services, unit_pages=1)
+    scans = ocr_stage.accepted_scans(batch, services)
+    assert [u.paths for u in units] == [[s["path"]] for s in scans] and len(units) > 2
+
+    first = ocr_stage.ocr_unit(batch, services, units[0].paths, workers=1)
+    assert (first.files_ocred, first.files_cached) == (1, 0)
+    with services.db.transaction() as cur:  # as if the attempt died between storing and committing
+        cur.execute("DELETE FROM events WHERE event_type = 'ocr'")
+    with pytest.raises(ocr_stage.OcrNotDone):  # the other units have not run: not OCR'd
+        ocr_stage.finish_ocr(batch, services)
+
+    monkeypatch.setattr(ocr_stage, "OcrPool", EngineMustNotRun)
+    retried = ocr_stage.ocr_unit(batch, services, units[0].paths, workers=1)
+    assert (retried.files_ocred, retried.files_cached) == (0, 1)
+    ocr_stage.ocr_unit(batch, services, units[0].paths, workers=1)
+    monkeypatch.undo()
+    result = ocr_stage.ocr_batch(batch, services, workers=1, unit_pages=1)  # the rest, unit by unit
+    assert result.files_ocred == len(scans) - 1 and result.files_cached == 1
+    with services.db.transaction() as cur:
+        cur.execute("SELECT object_sha256, count(*) AS n FROM events WHERE event_type = 'ocr' GROUP BY 1")
+        assert {r["object_sha256"]: r["n"] for r in cur.fetchall()} == {s["sha256"]: 1 for s in scans}
+        cur.execute("SELECT count(*) AS n FROM batch_files WHERE batch_id = %s AND ocr_key IS NOT NULL", (batch,))
+        assert cur.fetchone()["n"] == len(scans)

@@ -9,12 +9,12 @@ import dagster as dg
 import pytest
 
 from cli.demo import batch_cer
-from pipeline.resources import ArchiveServicesResource, OcrEngineResource, SignerResource
+from pipeline.resources import SignerResource
 from pipeline.runner import run_batch
 from stages.services import Services
 from stages.submit import submit_folder
 from storage.objects import content_key
-from tests.conftest import SAMPLE_BATCH, SAMPLE_TRUTH, make_services, new_database
+from tests.conftest import SAMPLE_BATCH, SAMPLE_TRUTH, make_services, new_database, pipeline_resources
 
 # The issue-4 target: <= 1% on every variant (the measured figure: README, benchmarks/ocr_bench.py).
 CER_BOUND = 0.01
@@ -23,13 +23,7 @@ COUNTED = ("batches", "batch_files", "personnel_files", "materials", "pages", "s
 
 
 def resources_for(services: Services, key_file: Path) -> dict:
-    return {
-        "services": ArchiveServicesResource(
-            database_url=services.db.url, s3_endpoint_url=services.store.endpoint_url,
-            staging_bucket=services.staging_bucket, archive_bucket=services.archive_bucket),
-        "ocr_engine": OcrEngineResource(),
-        "signer": SignerResource(key_file=str(key_file)),
-    }
+    return pipeline_resources(services, signer=SignerResource(key_file=str(key_file)))
 
 
 def materialize(services: Services, batch_id: str, key_file: Path) -> dict:

@@ -24,11 +24,10 @@ from devservices.s3 import free_port
 from pipeline.assets import ASSETS
 from pipeline.launcher import ArchiveRunLauncher
 from pipeline.partitions import scan_batches
-from pipeline.resources import ArchiveServicesResource, OcrEngineResource
 from pipeline.workers import WORKER_TAG, Worker, dead_runs_failed, fail_if_dead, run_worker, this_worker
 from stages.progress import batch_status
 from stages.submit import submit_folder
-from tests.conftest import REPO, SAMPLE_BATCH, make_services, searchable_tempdir
+from tests.conftest import REPO, SAMPLE_BATCH, make_services, pipeline_resources, searchable_tempdir
 from tests.test_cli import ARCHIVE, _summary_numbers, demo_env  # noqa: F401  (a fixture)
 
 
@@ -174,9 +173,7 @@ def test_postgres_restarted_in_the_index_step_is_survived_by_its_retry(own_postg
         return real_load(cur, chunks)
 
     monkeypatch.setattr(stages.index, "load_chunks", load_then_restart)
-    resources = {"services": ArchiveServicesResource(
-        database_url=services.db.url, s3_endpoint_url=s3_url, staging_bucket=services.staging_bucket,
-        archive_bucket=services.archive_bucket), "ocr_engine": OcrEngineResource()}
+    resources = pipeline_resources(services, s3_url)
     with dg.DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions(scan_batches.name, [batch])
         result = dg.materialize(ASSETS, partition_key=batch, instance=instance, resources=resources,
@@ -242,8 +239,9 @@ def test_daemon_run_whose_worker_is_killed_in_ocr_is_failed_retried_and_complete
 
             deadline = time.monotonic() + 400
             while not any(r.status == dg.DagsterRunStatus.SUCCESS for r in runs()):
-                assert time.monotonic() < deadline, [(r.run_id, r.status, r.tags, [e.message for e in
-                                                      instance.all_logs(r.run_id)][-6:]) for r in runs()]
+                assert time.monotonic() < deadline, [(r.run_id, r.status, [
+                    (e.step_key, e.dagster_event_type, (e.message or "")[:300]) for e in instance.all_logs(r.run_id)
+                    if e.dagster_event_type not in (None, "LOGS_CAPTURED")][-25:]) for r in runs()]
                 time.sleep(2)
             killed, *retries = runs()
             assert instance.get_run_by_id(killed.run_id).status == dg.DagsterRunStatus.FAILURE
@@ -299,10 +297,7 @@ def test_a_stage_that_fails_for_good_says_why_on_the_staff_web_until_a_stage_com
     from errors import BatchRefused
     from tests.conftest import add_user, logged_in
 
-    resources = {"services": ArchiveServicesResource(
-        database_url=services.db.url, s3_endpoint_url=services.store.endpoint_url,
-        staging_bucket=services.staging_bucket, archive_bucket=services.archive_bucket),
-        "ocr_engine": OcrEngineResource()}
+    resources = pipeline_resources(services)
     other = tmp_path / "GZ2026-S008"
     shutil.copytree(SAMPLE_BATCH, other)
     (other / "pages" / "extra.note").write_text("another batch of the same files")

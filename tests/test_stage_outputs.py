@@ -7,19 +7,16 @@ import pytest
 from catalog.idnumber import mask_ids
 from pipeline.assets import ASSETS
 from pipeline.partitions import scan_batches
-from pipeline.resources import ArchiveServicesResource, OcrEngineResource
+from pipeline.resources import OcrEngineResource
 from stages.index import index_batch
 from stages.intake import intake_batch
 from stages.ocr import OcrNotDone, load_ocr, result_keys
 from stages.submit import submit_folder
-from tests.conftest import SAMPLE_BATCH
+from tests.conftest import SAMPLE_BATCH, pipeline_resources
 
 
 def _resources(services, engine: OcrEngineResource) -> dict:
-    return {"services": ArchiveServicesResource(
-                database_url=services.db.url, s3_endpoint_url=services.store.endpoint_url,
-                staging_bucket=services.staging_bucket, archive_bucket=services.archive_bucket),
-            "ocr_engine": engine}
+    return pipeline_resources(services, ocr_engine=engine)
 
 
 def test_engine_configured_otherwise_after_ocr_breaks_neither_index_nor_archive(services):

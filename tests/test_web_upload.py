@@ -17,11 +17,11 @@ import dagster as dg
 import pytest
 import uvicorn
 
-from pipeline.resources import ArchiveServicesResource, OcrEngineResource, SignerResource
+from pipeline.resources import SignerResource
 from pipeline.runner import BatchQueue
 from stages.progress import ORDER
 from stages.submit import submit_folder
-from tests.conftest import PASSWORD, SAMPLE_BATCH, add_user, token, web_client
+from tests.conftest import PASSWORD, SAMPLE_BATCH, add_user, pipeline_resources, token, web_client
 from web.app import create_app
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -49,13 +49,7 @@ def _small_batch(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def server(services, tmp_path):
-    resources = {
-        "services": ArchiveServicesResource(
-            database_url=services.db.url, s3_endpoint_url=services.store.endpoint_url,
-            staging_bucket=services.staging_bucket, archive_bucket=services.archive_bucket),
-        "ocr_engine": OcrEngineResource(),
-        "signer": SignerResource(key_file=str(tmp_path / "signing.key")),
-    }
+    resources = pipeline_resources(services, signer=SignerResource(key_file=str(tmp_path / "signing.key")))
     with dg.DagsterInstance.ephemeral() as instance:
         runner = BatchQueue(resources, instance)
         with socket.socket() as s:
