@@ -134,29 +134,69 @@ def cmd_ui(args: argparse.Namespace) -> int:
     cmd = [str(Path(sys.executable).parent / "dagster"), "dev", "-m", "pipeline.definitions",
            "-h", "127.0.0.1", "-p", str(args.port)]
     print(f"Dagster UI on http://127.0.0.1:{args.port} (Ctrl-C stops it)")
+    # SIGINT: dagster dev shuts its webserver, daemon and code server down
+    return _supervise(cmd, signal.SIGINT, 60, instance.stop if started else None)
 
-    def reset_signals() -> None:  # dagster dev ignores SIGINT/SIGTERM when inherited as ignored
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """A Celery worker of this installation (ARCHIVE_EXECUTOR=celery): it takes steps of any run
+    from the broker and runs them here, `--concurrency` at a time. On a broker on loopback that
+    nobody serves, it starts Redis for as long as it runs (the dev services; production's Redis
+    is a service of its own)."""
+    from urllib.parse import urlsplit
+
+    from devservices.instance import LocalInstance
+    from devservices.redis import LocalRedis
+    from settings import Settings
+
+    settings = Settings.from_env()
+    instance = LocalInstance.from_env()
+    instance.export()
+    started = instance.start()
+    broker = urlsplit(settings.celery_broker)
+    redis = LocalRedis(broker.port or 6379) if broker.hostname in ("127.0.0.1", "localhost") else None
+    redis_started = redis.start() if redis else False
+    cmd = [sys.executable, "-m", "celery", "-A", "pipeline.celery_app", "worker", "-Q", "dagster",
+           *(["--pool", "solo"] if args.concurrency == 1 else []),  # one step at a time, in the worker itself
+           "--concurrency", str(args.concurrency), "--prefetch-multiplier", "1", "--loglevel", "INFO",
+           "-n", f"{args.name}@%h", "--without-gossip", "--without-mingle"]
+    print(f"Celery worker {args.name} on {settings.celery_broker}, {args.concurrency} at a time (Ctrl-C stops it)")
+
+    def stop_services() -> None:
+        if redis_started:
+            redis.stop()
+        if started:
+            instance.stop()
+
+    # SIGTERM: Celery's warm shutdown, the step under way finishes first
+    return _supervise(cmd, signal.SIGTERM, 120, stop_services, {"ARCHIVE_EXECUTOR": "celery"})
+
+
+def _supervise(cmd: list[str], stop_signal: int, grace: float, after, env: dict[str, str] | None = None) -> int:
+    """Runs `cmd` until it ends, or until Ctrl-C or `kill PID` here, which it passes on as
+    `stop_signal` (killing it after `grace` s); then `after()`, the services this command started."""
+    def reset_signals() -> None:  # a child inherits ignored signals: dagster dev would ignore SIGINT/SIGTERM
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, interrupt)  # `kill PID` stops the UI and its children too
-    proc = subprocess.Popen(cmd, env=os.environ.copy(), preexec_fn=reset_signals)
+    signal.signal(signal.SIGTERM, interrupt)
+    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, preexec_fn=reset_signals)
     try:
         return proc.wait()
     except KeyboardInterrupt:
-        proc.send_signal(signal.SIGINT)  # dagster dev shuts its webserver, daemon and code server down
+        proc.send_signal(stop_signal)
         try:
-            proc.wait(60)
+            proc.wait(grace)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
         return 0
     finally:
-        if started:
-            instance.stop()
+        if after:
+            after()
 
 
 def cmd_ocr(args: argparse.Namespace) -> int:
@@ -404,6 +444,10 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ui", help="the Dagster UI on 127.0.0.1 over the local instance")
     p.add_argument("--port", type=int, default=3000)
     p.set_defaults(func=cmd_ui)
+    p = sub.add_parser("worker", help="a Celery worker running the steps of runs (ARCHIVE_EXECUTOR=celery)")
+    p.add_argument("--concurrency", type=int, default=1, help="steps at a time (default 1: one core's OCR)")
+    p.add_argument("--name", default="worker", help="the worker's name, unique on this host")
+    p.set_defaults(func=cmd_worker)
     p = sub.add_parser("ocr", help="OCR image or PDF files with the pipeline's engine")
     p.add_argument("files", nargs="+")
     p.add_argument("--json", action="store_true")

@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from devservices import process
 from errors import SetupError
 
 
@@ -57,14 +58,5 @@ class MotoServer:
         raise SetupError("moto S3 服务器未能启动", f"moto server did not listen on port {self.port} within {timeout}s")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-        if getattr(self, "log", None):
-            self.log.close()
-            Path(self.log.name).unlink(missing_ok=True)
+        process.stop(self.proc, getattr(self, "log", None))
+        self.proc, self.log = None, None

@@ -39,6 +39,7 @@ NEEDS = (
     Need("/usr/share/fonts/truetype/arphic/ukai.ttc", "fonts-arphic-ukai", "sample generator: kai style"),
     Need("/usr/lib/*-linux-gnu/libGL.so.1", "libgl1", "opencv (RapidOCR's image operations) loads it"),
     Need("/usr/lib/*-linux-gnu/libglib-2.0.so.0", "libglib2.0-0", "opencv loads it"),
+    Need("redis-server", "redis-server", "the Celery executor's broker on loopback (devservices/redis.py)"),
     Need("/usr/bin/chromium", "chromium", "the upload page's browser test", tests_only=True),
     Need("zip", "zip", "tests hand in a zip made by Info-ZIP", tests_only=True),
 )

@@ -102,6 +102,19 @@ def known_cause(exc: BaseException) -> ArchiveError | None:
     return next((e for e in _chain(exc) if isinstance(e, ArchiveError)), None)
 
 
+def _kinds(cls: type[ArchiveError]) -> Iterator[type[ArchiveError]]:
+    yield cls
+    for sub in cls.__subclasses__():
+        yield from _kinds(sub)
+
+
+def from_kind(kind: str, message_zh: str, message_en: str, item: str | None = None) -> ArchiveError:
+    """The error a known state's kind names, rebuilt from its sentences: a step that failed in
+    another process (a Celery worker) reports its state this way, not as an exception object."""
+    cls = next((c for c in _kinds(ArchiveError) if c.kind == kind), ArchiveError)  # the base class of the kind
+    return cls(message_zh, message_en, item=item or None)
+
+
 def run_command(func, args) -> int:
     """A CLI command's exit status: a known state is its message on stderr and its status; a
     bug keeps its traceback."""

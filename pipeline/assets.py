@@ -69,7 +69,7 @@ def finish_ocr_step(context: dg.OpExecutionContext, services: ArchiveServicesRes
         "scans_ocred": r.files_ocred, "scans_cached": r.files_cached, "pages_ocred": r.pages_ocred,
         "units": len(units), "fallback_pages": r.fallback_pages,
         "review_pages": ", ".join(r.review_pages[:50]) or "none",
-        "pages_per_unit_second": round(r.pages_per_second, 2), "engine": ocr_engine.engine_config().key},
+        "pages_per_second": round(r.pages_per_second, 2), "engine": ocr_engine.engine_config().key},
         output_name="result")
     yield dg.Output(None, "result")
     for gate, (name, _) in GATE_CHECKS.items():

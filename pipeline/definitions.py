@@ -3,15 +3,15 @@
 import dagster as dg
 
 from pipeline.assets import ASSETS
-from pipeline.executor import multiprocess
+from pipeline.executor import configured_executor
 from pipeline.preservation_assets import PRESERVATION_ASSETS, fixity_audit_asset, inventories_asset, replication_asset
-from pipeline.resources import archive_resources
+from pipeline.resources import OcrEngineResource, archive_resources
 from pipeline.sensors import make_inbox_sensor, make_platform_sensor, make_transfer_sensor
 from pipeline.transfer_assets import platform_deliveries_asset, transfer_package_asset, transfer_receipts_asset
 from settings import Settings
 
 # Read once as the code location loads: bad settings stop it there, every problem named, not a run later.
-Settings.from_env()
+SETTINGS = Settings.from_env()
 
 batch_job = dg.define_asset_job("process_batch", selection=dg.AssetSelection.assets(*ASSETS))
 transfer_job = dg.define_asset_job("package_transfer", selection=dg.AssetSelection.assets(transfer_package_asset))
@@ -37,6 +37,8 @@ defs = dg.Definitions(
                                      default_status=dg.DefaultScheduleStatus.RUNNING,
                                      description="re-reads the day's share of objects on every copy and repairs "
                                                  "what is damaged")],
-    resources=archive_resources(),
-    executor=multiprocess,  # Dagster's multiprocess executor, recording each run's worker for run monitoring
+    # OCR units run side by side (one per core, or per Celery worker): one OCR process each
+    resources=archive_resources(ocr_engine=OcrEngineResource(workers=0 if SETTINGS.executor == "in_process" else 1,
+                                                             unit_pages=SETTINGS.ocr_unit_pages)),
+    executor=configured_executor(SETTINGS),  # ARCHIVE_EXECUTOR; each run's worker recorded for run monitoring
 )

@@ -9,6 +9,7 @@ import dagster as dg
 from dagster._core.executor.base import Executor
 
 from pipeline.workers import worker_tags
+from settings import Settings
 
 
 class _RecordingWorker(Executor):
@@ -19,6 +20,10 @@ class _RecordingWorker(Executor):
         # this runs in the run worker itself, before any step starts
         plan_context.instance.add_run_tags(plan_context.run_id, worker_tags(plan_context.run_id))
         yield from self._inner.execute(plan_context, execution_plan)
+
+    def __getattr__(self, name: str):
+        # an executor's own loop reads its settings through the run's executor (Celery: app_args)
+        return getattr(self._inner, name)
 
     @property
     def retries(self):
@@ -40,3 +45,16 @@ def recording_worker(inner: dg.ExecutorDefinition) -> dg.ExecutorDefinition:
 
 
 multiprocess = recording_worker(dg.multiprocess_executor)
+in_process = recording_worker(dg.in_process_executor)
+
+
+def configured_executor(settings: Settings) -> dg.ExecutorDefinition:
+    """The executor ARCHIVE_EXECUTOR names, recording its run worker: in_process (one process),
+    multiprocess (a process per step on this machine), celery (each step a task for the Celery
+    workers listening on ARCHIVE_CELERY_BROKER, on any machine: `archive worker`); unset, multiprocess."""
+    if settings.executor == "celery":
+        from dagster_celery import celery_executor
+
+        return recording_worker(celery_executor.configured(
+            {"broker": settings.celery_broker, "backend": settings.celery_broker}, name="celery"))
+    return in_process if settings.executor == "in_process" else multiprocess

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import dagster as dg
 
-from errors import ArchiveError
+from errors import ArchiveError, from_kind
 from pipeline.partitions import scan_batches
 from stages.progress import record_failure
 
@@ -74,3 +74,14 @@ def known_failures(fn: Callable) -> Callable:
             _ended(exc, args, kwargs)
             raise
     return call
+
+
+def known_failure(instance: dg.DagsterInstance, run_id: str) -> ArchiveError | None:
+    """The known state a failed step of the run ended with (its Failure's metadata), if any: a
+    step run in another process cannot hand its exception to the run worker's caller."""
+    for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records:
+        failure = record.event_log_entry.dagster_event.step_failure_data.user_failure_data
+        meta = {k: v.value for k, v in (failure.metadata if failure else {}).items()}
+        if "message_en" in meta:
+            return from_kind(meta.get("kind", "error"), meta["message_zh"], meta["message_en"], meta.get("item"))
+    return None

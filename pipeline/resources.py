@@ -65,5 +65,6 @@ def archive_resources(services: ArchiveServicesResource | None = None, ocr_engin
     from pipeline.step_outputs import StepOutputsIOManager  # it depends on the services resource
 
     services = services or ArchiveServicesResource()
-    return {"services": services, "ocr_engine": ocr_engine or OcrEngineResource(),
+    ocr_engine = ocr_engine or OcrEngineResource(unit_pages=Settings.from_env().ocr_unit_pages)
+    return {"services": services, "ocr_engine": ocr_engine,
             "signer": signer or SignerResource(), "step_outputs": StepOutputsIOManager(services=services)}

@@ -6,18 +6,24 @@ import queue
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import dagster as dg
+from dagster._core.execution.execution_result import ExecutionResult
 
-from errors import NotReady
+from errors import ArchiveError, NotReady
 from pipeline.assets import ASSETS
+from pipeline.failures import known_failure
 from pipeline.launch import claim_batch_run, release_claim, run_key_tags
 from pipeline.partitions import transfers
 from pipeline.transfer_assets import transfer_package_asset
 from pipeline.workers import dead_runs_failed, free_slots_of_ended_runs, live_runs, run_worker, worker_tags
+from settings import Settings
 
 log = logging.getLogger(__name__)
+REPO = Path(__file__).resolve().parents[1]
 
 
 def run_batch(batch_id: str, resources: dict, instance: dg.DagsterInstance,
@@ -54,14 +60,46 @@ def run_transfer(transfer_id: str, resources: dict, instance: dg.DagsterInstance
 
 
 def _execute(assets: list, job_name: str, partition_key: str, tags: dict[str, str], resources: dict,
-             instance: dg.DagsterInstance, run_config: dict | None, run_id: str) -> dg.ExecuteInProcessResult:
+             instance: dg.DagsterInstance, run_config: dict | None, run_id: str) -> ExecutionResult:
     """`dg.materialize`, but with the run id chosen by the caller, so that this process is
-    recorded as the run's worker from its start (pipeline/workers.py)."""
+    recorded as the run's worker from its start (pipeline/workers.py). With ARCHIVE_EXECUTOR set to
+    multiprocess or celery (and a persistent instance, which step processes and workers share) the
+    steps run as that executor runs them: a process each, or on the Celery workers."""
+    if Settings.from_env().executor in ("multiprocess", "celery") and not instance.is_ephemeral:
+        return _execute_on_workers(job_name, partition_key, tags, instance, run_config, run_id)
     defs = dg.Definitions(jobs=[dg.define_asset_job(job_name)], assets=assets, resources=resources)
     return defs.resolve_job_def(job_name).execute_in_process(
         run_config=run_config, instance=instance, partition_key=partition_key, raise_on_error=True, run_id=run_id,
         # no run retry: the daemon cannot relaunch a run made outside a code location
         tags={**tags, **worker_tags(run_id), "dagster/max_retries": "0"})
+
+
+def _execute_on_workers(job_name: str, partition_key: str, tags: dict[str, str], instance: dg.DagsterInstance,
+                        run_config: dict | None, run_id: str) -> ExecutionResult:
+    """The job of the code location (pipeline.definitions, its configured executor) run with this
+    process as the run worker, as the daemon's run worker would; a step's known state is raised
+    as its ArchiveError, rebuilt from the failure's sentences."""
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+    from dagster._core.execution.api import execute_run
+
+    job = ReconstructableRepository.for_module("pipeline.definitions", "defs", str(REPO)).get_reconstructable_job(
+        job_name)
+    run = instance.create_run_for_job(job.get_definition(), run_id=run_id, run_config=run_config,
+                                      tags={**tags, **worker_tags(run_id), "dagster/max_retries": "0",
+                                            "dagster/partition": partition_key},
+                                      job_code_origin=job.get_python_origin())
+    with warnings.catch_warnings():  # dagster-celery registers its task once per step: Celery warns each time
+        warnings.filterwarnings("ignore", message="Task name 'execute_plan' is already registered")
+        result = execute_run(job, run, instance)
+    if not result.success:
+        raise known_failure(instance, run_id) or DagsterRunFailed(run_id)
+    return result
+
+
+class DagsterRunFailed(ArchiveError):
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"运行 {run_id} 失败，详见 Dagster 界面中该运行的日志",
+                         f"run {run_id} failed: see its log in the Dagster UI", item=run_id)
 
 
 def fail_dead_runs(instance: dg.DagsterInstance, own: dict[str, str], say: Callable[[str], None]) -> None:

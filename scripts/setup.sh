@@ -11,6 +11,7 @@ APT_PACKAGES=(
   fonts-wqy-zenhei fonts-arphic-uming fonts-arphic-ukai   # CJK fonts: printable transfer notices, sample generator
   util-linux                                              # runuser: postgres refuses to run as root
   libgl1 libglib2.0-0                                     # opencv (RapidOCR's image ops) loads them
+  redis-server                                            # Celery's broker for ARCHIVE_EXECUTOR=celery, on loopback
 )
 # `make test` (ARCHIVE_SETUP_TESTS=1) also needs a browser for the upload page's test
 if [[ ${ARCHIVE_SETUP_TESTS:-0} == 1 ]]; then

@@ -22,6 +22,7 @@ DEMO_ID_KEY = ("demo", base64.b64decode("ZGVtby1pZC1rZXktbm90LWZvci1wcm9kdWN0aW9
 DEMO_AUDIT_KEY = b"demo-audit-key-not-for-production"
 DEMO_PLATFORM_ID_HASH_KEY = b"demo-national-platform-id-hash-key"
 MIN_KEY_BYTES = 32
+EXECUTORS = ("in_process", "multiprocess", "celery")
 
 
 def parse_id_keys(raw: str) -> tuple[str, dict[str, bytes]]:
@@ -86,6 +87,11 @@ class Settings:
                                                     # key file under DAGSTER_HOME/keys
     pull_token: str = ""                            # ARCHIVE_PULL_TOKEN: the token a sender issued us
     pull_ca_file: str = ""                          # ARCHIVE_PULL_CA_FILE: a sender's CA, if not a public one
+    executor: str = ""                              # ARCHIVE_EXECUTOR: how runs execute their steps: in_process |
+                                                    # multiprocess (this machine) | celery (workers); unset, the
+                                                    # daemon's runs multiprocess, `archive run`'s in its process
+    celery_broker: str = "redis://127.0.0.1:6390/0"  # ARCHIVE_CELERY_BROKER: Redis, the broker and result store
+    ocr_unit_pages: int = 50                        # ARCHIVE_OCR_UNIT_PAGES: pages per OCR unit (one step each)
 
     @property
     def production(self) -> bool:
@@ -106,6 +112,14 @@ class Settings:
             except SetupError as exc:
                 problems.found.append(exc)
         code = text("ARCHIVE_AGENCY", DEMO_AGENCY_CODE)
+        executor = text("ARCHIVE_EXECUTOR")
+        if executor and executor not in EXECUTORS:
+            problems.add(f"ARCHIVE_EXECUTOR={executor!r} 应为 {' / '.join(EXECUTORS)} 之一",
+                         f"ARCHIVE_EXECUTOR={executor!r} must be one of {', '.join(EXECUTORS)}")
+        broker = text("ARCHIVE_CELERY_BROKER", "redis://127.0.0.1:6390/0")
+        if not broker.startswith(("redis://", "rediss://")):
+            problems.add(f"ARCHIVE_CELERY_BROKER={broker!r} 应为 redis:// 或 rediss:// 地址",
+                         f"ARCHIVE_CELERY_BROKER={broker!r} must be a redis:// or rediss:// URL")
         hosts = tuple(h.strip() for h in text("ARCHIVE_WEB_HOSTS", "127.0.0.1,localhost").split(",") if h.strip())
 
         def n(name: str, default: int) -> int:
@@ -145,6 +159,9 @@ class Settings:
             signing_key_pem=text("ARCHIVE_SIGNING_KEY"),
             pull_token=text("ARCHIVE_PULL_TOKEN"),
             pull_ca_file=text("ARCHIVE_PULL_CA_FILE"),
+            executor=executor,
+            celery_broker=broker,
+            ocr_unit_pages=n("ARCHIVE_OCR_UNIT_PAGES", 50),
         )
         problems.raise_all()
         return settings

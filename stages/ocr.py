@@ -125,7 +125,8 @@ class UnitResult:
     files_ocred: int
     pages_ocred: int
     files_cached: int       # stored meanwhile (another batch, or this unit's earlier attempt)
-    seconds: float
+    started: float          # wall clock (time.time), so that units on several machines add up
+    ended: float
 
 
 def plan_units(batch_id: str, services: Services, config: EngineConfig | None = None,
@@ -189,7 +190,7 @@ def ocr_unit(batch_id: str, services: Services, paths: list[str], config: Engine
     todo = [s for sha, s in scans.items() if sha not in stored]
     done = [_stored_event(batch_id, services, config, sha)
             for sha in sorted(_without_event(services, config, sorted(stored)))] if stored else []
-    t0, pages = time.perf_counter(), 0
+    started, pages = time.time(), 0
     if todo:
         def blobs() -> Iterator[bytes]:
             for s in todo:
@@ -205,7 +206,7 @@ def ocr_unit(batch_id: str, services: Services, paths: list[str], config: Engine
                 pages += len(results)
     with services.db.transaction() as cur:
         events.record(cur, done)
-    return UnitResult(len(todo), pages, len(stored), time.perf_counter() - t0)
+    return UnitResult(len(todo), pages, len(stored), started, time.time())
 
 
 @dataclass
@@ -236,9 +237,11 @@ def finish_ocr(batch_id: str, services: Services, config: EngineConfig | None = 
                     " WHERE b.batch_id = %s AND b.path = k.path",  # one statement however many scans
                     ([s["path"] for s in scans], keys, batch_id))
         advance(cur, batch_id, "ocr_done")
-    ocred = sum(u.files_ocred for u in units)
+    ocred, busy = sum(u.files_ocred for u in units), [u for u in units if u.pages_ocred]
+    # from the first unit's start to the last one's end: the stage's own time, however many workers
+    seconds = max(u.ended for u in busy) - min(u.started for u in busy) if busy else 0.0
     return OcrResult(batch_id, ocred, len(scans) - ocred, sum(u.pages_ocred for u in units), report.failures,
-                     report.fallback_pages, sum(u.seconds for u in units))
+                     report.fallback_pages, seconds)
 
 
 def _gates(scans: list[dict], results: list[list[PageResult]]) -> GateReport:

@@ -64,7 +64,7 @@ def test_worker_liveness_is_asked_of_the_operating_system(monkeypatch):
 
 
 def test_a_dead_workers_run_is_failed_and_its_ocr_slot_freed(tmp_path):
-    overrides = {"concurrency": {"pools": {"default_limit": 1}},  # as dagster_home/dagster.yaml has them
+    overrides = {"concurrency": {"pools": {"default_limit": 1}},  # one slot: a second run waits for it
                  "run_launcher": {"module": "pipeline.launcher", "class": "ArchiveRunLauncher"}}
     with dg.DagsterInstance.local_temp(str(tmp_path), overrides=overrides) as instance:
         dead, alive = _started_run(instance, _dead_worker, "B1"), _started_run(instance, this_worker, "B2")

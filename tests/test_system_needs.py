@@ -83,7 +83,7 @@ def test_each_need_comes_from_its_package_on_this_machine():
         if need.is_command:
             found = shutil.which(need.what)
             assert found, f"{need.what} is not on PATH: run `make setup`"
-            paths = [str(Path(found).resolve())]
+            paths = [found, str(Path(found).resolve())]  # a package may ship the link, another its target
         else:
             paths = glob.glob(need.what)
             assert paths, f"{need.what} is missing: run `make setup`"
