@@ -130,3 +130,15 @@ def test_relative_links_point_to_existing_files(page: Path) -> None:
         elif anchor and dest.suffix == ".md" and anchor not in anchors(dest):
             broken.append(target)
     assert not broken, f"{page.name}: links to nothing: {broken}"
+
+
+def test_kubernetes_files_parse_and_set_only_variables_the_settings_read() -> None:
+    import yaml
+
+    read = set()
+    for source in (REPO / "settings").glob("*.py"):
+        read |= set(re.findall(r"ARCHIVE_[A-Z0-9_]+", source.read_text(encoding="utf-8")))
+    for name in ("k8s-values.yaml", "k8s-workers.yaml"):
+        text = (REPO / "docs" / name).read_text(encoding="utf-8")
+        assert yaml.safe_load(text)
+        assert set(re.findall(r"name: (ARCHIVE_[A-Z0-9_]+)", text)) <= read, name

@@ -49,7 +49,8 @@ def test_the_sensor_and_the_webs_runner_at_once_start_one_run(services, instance
     monkeypatch.setenv("ARCHIVE_INBOX", str(tmp_path / "inbox"))  # empty: batches come from uploads
 
     def tick() -> dg.SensorResult:
-        return sensor(dg.build_sensor_context(instance=instance, resources=resources))
+        # the sensor's own resource only: a test's sensor context opens no IO managers
+        return sensor(dg.build_sensor_context(instance=instance, resources={"services": resources["services"]}))
 
     # the sensor first: its run is being made, so the web's runner (run_batch) refuses
     first = submit_path(SAMPLE_BATCH, services).batch_id
@@ -79,7 +80,7 @@ def test_a_sensor_run_made_but_never_launched_is_asked_for_again(services, insta
     monkeypatch.setenv("ARCHIVE_INBOX", str(tmp_path / "inbox"))
     batch = submit_path(SAMPLE_BATCH, services).batch_id
     sensor = make_inbox_sensor(batch_job)
-    context = dg.build_sensor_context(instance=instance, resources=_resources(services))
+    context = dg.build_sensor_context(instance=instance, resources={"services": _resources(services)["services"]})
     assert [r.run_key for r in sensor(context).run_requests] == [batch]
     # the daemon made the run, then stopped before launching it
     instance.add_run(dg.DagsterRun(job_name="process_batch", status=dg.DagsterRunStatus.NOT_STARTED,
