@@ -29,9 +29,9 @@ from stages.progress import advance
 from stages.services import Services
 from storage import events
 from storage.events import AGENT, Event
-from storage.objects import put_if_absent, sha256_hex
+from storage.objects import ObjectMissing, put_if_absent, sha256_hex
 
-UNIT_PAGES = 50  # pages per unit: tens of seconds on one core, so a start-up (~2 s) is a small share
+UNIT_PAGES = 50  # pages per unit: tens of seconds on one core, against a unit's own start-up
 READERS = 8      # threads reading stored results: object-store round trips, not CPU
 
 
@@ -59,15 +59,15 @@ def ocr_key(engine_key: str, sha256: str) -> str:
     return f"ocr/{engine_key}/{sha256[:2]}/{sha256}.json"
 
 
-def accepted_scans(batch_id: str, services: Services) -> list[dict]:
-    """The accepted scan files of the materials intake let go on; a file outside the catalog is
-    kept in staging but not processed, as its finding says."""
+def accepted_scans(batch_id: str, services: Services, paths: list[str] | None = None) -> list[dict]:
+    """The accepted scan files of the materials intake let go on (of `paths` only, if given); a
+    file outside the catalog is kept in staging but not processed, as its finding says."""
     with services.db.transaction() as cur:
         cur.execute("SELECT path, sha256, staging_key, ocr_key, page_count FROM batch_files"
-                    " WHERE batch_id = %s AND role = 'page'"
+                    " WHERE batch_id = %s AND role = 'page' AND (%s::text[] IS NULL OR path = ANY(%s::text[]))"
                     " AND status = 'accepted' AND path IN"
                     f" (SELECT jsonb_array_elements_text(page_files) FROM ({CATALOG_MATERIALS}) c) ORDER BY path",
-                    (batch_id, batch_id))
+                    (batch_id, paths, paths, batch_id))
         return cur.fetchall()
 
 
@@ -175,7 +175,10 @@ def _stored_event(batch_id: str, services: Services, config: EngineConfig, sha25
 
 
 def _stored_pages(services: Services, key: str) -> list[PageResult] | None:
-    return load_ocr(services, key)[0] if services.store.head(services.staging_bucket, key) else None
+    try:
+        return load_ocr(services, key)[0]
+    except ObjectMissing:
+        return None
 
 
 def ocr_unit(batch_id: str, services: Services, paths: list[str], config: EngineConfig | None = None,
@@ -184,8 +187,7 @@ def ocr_unit(batch_id: str, services: Services, paths: list[str], config: Engine
     Run again (a retry after a killed worker), it reads only what is still missing, and records
     the events an earlier attempt stored results for but did not commit."""
     config = config or EngineConfig()
-    wanted = set(paths)
-    scans = {s["sha256"]: s for s in accepted_scans(batch_id, services) if s["path"] in wanted}
+    scans = {s["sha256"]: s for s in accepted_scans(batch_id, services, paths)}
     stored = {sha for sha in scans if services.store.head(services.staging_bucket, ocr_key(config.key, sha))}
     todo = [s for sha, s in scans.items() if sha not in stored]
     done = [_stored_event(batch_id, services, config, sha)
