@@ -8,7 +8,7 @@ import dagster as dg
 from pipeline.failures import known_failures
 from pipeline.partitions import scan_batches
 from pipeline.resources import ArchiveServicesResource, OcrEngineResource
-from stages.archive import archive_batch
+from stages.archive import ObjectsCopied, PdfsMade, PdfUnit, copy_objects, finish_archive, make_pdfs, plan_pdf_units
 from stages.index import index_batch, link_problems
 from stages.intake import intake_batch
 from stages.ocr import OcrUnit, UnitResult, finish_ocr, ocr_unit, plan_units
@@ -104,13 +104,50 @@ def index_asset(context: dg.AssetExecutionContext, services: ArchiveServicesReso
                               metadata={"problems": "; ".join(problems[:50]) or "none", "count": len(problems)})
 
 
-@dg.asset(name="archive", deps=["index"], partitions_def=scan_batches, group_name="scan_batch", kinds={"s3"})
+@dg.op(ins={"index": dg.In(dg.Nothing)},
+       out={"copied": dg.Out(dict, io_manager_key="step_outputs"),
+            "units": dg.DynamicOut(list, io_manager_key="step_outputs")})
 @known_failures
-def archive_asset(context: dg.AssetExecutionContext, services: ArchiveServicesResource) -> dg.MaterializeResult:
-    """Originals, OCR results and one searchable PDF per material into preservation storage, verified."""
-    r = archive_batch(context.partition_key, services.services())
-    return dg.MaterializeResult(metadata={"stored": r.stored, "already_stored": r.already_stored,
-                                          "bytes_stored": r.bytes_stored, "searchable_pdfs_made": r.pdfs_made})
+def copy_to_archive(context: dg.OpExecutionContext, services: ArchiveServicesResource,
+                    ocr_engine: OcrEngineResource):
+    """Copies the originals and OCR results into preservation storage, verified, and splits the
+    materials still without a searchable PDF into units (always one, so that the finish runs)."""
+    svc = services.services()
+    copied = copy_objects(context.partition_key, svc)
+    yield dg.Output(asdict(copied), "copied")
+    units = plan_pdf_units(context.partition_key, svc, ocr_engine.pdf_unit_pages) or [PdfUnit(0, [], 0)]
+    context.log.info(f"{copied.stored} objects copied, {copied.already_stored} already stored; "
+                     f"{sum(u.pages for u in units)} PDF pages to make, in {len(units)} units")
+    for unit in units:
+        yield dg.DynamicOutput(unit.material_ids, output_name="units", mapping_key=f"unit_{unit.number:05d}")
+
+
+@dg.op(out=dg.Out(dict, io_manager_key="step_outputs"))
+@known_failures
+def pdf_unit_step(context: dg.OpExecutionContext, services: ArchiveServicesResource, material_ids: list) -> dict:
+    """Makes one unit's searchable PDFs (a retry makes only those still missing)."""
+    return asdict(make_pdfs(context.partition_key, services.services(), material_ids))
+
+
+@dg.op(out=dg.Out(dg.Nothing))
+@known_failures
+def finish_archive_step(context: dg.OpExecutionContext, services: ArchiveServicesResource, copied: dict,
+                        pdfs: list) -> None:
+    """Every material has its PDF: the batch is archived and its files' inventories written."""
+    r = finish_archive(context.partition_key, services.services(), ObjectsCopied(**copied),
+                       [PdfsMade(**p) for p in pdfs])
+    context.add_output_metadata({"stored": r.stored, "already_stored": r.already_stored,
+                                 "bytes_stored": r.bytes_stored, "searchable_pdfs_made": r.pdfs_made,
+                                 "pdf_units": len(pdfs)})
+
+
+@dg.graph_asset(name="archive", ins={"index": dg.AssetIn(dagster_type=dg.Nothing)}, partitions_def=scan_batches,
+                group_name="scan_batch", kinds={"s3"})
+def archive_asset(index):
+    """Originals, OCR results and one searchable PDF per material into preservation storage,
+    verified; the PDFs in units that run in parallel on any worker, each retried on its own."""
+    copied, units = copy_to_archive(index)
+    return finish_archive_step(copied, units.map(pdf_unit_step).collect())
 
 
 ASSETS = [intake_asset, ocr_asset, index_asset, archive_asset]

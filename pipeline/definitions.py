@@ -42,6 +42,7 @@ defs = dg.Definitions(
                                                  "what is damaged")],
     # OCR units run side by side (one per core, or per Celery worker): one OCR process each
     resources=archive_resources(ocr_engine=OcrEngineResource(workers=0 if SETTINGS.executor == "in_process" else 1,
-                                                             unit_pages=SETTINGS.ocr_unit_pages)),
+                                                             unit_pages=SETTINGS.ocr_unit_pages,
+                                                             pdf_unit_pages=SETTINGS.pdf_unit_pages)),
     executor=configured_executor(SETTINGS),  # ARCHIVE_EXECUTOR; each run's worker recorded for run monitoring
 )

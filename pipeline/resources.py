@@ -9,6 +9,7 @@ from pydantic import PrivateAttr
 
 from ocr import EngineConfig
 from settings import Settings, StorageSettings
+from stages.archive import PDF_UNIT_PAGES
 from stages.ocr import UNIT_PAGES
 from stages.services import Services
 from transfer.signing import Signer
@@ -42,6 +43,7 @@ class OcrEngineResource(dg.ConfigurableResource):
     lang: str = EngineConfig.lang
     workers: int = 0  # OCR processes of one unit; 0: one per core
     unit_pages: int = UNIT_PAGES  # pages per unit of the ocr stage (each one step)
+    pdf_unit_pages: int = PDF_UNIT_PAGES  # pages per unit of the archive stage's searchable PDFs (text from OCR)
 
     def engine_config(self) -> EngineConfig:
         return EngineConfig(primary=self.primary, fallback=self.fallback, lang=self.lang)
@@ -65,6 +67,8 @@ def archive_resources(services: ArchiveServicesResource | None = None, ocr_engin
     from pipeline.step_outputs import StepOutputsIOManager  # it depends on the services resource
 
     services = services or ArchiveServicesResource()
-    ocr_engine = ocr_engine or OcrEngineResource(unit_pages=Settings.from_env().ocr_unit_pages)
+    settings = Settings.from_env()
+    ocr_engine = ocr_engine or OcrEngineResource(unit_pages=settings.ocr_unit_pages,
+                                                 pdf_unit_pages=settings.pdf_unit_pages)
     return {"services": services, "ocr_engine": ocr_engine,
             "signer": signer or SignerResource(), "step_outputs": StepOutputsIOManager(services=services)}

@@ -92,6 +92,7 @@ class Settings:
                                                     # daemon's runs multiprocess, `archive run`'s in its process
     celery_broker: str = "redis://127.0.0.1:6390/0"  # ARCHIVE_CELERY_BROKER: Redis, the broker and result store
     ocr_unit_pages: int = 50                        # ARCHIVE_OCR_UNIT_PAGES: pages per OCR unit (one step each)
+    pdf_unit_pages: int = 200                       # ARCHIVE_PDF_UNIT_PAGES: pages per unit of searchable PDFs
 
     @property
     def production(self) -> bool:
@@ -162,6 +163,7 @@ class Settings:
             executor=executor,
             celery_broker=broker,
             ocr_unit_pages=n("ARCHIVE_OCR_UNIT_PAGES", 50),
+            pdf_unit_pages=n("ARCHIVE_PDF_UNIT_PAGES", 200),
         )
         problems.raise_all()
         return settings

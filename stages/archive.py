@@ -3,13 +3,16 @@
 Each object is copied from staging (or, for a material's PDF, made from its pages) to a
 content-addressed key in the archive bucket, read back and compared with its sha256 before a
 row in `stored_objects` records it. Objects already recorded are skipped, so a rerun copies
-and renders nothing.
+and renders nothing. The PDFs are made in units of materials (`plan_pdf_units`, `make_pdfs`),
+each a step of its own under Dagster, so that several workers share a large batch's; the batch
+is archived (`finish_archive`) only once every material has its PDF.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from errors import NotReady
 from ocr.images import load_pages
@@ -25,6 +28,7 @@ from storage.objects import content_key, copy_verified, put_bytes_verified, sha2
 from storage.stored import StoredObject, record_verified
 
 STORERS = 8
+PDF_UNIT_PAGES = 200  # a PDF page costs a fifth of an OCR'd one or less: larger units, fewer hand-overs
 
 
 @dataclass
@@ -81,10 +85,33 @@ def _record(services: Services, key: str, sha: str, size: int, role: str, media_
                 "verified": how})])
 
 
-def material_pdfs(batch_id: str, services: Services) -> tuple[int, int]:
-    """Makes and stores the searchable PDF of every material in the batch's catalog whose current
-    version has none: a version this batch made, or one an earlier batch made and did not finish
-    (a later batch's version is that batch's to make, with its OCR)."""
+class PdfUnit(NamedTuple):
+    """Materials one step makes the searchable PDFs of: about PDF_UNIT_PAGES pages, a larger
+    material alone."""
+
+    number: int
+    material_ids: list[int]
+    pages: int
+
+
+@dataclass
+class PdfsMade:
+    made: int
+    bytes: int
+
+
+@dataclass
+class ObjectsCopied:
+    stored: int
+    already_stored: int
+    bytes: int
+
+
+def _pdf_pages(batch_id: str, services: Services, material_ids: list[int] | None = None) -> dict[int, list[dict]]:
+    """The pages, in order, of every material in the batch's catalog whose current version has no
+    searchable PDF yet: a version this batch made, or one an earlier batch made and did not finish
+    (a later batch's version is that batch's to make, with its OCR); only `material_ids`, if given."""
+    only = " AND m.material_id = ANY(%s)" if material_ids is not None else ""
     with services.db.transaction() as cur:
         cur.execute(f"WITH listed AS ({CATALOG_MATERIALS}) SELECT m.material_id, m.file_number, m.class_code,"
                     " m.seq, m.title, m.version, m.batch_id AS made_by, p.page_no, p.source_sha256, p.source_page,"
@@ -95,14 +122,37 @@ def material_pdfs(batch_id: str, services: Services) -> tuple[int, int]:
                     # the OCR result the making batch's ocr stage recorded, else another batch's
                     " JOIN LATERAL (SELECT staging_key, ocr_key FROM batch_files WHERE sha256 = p.source_sha256"
                     " ORDER BY ocr_key IS NULL, batch_id <> m.batch_id, batch_id LIMIT 1) f"
-                    " ON true WHERE m.pdf_sha256 IS NULL AND made.submitted_at <= this.submitted_at"
-                    " ORDER BY m.material_id, p.page_no", (batch_id, batch_id))
+                    f" ON true WHERE m.pdf_sha256 IS NULL AND made.submitted_at <= this.submitted_at{only}"
+                    " ORDER BY m.material_id, p.page_no",
+                    (batch_id, batch_id, *([material_ids] if material_ids is not None else [])))
         rows = cur.fetchall()
     by_material: dict[int, list[dict]] = {}
     for r in rows:
         by_material.setdefault(r["material_id"], []).append(r)
+    return by_material
+
+
+def plan_pdf_units(batch_id: str, services: Services, unit_pages: int = PDF_UNIT_PAGES) -> list[PdfUnit]:
+    """The materials still without a searchable PDF, in material order, split into units."""
+    units: list[PdfUnit] = []
+    ids: list[int] = []
+    pages = 0
+    for material_id, rows in _pdf_pages(batch_id, services).items():
+        if ids and pages + len(rows) > unit_pages:
+            units.append(PdfUnit(len(units), ids, pages))
+            ids, pages = [], 0
+        ids.append(material_id)
+        pages += len(rows)
+    if ids:
+        units.append(PdfUnit(len(units), ids, pages))
+    return units
+
+
+def make_pdfs(batch_id: str, services: Services, material_ids: list[int]) -> PdfsMade:
+    """Makes and stores the searchable PDF of each listed material that still has none (a retry
+    makes only what an earlier attempt did not record)."""
     made = size = 0
-    for material_id, pages in by_material.items():
+    for material_id, pages in _pdf_pages(batch_id, services, material_ids).items():
         rendered = []
         for p in pages:  # one material at a time: a few pages in memory, never the batch
             image, _ = load_pages(services.store.get(services.staging_bucket, p["staging_key"]))[p["source_page"]]
@@ -122,10 +172,20 @@ def material_pdfs(batch_id: str, services: Services) -> tuple[int, int]:
                         (sha, material_id, first["version"]))
         made += 1
         size += len(pdf)
-    return made, size
+    return PdfsMade(made, size)
 
 
-def archive_batch(batch_id: str, services: Services) -> ArchiveResult:
+class PdfsNotDone(NotReady):
+    """A material of the batch has no searchable PDF yet: a PDF unit has not run (or failed)."""
+
+    def __init__(self, batch_id: str, material: str) -> None:
+        super().__init__(f"批次 {batch_id} 的材料 {material} 尚无可检索 PDF，请重新运行归档阶段",
+                         f"material {material} of batch {batch_id} has no searchable PDF yet: run the archive "
+                         "stage again", item=material)
+
+
+def copy_objects(batch_id: str, services: Services) -> ObjectsCopied:
+    """Copies the originals and OCR results not yet recorded into the archive bucket, verified."""
     bucket = services.archive_bucket
     already = 0
     objects = objects_to_preserve(batch_id, services)
@@ -150,9 +210,26 @@ def archive_batch(batch_id: str, services: Services) -> ArchiveResult:
         for f in [pool.submit(preserve, key, o) for key, o in todo.items()]:
             key, o, how = f.result()   # recorded as each is verified: a crash loses no verified copy
             _record(services, key, o.sha256, o.bytes, o.role, o.media_type, batch_id, how)
-    stored, size = len(todo), sum(o.bytes for o in todo.values())
-    pdfs, pdf_bytes = material_pdfs(batch_id, services)
+    return ObjectsCopied(len(todo), already, sum(o.bytes for o in todo.values()))
+
+
+def finish_archive(batch_id: str, services: Services, copied: ObjectsCopied, pdfs: list[PdfsMade]) -> ArchiveResult:
+    """Every material has its PDF: the batch is archived, its files' inventories written.
+    PdfsNotDone naming the first material still without one, so no batch is archived with a PDF
+    missing."""
+    if missing := _pdf_pages(batch_id, services):
+        first = next(iter(missing.values()))[0]
+        raise PdfsNotDone(batch_id, f"{first['file_number']} {first['class_code']}-{first['seq']}")
     with services.db.transaction() as cur:
         advance(cur, batch_id, "archived")
     described = inventory.refresh_batch(services, batch_id)  # as archived: a rerun finds nothing to describe anew
-    return ArchiveResult(batch_id, stored + pdfs, already, size + pdf_bytes, pdfs, len(described))
+    made, pdf_bytes = sum(p.made for p in pdfs), sum(p.bytes for p in pdfs)
+    return ArchiveResult(batch_id, copied.stored + made, copied.already_stored, copied.bytes + pdf_bytes, made,
+                         len(described))
+
+
+def archive_batch(batch_id: str, services: Services, unit_pages: int = PDF_UNIT_PAGES) -> ArchiveResult:
+    """The whole stage in this process, PDF unit after PDF unit (the CLI's stages, tests)."""
+    copied = copy_objects(batch_id, services)
+    pdfs = [make_pdfs(batch_id, services, u.material_ids) for u in plan_pdf_units(batch_id, services, unit_pages)]
+    return finish_archive(batch_id, services, copied, pdfs)

@@ -19,7 +19,7 @@ from devservices.s3 import free_port
 from tests.conftest import REPO, SAMPLE_BATCH, searchable_tempdir
 from tests.test_cli import ARCHIVE
 
-UNIT_PAGES = "3"  # 9 pages: three OCR units, for two workers to share
+UNIT_PAGES = "3"  # 9 pages: three OCR units and a few PDF units, for two workers to share
 
 # What a run leaves, without ids and times: the same batch gives the same answers whoever ran it.
 ROWS = {
@@ -42,7 +42,7 @@ def _installation(executor: str, **extra: str) -> Iterator[dict[str, str]]:
     shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ARCHIVE_")}
     env.update(DAGSTER_HOME=str(home), ARCHIVE_PG_PORT=str(free_port()), ARCHIVE_EXECUTOR=executor,
-               ARCHIVE_OCR_UNIT_PAGES=UNIT_PAGES, **extra)
+               ARCHIVE_OCR_UNIT_PAGES=UNIT_PAGES, ARCHIVE_PDF_UNIT_PAGES=UNIT_PAGES, **extra)
     subprocess.run([*ARCHIVE, "services", "start"], env=env, cwd=REPO, capture_output=True, check=True)
     try:
         yield env
@@ -98,7 +98,7 @@ def test_two_celery_workers_leave_what_the_multiprocess_executor_leaves():
             for w in workers:
                 w.wait(150)
             redis.stop()
-    assert all(ran) and sum(ran) >= 7, ran  # intake, plan, 3 units, finish, index, archive: on both workers
+    assert all(ran) and sum(ran) >= 9, ran  # intake, plan, 3 units, finish, index, copy, PDF units, finish
     assert all(units), units                # the OCR units themselves on both
     for table in ROWS:
         only_celery = set(celery[0][table]) - set(multiprocess[0][table])

@@ -24,7 +24,15 @@ from preservation import fixity, inventory, replication
 from preservation.rebuild import latest, rebuild
 from search.query import search
 from settings import ReplicaSettings, S3Tuning, StorageSettings
-from stages.archive import archive_batch, objects_to_preserve
+from stages.archive import (
+    PdfsNotDone,
+    archive_batch,
+    copy_objects,
+    finish_archive,
+    make_pdfs,
+    objects_to_preserve,
+    plan_pdf_units,
+)
 from stages.history import file_history
 from stages.index import index_batch
 from stages.intake import intake_batch
@@ -561,3 +569,37 @@ def test_storage_commands_say_what_they_found_with_their_exit_status(database_ur
     assert out.returncode == 5 and f"{keys[0]} on r1: missing" in out.stdout
     out = archive("rebuild-index")                                 # into a database that has files? none here
     assert out.returncode == 0 and "rebuilt 0 files" in out.stdout
+
+
+def test_pdf_units_make_their_own_materials_and_the_batch_waits_for_all(pg_server, s3_url):
+    services = services_for(storage_for(new_database(pg_server), s3_url, {}))
+    batch = submit_folder(SAMPLE_BATCH, services).batch_id
+    intake_batch(batch, services)
+    ocr_batch(batch, services)
+    index_batch(batch, services)
+    copied = copy_objects(batch, services)
+    units = plan_pdf_units(batch, services, unit_pages=1)        # a material a unit
+    ids = [i for u in units for i in u.material_ids]
+    assert len(units) >= 2 and len(ids) == len(set(ids)) == services.db.count("materials")
+    first = make_pdfs(batch, services, units[0].material_ids)
+    assert first.made == 1
+    with pytest.raises(PdfsNotDone) as refused:                   # a unit has not run: not archived
+        finish_archive(batch, services, copied, [first])
+    assert refused.value.item
+    with services.db.transaction() as cur:
+        cur.execute("SELECT status FROM batches WHERE batch_id = %s", (batch,))
+        assert cur.fetchone()["status"] != "archived"
+    rest = [make_pdfs(batch, services, u.material_ids) for u in units[1:]]
+    again = make_pdfs(batch, services, units[0].material_ids)    # a unit retried after it had finished
+    assert again.made == 0
+    result = finish_archive(batch, services, copied, [first, *rest, again])
+    assert result.pdfs_made == len(ids) and plan_pdf_units(batch, services) == []
+    with services.db.transaction() as cur:
+        cur.execute("SELECT count(*) AS n FROM stored_objects WHERE role = 'searchable-pdf'")
+        pdfs = cur.fetchone()["n"]
+        cur.execute("SELECT object_sha256, count(*) AS n FROM events WHERE event_type = 'stored' GROUP BY 1"
+                    " HAVING count(*) > 1")
+        twice = cur.fetchall()
+        cur.execute("SELECT status FROM batches WHERE batch_id = %s", (batch,))
+        status = cur.fetchone()["status"]
+    assert pdfs == len(ids) and not twice and status == "archived"
