@@ -1,7 +1,7 @@
 """Pages per second of one batch with 1 and with 2 Celery workers, in one run: the gain of a
 second worker, against a target of 1.8x.
 
-    .venv/bin/python benchmarks/workers_bench.py [--pages 200] [--unit-pages 25]
+    .venv/bin/python benchmarks/workers_bench.py [--pages 200] [--unit-pages 25] [--pdf-unit-pages 50]
 
 Renders distinct pages with the sample generator and lays out one batch of `--pages` page files
 (intake_bench.big_batch: every file its own sha256, so nothing comes from a cache). Then, for 1
@@ -40,24 +40,28 @@ from devservices.s3 import free_port  # noqa: E402
 from sample_scans.generate import generate  # noqa: E402
 
 ARCHIVE = [sys.executable, "-m", "cli.main"]
-# the last run's steps and their durations, from Dagster's own record of it
+# the last run's steps: start after the first step's start @ duration, from Dagster's own record
 STEP_SECONDS = """
 import dagster as dg
 with dg.DagsterInstance.get() as instance:
     run = instance.get_runs(limit=1)[0]
-    print(", ".join(f"{s.step_key} {s.end_time - s.start_time:.1f}" for s in instance.get_run_step_stats(run.run_id)
-                    if s.end_time and s.start_time))
+    steps = sorted((s for s in instance.get_run_step_stats(run.run_id) if s.end_time and s.start_time),
+                   key=lambda s: s.start_time)
+    print(", ".join(f"{s.step_key} @{s.start_time - steps[0].start_time:.1f}+{s.end_time - s.start_time:.1f}"
+                    for s in steps))
 """
 
 
-def run_with_workers(root: Path, folder: Path, workers: int, broker: str, unit_pages: int) -> tuple[float, float, int]:
+def run_with_workers(root: Path, folder: Path, workers: int, broker: str, unit_pages: int,
+                     pdf_unit_pages: int) -> tuple[float, float, int]:
     """(whole run s, OCR stage s, pages OCR'd) of the batch on a fresh installation with `workers` workers."""
     home = root / f"home-{workers}"
     home.mkdir()
     shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ARCHIVE_")}
     env.update(DAGSTER_HOME=str(home), ARCHIVE_PG_PORT=str(free_port()), ARCHIVE_EXECUTOR="celery",
-               ARCHIVE_CELERY_BROKER=broker, ARCHIVE_OCR_UNIT_PAGES=str(unit_pages), OMP_THREAD_LIMIT="1")
+               ARCHIVE_CELERY_BROKER=broker, ARCHIVE_OCR_UNIT_PAGES=str(unit_pages),
+               ARCHIVE_PDF_UNIT_PAGES=str(pdf_unit_pages), OMP_THREAD_LIMIT="1")
     subprocess.run([*ARCHIVE, "services", "start"], env=env, cwd=REPO, capture_output=True, check=True)
     logs = [home / f"worker-{n}.log" for n in range(workers)]
     procs = [subprocess.Popen([*ARCHIVE, "worker", "--name", f"bench{n}"], env=env, cwd=REPO, stdout=log.open("w"),
@@ -76,12 +80,13 @@ def run_with_workers(root: Path, folder: Path, workers: int, broker: str, unit_p
         pages, rate, cached = int(ocr.group(1)), float(ocr.group(2)), int(ocr.group(3))
         if cached:
             raise SystemExit(f"{cached} scans came from the cache: not a measurement of OCR")
-        units = [len(set(re.findall(r"ocr\.ocr_unit_step\[unit_\d+\]", log.read_text()))) for log in logs]
+        units = [len(set(re.findall(r"(?:ocr\.ocr_unit_step|archive\.pdf_unit_step)\[unit_\d+\]", log.read_text())))
+                 for log in logs]
         dagster_db = f"postgresql+psycopg2://archive@127.0.0.1:{env['ARCHIVE_PG_PORT']}/dagster"
         steps = subprocess.run([sys.executable, "-c", STEP_SECONDS], cwd=REPO, capture_output=True, text=True,
                                env={**env, "ARCHIVE_DAGSTER_DATABASE_URL": dagster_db})
         steps = steps.stdout.strip() or steps.stderr.strip()[-300:]
-        print(f"  {workers} worker(s): OCR units per worker {units}; step seconds {steps}")
+        print(f"  {workers} worker(s): OCR and PDF units per worker {units}; steps @start+seconds {steps}")
         return whole, pages / rate, pages
     finally:
         for p in procs:
@@ -95,6 +100,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pages", type=int, default=200)
     ap.add_argument("--unit-pages", type=int, default=25, help="pages per OCR unit (ARCHIVE_OCR_UNIT_PAGES)")
+    ap.add_argument("--pdf-unit-pages", type=int, default=50,
+                    help="pages per unit of searchable PDFs (ARCHIVE_PDF_UNIT_PAGES)")
     ap.add_argument("--distinct", type=int, default=30, help="distinct rendered pages the batch's files copy")
     args = ap.parse_args()
 
@@ -105,8 +112,10 @@ def main() -> None:
     try:
         source = generate(root / "render", files=max(1, args.distinct // 3), seed=11, variants=VARIANTS)
         folder = big_batch(source, root, args.pages)
-        print(f"batch: {args.pages} page files, OCR units of {args.unit_pages} pages")
-        results = {n: run_with_workers(root, folder, n, redis.url, args.unit_pages) for n in (1, 2)}
+        print(f"batch: {args.pages} page files, OCR units of {args.unit_pages} pages, PDF units of "
+              f"{args.pdf_unit_pages}")
+        results = {n: run_with_workers(root, folder, n, redis.url, args.unit_pages, args.pdf_unit_pages)
+                   for n in (1, 2)}
         for n, (whole, ocr, pages) in results.items():
             print(f"{n} worker(s): whole run {whole:.1f} s = {pages / whole:.2f} pages/s; "
                   f"OCR stage {ocr:.1f} s = {pages / ocr:.2f} pages/s")
