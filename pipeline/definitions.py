@@ -4,6 +4,7 @@ import dagster as dg
 
 from pipeline.assets import ASSETS
 from pipeline.executor import configured_executor
+from pipeline.hand_in import hand_in_job
 from pipeline.preservation_assets import PRESERVATION_ASSETS, fixity_audit_asset, inventories_asset, replication_asset
 from pipeline.resources import OcrEngineResource, archive_resources
 from pipeline.sensors import make_inbox_sensor, make_platform_sensor, make_transfer_sensor
@@ -26,8 +27,9 @@ fixity_job = dg.define_asset_job("audit_fixity", selection=dg.AssetSelection.ass
 
 defs = dg.Definitions(
     assets=[*ASSETS, transfer_package_asset, transfer_receipts_asset, platform_deliveries_asset, *PRESERVATION_ASSETS],
-    jobs=[batch_job, transfer_job, receipts_job, platform_job, replicate_job, fixity_job],
-    sensors=[make_inbox_sensor(batch_job), make_transfer_sensor(transfer_job), make_platform_sensor(platform_job)],
+    jobs=[batch_job, hand_in_job, transfer_job, receipts_job, platform_job, replicate_job, fixity_job],
+    sensors=[make_inbox_sensor(batch_job, hand_in_job), make_transfer_sensor(transfer_job),
+             make_platform_sensor(platform_job)],
     schedules=[dg.ScheduleDefinition(name="receipts_every_15_minutes", job=receipts_job,
                                      cron_schedule="*/15 * * * *", default_status=dg.DefaultScheduleStatus.RUNNING,
                                      description="flags transfers whose receipt is late; expires those past their "

@@ -1,8 +1,9 @@
 """The sensors: one dynamic partition and one run per scan batch, whichever way it came in, and
 per transfer requested.
 
-Folders dropped into the inbox are handed in here once complete and stable; batches handed in
-through the web page or `archive upload` are already registered and only need their run.
+Folders dropped into the inbox are handed in once complete and stable, each by a run of its own
+(pipeline/hand_in.py); then, as every batch handed in through the web page or `archive upload`,
+their batch only needs its run.
 """
 
 import json
@@ -10,34 +11,38 @@ import json
 import dagster as dg
 
 from crossregion.outbox import next_due_in, oldest_due
+from pipeline.hand_in import hand_in_request
 from pipeline.launch import INBOX_SENSOR, SENSOR, claim_batch_run, has_run, never_launched
 from pipeline.partitions import transfers
 from pipeline.resources import ArchiveServicesResource
 from settings import Settings
-from stages.inbox import InboxState, poll
+from stages.inbox import InboxState, ready_folders
 from stages.progress import awaiting_processing
 from stages.transfer import transfers as transfers_of
 
 
-def make_inbox_sensor(job) -> dg.SensorDefinition:  # job: the asset job the runs belong to
-    @dg.sensor(name=INBOX_SENSOR, job=job, minimum_interval_seconds=15,
+def make_inbox_sensor(job, hand_in_job) -> dg.SensorDefinition:  # the batch job; the hand-in job
+    @dg.sensor(name=INBOX_SENSOR, jobs=[job, hand_in_job], minimum_interval_seconds=15,
                default_status=dg.DefaultSensorStatus.RUNNING,
-               description="Hands in each complete batch folder of the inbox (ARCHIVE_INBOX) and runs every"
-                           " batch handed in (inbox, web upload, CLI upload)")
+               description="Asks for a hand-in run of each complete, settled batch folder of the inbox"
+                           " (ARCHIVE_INBOX), and for the run of every batch handed in (inbox, web upload,"
+                           " CLI upload)")
     def scan_batch_inbox(context: dg.SensorEvaluationContext, services: ArchiveServicesResource) -> dg.SensorResult:
         state = InboxState.from_dict(json.loads(context.cursor) if context.cursor else None)
         settings = Settings.from_env()
         svc = services.services()
-        dropped, new_state = poll(settings.inbox_dir, state, svc, settings.inbox_settle_seconds)
+        ready, new_state = ready_folders(settings.inbox_dir, state, settings.inbox_settle_seconds)
         # a batch with a run (made here, by `archive run` or by the web's runner) has had its turn;
         # the claim keeps two callers at once from both starting one (pipeline/launch.py)
-        claimed = [b for b in dict.fromkeys(dropped + awaiting_processing(svc))
+        claimed = [b for b in awaiting_processing(svc)
                    if never_launched(context.instance, b)
                    or (not has_run(context.instance, b)
                        and claim_batch_run(svc, context.instance, b, f"{SENSOR}{b}") is None)]
         return dg.SensorResult(
             # run_key = batch id: the daemon never launches the same batch twice, restarts included
-            run_requests=[dg.RunRequest(run_key=b, partition_key=b, tags={"batch": b}) for b in claimed],
+            run_requests=[*map(hand_in_request, ready),
+                          *(dg.RunRequest(run_key=b, job_name=job.name, partition_key=b, tags={"batch": b})
+                            for b in claimed)],
             cursor=json.dumps(new_state.to_dict(), ensure_ascii=False))
 
     return scan_batch_inbox

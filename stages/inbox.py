@@ -3,16 +3,21 @@
 A batch is a sub-folder. It is complete when it holds its manifest, and stable when nothing
 in it changed between two looks and its newest file is older than the settle time: a copy
 still running is never picked up half-done. What was handed in is remembered by signature,
-so the same folder is handed in once, and again only if its content changes.
+so the same folder is handed in once, and again only if its content changes. Finding ready
+folders (`ready_folders`) only lists them; the copy into staging (`hand_in`) is the work of a
+run of its own.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
+from errors import NotReady
 from stages.services import Services
 from stages.submit import MANIFEST_NAMES, submit_folder
 
@@ -51,12 +56,25 @@ def signature(folder: Path) -> tuple[str, float]:
     return "|".join(parts), newest
 
 
-def poll(inbox: Path, state: InboxState, services: Services, settle_seconds: float = 10.0,
-         now: float | None = None) -> tuple[list[str], InboxState]:
-    """Hands in every complete, stable, new batch folder; returns their batch ids and the new state."""
+class ReadyFolder(NamedTuple):
+    """A complete, stable batch folder to hand in, named by the digest of its signature."""
+
+    name: str
+    digest: str
+
+
+def _digest(sig: str) -> str:
+    return hashlib.sha256(sig.encode()).hexdigest()[:16]
+
+
+def ready_folders(inbox: Path, state: InboxState, settle_seconds: float = 10.0,
+                  now: float | None = None) -> tuple[list[ReadyFolder], InboxState]:
+    """The complete, stable folders not handed in with this content yet, and the new state (which
+    counts them as handed in: their hand-in is asked for once). Reads names, sizes and times, no
+    file's content, so a look at the inbox stays quick however large its batches are."""
     now = time.time() if now is None else now
     new_state = InboxState(handed_in={k: v for k, v in state.handed_in.items() if (inbox / k).is_dir()})
-    batch_ids = []
+    ready = []
     if not inbox.is_dir():
         return [], new_state
     for entry in sorted(os.scandir(inbox), key=lambda e: e.name):
@@ -71,6 +89,24 @@ def poll(inbox: Path, state: InboxState, services: Services, settle_seconds: flo
         if state.seen.get(entry.name) != sig or now - newest < settle_seconds:
             new_state.seen[entry.name] = sig  # changed since the last look, or too fresh: look again
             continue
-        batch_ids.append(submit_folder(folder, services).batch_id)
+        ready.append(ReadyFolder(entry.name, _digest(sig)))
         new_state.handed_in[entry.name] = sig
-    return batch_ids, new_state
+    return ready, new_state
+
+
+class FolderChanged(NotReady):
+    """The folder changed between the look that found it stable and its hand-in."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"收件夹中的批次 {name} 在登记前又有改动：待其稳定后将再次登记",
+                         f"inbox folder {name} changed after it was found stable: it is handed in once it "
+                         "settles again", item=name)
+
+
+def hand_in(inbox: Path, ready: ReadyFolder, services: Services) -> str:
+    """Hands in a ready folder (copies its files into staging, registers the batch) if it still
+    has the content it was found stable with; its batch id."""
+    folder = inbox / ready.name
+    if not folder.is_dir() or _digest(signature(folder)[0]) != ready.digest:
+        raise FolderChanged(ready.name)
+    return submit_folder(folder, services).batch_id

@@ -1,4 +1,5 @@
-"""The inbox sensor on a real PostgreSQL and S3: one run per complete, stable batch, never two."""
+"""The inbox sensor on a real PostgreSQL and S3: one hand-in per complete, stable folder (a run of
+its own, never the tick's work), then one run per batch, never two."""
 
 import json
 import os
@@ -9,6 +10,8 @@ import dagster as dg
 import pytest
 
 from pipeline.definitions import batch_job
+from pipeline.failures import known_failure
+from pipeline.hand_in import HAND_IN_JOB, hand_in_job
 from pipeline.partitions import scan_batches
 from pipeline.resources import ArchiveServicesResource
 from pipeline.sensors import make_inbox_sensor
@@ -26,33 +29,70 @@ def inbox(tmp_path, monkeypatch):
 
 @pytest.fixture
 def tick(services):
-    sensor = make_inbox_sensor(batch_job)
+    sensor = make_inbox_sensor(batch_job, hand_in_job)
     resources = {"services": ArchiveServicesResource(
         database_url=services.db.url, s3_endpoint_url=services.store.endpoint_url,
         staging_bucket=services.staging_bucket, archive_bucket=services.archive_bucket)}
     instance = dg.DagsterInstance.ephemeral()
 
-    def run(cursor: str | None) -> dg.SensorResult:
+    def launch(result: dg.SensorResult) -> None:  # what the daemon does with hand-ins: one run per run key
+        for request in hand_ins(result):
+            if not instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": request.run_key})):
+                hand_in_job.execute_in_process(run_config=request.run_config, instance=instance, resources=resources,
+                                               tags={**request.tags, "dagster/run_key": request.run_key},
+                                               raise_on_error=False)
+
+    def run(cursor: str | None, launch_hand_ins: bool = True) -> dg.SensorResult:
         result = sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources))
         for request in result.dynamic_partitions_requests:  # what the daemon does with them
             instance.add_dynamic_partitions(scan_batches.name, list(request.partition_keys))
+        if launch_hand_ins:
+            launch(result)
         return result
 
-    run.instance = instance
+    run.instance, run.resources, run.launch = instance, resources, launch
     return run
 
 
-def test_a_dropped_batch_launches_exactly_one_run(inbox, tick):
+def hand_ins(result: dg.SensorResult) -> list[dg.RunRequest]:
+    return [r for r in result.run_requests if r.job_name == HAND_IN_JOB]
+
+
+def batch_runs(result: dg.SensorResult) -> list[dg.RunRequest]:
+    return [r for r in result.run_requests if r.job_name == batch_job.name]
+
+
+def test_a_dropped_batch_is_handed_in_by_a_run_of_its_own_then_launches_exactly_one_run(inbox, tick, services):
     shutil.copytree(SAMPLE_BATCH, inbox / "batch-a")
     first = tick(None)
     assert first.run_requests == []  # first look: not yet known to be stable
-    second = tick(first.cursor)
-    assert len(second.run_requests) == 1
-    batch_id = second.run_requests[0].partition_key
-    assert second.run_requests[0].run_key == batch_id
-    assert tick.instance.has_dynamic_partition(scan_batches.name, batch_id)
+    second = tick(first.cursor, launch_hand_ins=False)
+    [hand_in] = second.run_requests
+    assert hand_in.job_name == HAND_IN_JOB and hand_in.run_key.startswith("inbox:batch-a:")
+    assert not _staged(services) and services.db.count("batches") == 0  # the tick copied nothing
+    done = hand_in_job.execute_in_process(run_config=hand_in.run_config, instance=tick.instance,
+                                          resources=tick.resources).output_for_node("hand_in_folder")
     third = tick(second.cursor)
-    assert third.run_requests == [] and third.dynamic_partitions_requests == []
+    assert [(r.run_key, r.partition_key) for r in third.run_requests] == [(done, done)]  # the one path's run
+    assert tick.instance.has_dynamic_partition(scan_batches.name, done)
+    fourth = tick(third.cursor)
+    assert fourth.run_requests == [] and fourth.dynamic_partitions_requests == []
+
+
+def test_a_folder_that_changed_before_its_hand_in_ran_is_refused_by_name_and_handed_in_once_settled(
+        inbox, tick, services):
+    folder = inbox / "late"
+    shutil.copytree(SAMPLE_BATCH, folder)
+    found = tick(tick(None).cursor, launch_hand_ins=False)
+    (folder / "pages" / "more.jpg").write_bytes(b"one more page arrived")  # before the hand-in run began
+    tick.launch(found)
+    [run] = tick.instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": hand_ins(found)[0].run_key}))
+    assert run.status == dg.DagsterRunStatus.FAILURE and services.db.count("batches") == 0
+    refused = known_failure(tick.instance, run.run_id)  # what the UI and `archive` say: the folder, why
+    assert refused.item == "late" and "changed after it was found stable" in refused.message_en
+    again = tick(tick(found.cursor).cursor)  # the changed folder, seen twice the same: ready again
+    assert len(hand_ins(again)) == 1 and hand_ins(again)[0].run_key != hand_ins(found)[0].run_key
+    assert services.db.count("batches") == 1
 
 
 def test_incomplete_batch_launches_nothing(inbox, tick):
@@ -74,16 +114,18 @@ def test_a_batch_still_being_copied_waits(inbox, tick):
     second = tick(first.cursor)
     assert second.run_requests == []
     third = tick(second.cursor)
-    assert len(third.run_requests) == 1
+    assert len(hand_ins(third)) == 1
 
 
 def test_restart_with_lost_cursor_launches_no_duplicate(inbox, tick, services):
     shutil.copytree(SAMPLE_BATCH, inbox / "batch-b")
-    launched = tick(tick(None).cursor).run_requests[0]
-    # a restarted daemon that lost the cursor hands the folder in again: the same batch, whose
-    # claim still stands while its run is being made
+    handed = tick(tick(None).cursor)
+    [launched] = batch_runs(tick(handed.cursor))
+    # a restarted daemon that lost the cursor asks for the folder's hand-in again, under the same
+    # run key, which the daemon runs once; the batch's claim still stands while its run is made
     again = tick(tick(None).cursor)
-    assert again.run_requests == [] and again.dynamic_partitions_requests == []
+    assert [r.run_key for r in again.run_requests] == [r.run_key for r in handed.run_requests]
+    assert not batch_runs(tick(again.cursor)) and again.dynamic_partitions_requests == []
     assert services.db.count("batches") == 1
     assert json.loads(again.cursor)["handed_in"].keys() == {"batch-b"}
     # the run never made (the daemon died in the tick): once the claim lapses it is asked for again,
@@ -121,7 +163,7 @@ def test_a_batch_is_taken_only_once_it_has_stopped_changing_for_the_settle_time(
     newest = max(p.stat().st_mtime for p in folder.rglob("*") if p.is_file())
     time.sleep(max(0.0, newest + 3.1 - time.time()))
     third = tick(second.cursor)
-    assert len(third.run_requests) == 1 and json.loads(third.cursor)["handed_in"].keys() == {"fresh"}
+    assert len(hand_ins(third)) == 1 and json.loads(third.cursor)["handed_in"].keys() == {"fresh"}
 
 
 def _staged(services) -> set[str]:
@@ -132,17 +174,17 @@ def test_a_folder_handed_in_again_after_its_content_changed_is_a_new_batch_that_
         inbox, tick, services):
     folder = inbox / "batch-c"
     shutil.copytree(SAMPLE_BATCH, folder)
-    first = tick(tick(None).cursor)
-    [before] = [r.run_key for r in first.run_requests]
+    first = tick(tick(tick(None).cursor).cursor)
+    [before] = [r.run_key for r in batch_runs(first)]
     staged = _staged(services)
     assert len(staged) == 10
     page = folder / "pages" / "GZ2026-0070002-0001.jpg"
     page.write_bytes(page.read_bytes() + b"\0rescanned")  # staff replace a page of a folder already handed in
     looked = tick(first.cursor)
     assert looked.run_requests == []  # changed since the last look: it must settle again
-    again = tick(looked.cursor)
-    assert [r.run_key for r in again.run_requests] == [again.run_requests[0].partition_key]
-    after = again.run_requests[0].run_key
+    again = tick(tick(looked.cursor).cursor)
+    assert [r.run_key for r in batch_runs(again)] == [batch_runs(again)[0].partition_key]
+    after = batch_runs(again)[0].run_key
     assert after != before  # other content: another batch and another run, not ignored
     assert tick.instance.has_dynamic_partition(scan_batches.name, after)
     assert services.db.count("batches") == 2
@@ -153,11 +195,12 @@ def test_a_folder_handed_in_again_after_its_content_changed_is_a_new_batch_that_
 def test_a_folder_touched_without_a_content_change_asks_for_no_second_run(inbox, tick, services):
     folder = inbox / "batch-d"
     shutil.copytree(SAMPLE_BATCH, folder)
-    first = tick(tick(None).cursor)
-    [launched] = [r.run_key for r in first.run_requests]
+    first = tick(tick(tick(None).cursor).cursor)
+    [launched] = [r.run_key for r in batch_runs(first)]
     _touch(folder, time.time() - 60)  # a copy tool synced the same files again: new times, same bytes
-    again = tick(tick(first.cursor).cursor)
-    assert again.run_requests == [] and launched  # the same batch, its claim standing: no second run asked for
+    handed = tick(tick(first.cursor).cursor)  # handed in again: the same content is the same batch
+    again = tick(handed.cursor)
+    assert len(hand_ins(handed)) == 1 and not batch_runs(handed) and not batch_runs(again) and launched
     assert services.db.count("batches") == 1 and len(_staged(services)) == 10
 
 

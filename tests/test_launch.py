@@ -8,6 +8,7 @@ import pytest
 
 from errors import NotReady
 from pipeline.definitions import batch_job
+from pipeline.hand_in import hand_in_job
 from pipeline.launch import claim_batch_run
 from pipeline.runner import run_batch
 from pipeline.sensors import make_inbox_sensor
@@ -45,7 +46,7 @@ def test_callers_at_the_same_moment_get_one_claim(services, instance):
 
 def test_the_sensor_and_the_webs_runner_at_once_start_one_run(services, instance, monkeypatch, tmp_path):
     resources = _resources(services)
-    sensor = make_inbox_sensor(batch_job)
+    sensor = make_inbox_sensor(batch_job, hand_in_job)
     monkeypatch.setenv("ARCHIVE_INBOX", str(tmp_path / "inbox"))  # empty: batches come from uploads
 
     def tick() -> dg.SensorResult:
@@ -79,7 +80,7 @@ def test_a_claim_holds_until_its_run_has_ended(services, instance):
 def test_a_sensor_run_made_but_never_launched_is_asked_for_again(services, instance, monkeypatch, tmp_path):
     monkeypatch.setenv("ARCHIVE_INBOX", str(tmp_path / "inbox"))
     batch = submit_path(SAMPLE_BATCH, services).batch_id
-    sensor = make_inbox_sensor(batch_job)
+    sensor = make_inbox_sensor(batch_job, hand_in_job)
     context = dg.build_sensor_context(instance=instance, resources={"services": _resources(services)["services"]})
     assert [r.run_key for r in sensor(context).run_requests] == [batch]
     # the daemon made the run, then stopped before launching it
