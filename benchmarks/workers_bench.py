@@ -6,9 +6,10 @@ second worker, against a target of 1.8x.
 Renders distinct pages with the sample generator and lays out one batch of `--pages` page files
 (intake_bench.big_batch: every file its own sha256, so nothing comes from a cache). Then, for 1
 and for 2 workers, on a fresh installation each (its own PostgreSQL, object folder and Dagster
-instance; one Redis broker on loopback): starts the workers (`archive worker`, one step at a time
-each, one OCR process per step) and runs the batch with `ARCHIVE_EXECUTOR=celery archive run`,
-whose process is the run worker and sends every step to the broker.
+instance, the `ocr` pool at twice the workers; one Redis broker on loopback): starts the workers
+(`archive worker`, one step at a time each, one OCR process per step) and runs the batch with
+`ARCHIVE_EXECUTOR=celery archive run`, whose process is the run worker and sends every step to
+the broker.
 
 Prints, per worker count: the whole run (intake → ocr units → index → archive, as the CLI times
 it, hand-in excluded) and the OCR stage alone (first unit's start to last unit's end), in s and
@@ -28,6 +29,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -57,7 +60,11 @@ def run_with_workers(root: Path, folder: Path, workers: int, broker: str, unit_p
     """(whole run s, OCR stage s, pages OCR'd) of the batch on a fresh installation with `workers` workers."""
     home = root / f"home-{workers}"
     home.mkdir()
-    shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    config = yaml.safe_load((REPO / "dagster_home" / "dagster.yaml").read_text())
+    # units held in the broker beyond the running ones: a worker that ends one starts the next at
+    # once, while a unit waiting for a pool slot looks again only every 1 to 15 s
+    config["concurrency"]["pools"]["default_limit"] = 2 * workers
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
     env = {k: v for k, v in os.environ.items() if not k.startswith("ARCHIVE_")}
     env.update(DAGSTER_HOME=str(home), ARCHIVE_PG_PORT=str(free_port()), ARCHIVE_EXECUTOR="celery",
                ARCHIVE_CELERY_BROKER=broker, ARCHIVE_OCR_UNIT_PAGES=str(unit_pages),
