@@ -219,7 +219,20 @@ def _notice(cur, t: TransferRow) -> dict:
 def package_transfer(services: Services, transfer_id: str, signer: Signer) -> PackageResult:
     """Builds, stores and signs the transfer's package: requested → packaged → available. A
     transfer packaged before (a rerun, or a run that stopped after the package) goes on from
-    where it is; one already available is returned as it is."""
+    where it is; one already available is returned as it is. NotReady while another process
+    packages the same transfer: two at once would both write its package's key, the loser's
+    bytes over the winner's recorded digest."""
+    with services.db.transaction() as lock:  # held, on a connection of its own, until the package is made
+        lock.execute("SELECT pg_try_advisory_xact_lock(hashtextextended('transfer-package:' || %s, 0)) AS got",
+                     (transfer_id,))
+        if not lock.fetchone()["got"]:
+            raise NotReady(f"转递 {transfer_id} 正由另一进程打包，请稍后再看",
+                           f"transfer {transfer_id} is being packaged by another run: look again shortly",
+                           item=transfer_id)
+        return _package(services, transfer_id, signer)
+
+
+def _package(services: Services, transfer_id: str, signer: Signer) -> PackageResult:
     t = transfer(services, transfer_id)
     register_own_key(services, signer)
     key = f"transfers/{t.transfer_id}/{t.transfer_id}.tar"

@@ -476,6 +476,44 @@ def test_the_cli_says_what_a_rejection_failed(two, monkeypatch, capsys, tmp_path
     assert "refused our token" in capsys.readouterr().err
 
 
+def test_packagers_of_one_transfer_at_once_make_one_package_the_others_told_why(two):
+    """The sensor's run, `archive serve --process` and `archive transfer request --package` may
+    all package one transfer at the same moment: one package, its stored bytes the recorded ones."""
+    from errors import NotReady
+
+    gz = two["gz"]
+    tid = _offer(two)  # ends the earlier transfers of the file; this one is packaged already
+    stage.cancel_transfer(gz, tid, ME)
+    t = stage.request_transfer(gz, FILE, GD, "工作调动", "张三", ME)
+    start, outcomes = threading.Barrier(3), []
+
+    def package() -> None:
+        start.wait()
+        try:
+            outcomes.append(stage.package_transfer(gz, t.transfer_id, two["gz_key"]).package_sha256)
+        except NotReady as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=package) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    made = {o for o in outcomes if isinstance(o, str)}
+    assert len(made) == 1 and len(outcomes) == 3, outcomes
+    for refused in (o for o in outcomes if isinstance(o, NotReady)):
+        assert refused.item == t.transfer_id and "is being packaged by another run" in refused.message_en
+    with gz.db.transaction() as cur:
+        cur.execute("SELECT status, count(*) FROM transfer_events WHERE transfer_id = %s GROUP BY status",
+                    (t.transfer_id,))
+        assert dict((r["status"], r["count"]) for r in cur.fetchall()) == {"requested": 1, "packaged": 1,
+                                                                           "available": 1}
+        cur.execute("SELECT package_key, package_sha256 FROM transfers WHERE transfer_id = %s", (t.transfer_id,))
+        row = cur.fetchone()
+    assert hashlib.sha256(gz.store.get(gz.archive_bucket, row["package_key"])).hexdigest() == row["package_sha256"]
+    assert made == {row["package_sha256"]}
+
+
 def test_a_file_we_hold_already_is_not_overwritten_by_an_import(two):
     from errors import NotReady
 
