@@ -160,8 +160,11 @@ def own_postgres():
     shutil.rmtree(root, ignore_errors=True)
 
 
-def test_postgres_restarted_in_the_index_step_is_survived_by_its_retry(own_postgres, s3_url, monkeypatch):
+def test_postgres_restarted_in_the_index_step_is_survived_by_its_retry(own_postgres, s3_url, monkeypatch, tmp_path):
+    """The server restarts under the index step's transaction; Dagster's own runs and events are on
+    it too, as in production, so the run's next event is written to a server that was away."""
     services = make_services(own_postgres.url("archive"), s3_url)
+    own_postgres.ensure_database("dagster")
     batch = submit_folder(SAMPLE_BATCH, services).batch_id
     real_load, restarts = stages.index.load_chunks, []
 
@@ -174,7 +177,10 @@ def test_postgres_restarted_in_the_index_step_is_survived_by_its_retry(own_postg
 
     monkeypatch.setattr(stages.index, "load_chunks", load_then_restart)
     resources = pipeline_resources(services, s3_url)
-    with dg.DagsterInstance.ephemeral() as instance:
+    dagster_storage = {"storage": {"postgres": {"postgres_url": own_postgres.url("dagster").replace(
+        "postgresql://", "postgresql+psycopg2://")}}}
+    with dg.DagsterInstance.local_temp(str(tmp_path), overrides=dagster_storage) as instance:
+        assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
         instance.add_dynamic_partitions(scan_batches.name, [batch])
         result = dg.materialize(ASSETS, partition_key=batch, instance=instance, resources=resources,
                                 raise_on_error=False)
