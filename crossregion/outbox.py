@@ -100,15 +100,38 @@ def backoff(attempts: int, first: float) -> float:
     return min(MAX_DELAY, first * 2 ** max(0, attempts - 1)) * random.uniform(0.5, 1.0)
 
 
+class Tried:
+    """The records a delivery run's deliverers have claimed, shared between them, so that each is
+    tried once a run: read as a deliverer queries and added to as it claims, so a retry one
+    deliverer committed cannot be claimed again by another that had looked before it was added
+    (a retry falls due in `retry_seconds`, 20 ms in the tests, which a busy machine can exceed)."""
+
+    def __init__(self) -> None:
+        self._ids: set = set()
+        self._lock = threading.Lock()
+
+    def ids(self) -> list:
+        with self._lock:
+            return list(self._ids)
+
+    def add(self, ids) -> None:
+        with self._lock:
+            self._ids.update(ids)
+
+
 def deliver_some(db: Database, client: PlatformClient, signer: Signer, retry_seconds: float,
-                 tried: tuple[str, ...] = (), claim: int = CLAIM) -> list[Attempted]:
-    """Claims up to `claim` due records (heads of different transfers, none of `tried`) and sends
-    them one after another; [] when nothing is due. The claim is held until their outcomes are
-    committed, so no other deliverer sends them, or their successors, meanwhile."""
+                 tried: Tried | None = None, claim: int = CLAIM) -> list[Attempted]:
+    """Claims up to `claim` due records (heads of different transfers, none `tried`, to which
+    they are added) and sends them one after another; [] when nothing is due. The claim is held
+    until their outcomes are committed, so no other deliverer sends them, or their successors,
+    meanwhile."""
+    tried = tried or Tried()
     out = []
     with db.transaction() as cur:
-        cur.execute(_HEAD, (list(tried), claim))
-        for row in cur.fetchall():
+        cur.execute(_HEAD, (tried.ids(), claim))
+        rows = cur.fetchall()
+        tried.add(row["record_id"] for row in rows)
+        for row in rows:
             out.append(_send(cur, row, client, signer, retry_seconds))
     return out
 
@@ -166,13 +189,11 @@ def deliver_due(db: Database, client: PlatformClient, signer: Signer, *, retry_s
                 seconds: float | None = None) -> DeliveryRun:
     """Sends what is due with `workers` deliverers until nothing is, or `seconds` have passed;
     a record is tried once a run (a retry falling due meanwhile waits for the next)."""
-    run, lock = DeliveryRun(), threading.Lock()
+    run, lock, tried = DeliveryRun(), threading.Lock(), Tried()
     end = time.monotonic() + seconds if seconds else None
 
     def work() -> None:
         while end is None or time.monotonic() < end:
-            with lock:
-                tried = tuple(a.record_id for a in run.attempted if a.outcome == "retry")
             got = deliver_some(db, client, signer, retry_seconds, tried)
             if not got:
                 return
