@@ -104,22 +104,27 @@ def index_asset(context: dg.AssetExecutionContext, services: ArchiveServicesReso
                               metadata={"problems": "; ".join(problems[:50]) or "none", "count": len(problems)})
 
 
-@dg.op(ins={"index": dg.In(dg.Nothing)},
-       out={"copied": dg.Out(dict, io_manager_key="step_outputs"),
-            "units": dg.DynamicOut(list, io_manager_key="step_outputs")})
+@dg.op(ins={"index": dg.In(dg.Nothing)}, out=dg.Out(dict, io_manager_key="step_outputs"))
 @known_failures
-def copy_to_archive(context: dg.OpExecutionContext, services: ArchiveServicesResource,
-                    ocr_engine: OcrEngineResource):
-    """Copies the originals and OCR results into preservation storage, verified, and splits the
-    materials still without a searchable PDF into units (always one, so that the finish runs)."""
-    svc = services.services()
-    copied = copy_objects(context.partition_key, svc)
-    yield dg.Output(asdict(copied), "copied")
-    units = plan_pdf_units(context.partition_key, svc, ocr_engine.pdf_unit_pages) or [PdfUnit(0, [], 0)]
-    context.log.info(f"{copied.stored} objects copied, {copied.already_stored} already stored; "
-                     f"{sum(u.pages for u in units)} PDF pages to make, in {len(units)} units")
+def copy_to_archive(context: dg.OpExecutionContext, services: ArchiveServicesResource) -> dict:
+    """Copies the originals and OCR results into preservation storage, verified (beside the PDF
+    units, which need nothing of it)."""
+    copied = copy_objects(context.partition_key, services.services())
+    context.log.info(f"{copied.stored} objects copied, {copied.already_stored} already stored")
+    return asdict(copied)
+
+
+@dg.op(ins={"index": dg.In(dg.Nothing)}, out=dg.DynamicOut(list, io_manager_key="step_outputs"))
+@known_failures
+def plan_pdf_units_step(context: dg.OpExecutionContext, services: ArchiveServicesResource,
+                        ocr_engine: OcrEngineResource):
+    """Splits the materials still without a searchable PDF into units (always one, so that the
+    finish runs)."""
+    units = plan_pdf_units(context.partition_key, services.services(), ocr_engine.pdf_unit_pages) \
+        or [PdfUnit(0, [], 0)]
+    context.log.info(f"{sum(u.pages for u in units)} PDF pages to make, in {len(units)} units")
     for unit in units:
-        yield dg.DynamicOutput(unit.material_ids, output_name="units", mapping_key=f"unit_{unit.number:05d}")
+        yield dg.DynamicOutput(unit.material_ids, mapping_key=f"unit_{unit.number:05d}")
 
 
 @dg.op(out=dg.Out(dict, io_manager_key="step_outputs"))
@@ -146,8 +151,7 @@ def finish_archive_step(context: dg.OpExecutionContext, services: ArchiveService
 def archive_asset(index):
     """Originals, OCR results and one searchable PDF per material into preservation storage,
     verified; the PDFs in units that run in parallel on any worker, each retried on its own."""
-    copied, units = copy_to_archive(index)
-    return finish_archive_step(copied, units.map(pdf_unit_step).collect())
+    return finish_archive_step(copy_to_archive(index), plan_pdf_units_step(index).map(pdf_unit_step).collect())
 
 
 ASSETS = [intake_asset, ocr_asset, index_asset, archive_asset]
