@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from errors import NotReady
+from errors import BadInput, NotReady
 from stages.services import Services
 from stages.submit import MANIFEST_NAMES, submit_folder
 
@@ -78,8 +78,8 @@ def ready_folders(inbox: Path, state: InboxState, settle_seconds: float = 10.0,
     if not inbox.is_dir():
         return [], new_state
     for entry in sorted(os.scandir(inbox), key=lambda e: e.name):
-        if not entry.is_dir() or entry.name.startswith("."):
-            continue
+        if not entry.is_dir(follow_symlinks=False) or entry.name.startswith("."):
+            continue  # a link would hand in whatever it points at, anywhere on this machine
         folder = Path(entry.path)
         sig, newest = signature(folder)
         if not sig or new_state.handed_in.get(entry.name) == sig:
@@ -106,7 +106,14 @@ class FolderChanged(NotReady):
 def hand_in(inbox: Path, ready: ReadyFolder, services: Services) -> str:
     """Hands in a ready folder (copies its files into staging, registers the batch) if it still
     has the content it was found stable with; its batch id."""
+    # the name comes from a run's configuration, which anyone who may launch runs can write
+    if ready.name in ("", ".", "..") or ready.name.startswith(".") or "/" in ready.name or "\\" in ready.name:
+        raise BadInput(f"“{ready.name}”不是收件夹中的批次文件夹名", f"{ready.name!r} is not the name of a batch folder "
+                       "in the inbox", item=ready.name)
     folder = inbox / ready.name
+    if folder.is_symlink():
+        raise BadInput(f"收件夹中的 {ready.name} 是链接，不是文件夹：不予登记",
+                       f"{ready.name} in the inbox is a link, not a folder: it is not handed in", item=ready.name)
     if not folder.is_dir() or _digest(signature(folder)[0]) != ready.digest:
         raise FolderChanged(ready.name)
     return submit_folder(folder, services).batch_id

@@ -217,3 +217,18 @@ def test_a_page_still_being_written_under_a_hidden_name_keeps_the_folder_waiting
     assert first.run_requests == [] and second.run_requests == [] and services.db.count("batches") == 0
     partial.rename(folder / "pages" / "GZ2026-0070003-0001.jpg")   # rsync finishes: renamed into place
     assert tick(tick(second.cursor).cursor).run_requests == []     # the rename is a change: settle again
+
+
+def test_a_hand_in_reaches_nothing_outside_the_inbox(inbox, tick, services, tmp_path):
+    """Whoever may launch runs writes the hand-in's configuration; a link dropped into the inbox
+    points wherever its maker likes: neither hands in a folder from elsewhere."""
+    outside = tmp_path / "elsewhere"
+    shutil.copytree(SAMPLE_BATCH, outside)
+    (inbox / "linked").symlink_to(outside, target_is_directory=True)
+    assert tick(tick(None).cursor).run_requests == []  # the link is not a batch folder
+    for name in ("../elsewhere", "..", "linked", "/etc"):
+        run = hand_in_job.execute_in_process(
+            run_config={"ops": {"hand_in_folder": {"config": {"folder": name, "signature": "0" * 16}}}},
+            instance=tick.instance, resources=tick.resources, raise_on_error=False)
+        assert not run.success and known_failure(tick.instance, run.run_id).item == name
+    assert services.db.count("batches") == 0 and not _staged(services)
