@@ -38,8 +38,25 @@ def hand_in_job():
 
 
 def hand_in_request(ready: ReadyFolder) -> dg.RunRequest:
-    """One run per folder and content: the daemon asks for the same one once (its run key)."""
-    return dg.RunRequest(run_key=f"inbox:{ready.name}:{ready.digest}", job_name=HAND_IN_JOB,
+    """One run per folder, content and attempt: the daemon asks for the same one once (its run key)."""
+    return dg.RunRequest(run_key=hand_in_key(ready), job_name=HAND_IN_JOB,
                          run_config={"ops": {"hand_in_folder": {"config": {"folder": ready.name,
                                                                            "signature": ready.digest}}}},
                          tags={"inbox_folder": ready.name})
+
+
+def hand_in_key(ready: ReadyFolder) -> str:
+    return f"inbox:{ready.name}:{ready.digest}" + (f":{ready.attempt}" if ready.attempt else "")
+
+
+def hand_ins_ended(instance: dg.DagsterInstance, requests: dict[str, str]) -> tuple[list[str], list[str]]:
+    """(folders whose hand-in run succeeded, those whose run failed or was cancelled)."""
+    succeeded, failed = [], []
+    for name, key in requests.items():
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": key}), limit=1)
+        if runs and runs[0].status == dg.DagsterRunStatus.SUCCESS:
+            succeeded.append(name)
+        elif runs and runs[0].status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED) \
+                and runs[0].tags.get("dagster/will_retry") != "true":  # a run retry of it is still to come
+            failed.append(name)
+    return succeeded, failed

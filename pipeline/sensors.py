@@ -11,12 +11,12 @@ import json
 import dagster as dg
 
 from crossregion.outbox import next_due_in, oldest_due
-from pipeline.hand_in import hand_in_request
+from pipeline.hand_in import hand_in_key, hand_in_request, hand_ins_ended
 from pipeline.launch import INBOX_SENSOR, SENSOR, claim_batch_run, has_run, never_launched
 from pipeline.partitions import transfers
 from pipeline.resources import ArchiveServicesResource
 from settings import Settings
-from stages.inbox import InboxState, ready_folders
+from stages.inbox import MAX_HAND_IN_ATTEMPTS, InboxState, ready_folders
 from stages.progress import awaiting_processing
 from stages.transfer import transfers as transfers_of
 
@@ -31,7 +31,13 @@ def make_inbox_sensor(job, hand_in_job) -> dg.SensorDefinition:  # the batch job
         state = InboxState.from_dict(json.loads(context.cursor) if context.cursor else None)
         settings = Settings.from_env()
         svc = services.services()
+        # a failed hand-in (the store away, the folder changed under it) is asked for again once
+        # the folder has settled, a few times; until then the folder counts as handed in
+        for name in state.after_runs(*hand_ins_ended(context.instance, state.requests)):
+            context.log.warning(f"inbox folder {name}: its hand-in failed {MAX_HAND_IN_ATTEMPTS} times; it is "
+                                "handed in again when its content changes (the failed runs say why)")
         ready, new_state = ready_folders(settings.inbox_dir, state, settings.inbox_settle_seconds)
+        new_state.requests.update({r.name: hand_in_key(r) for r in ready})
         # a batch with a run (made here, by `archive run` or by the web's runner) has had its turn;
         # the claim keeps two callers at once from both starting one (pipeline/launch.py)
         claimed = [b for b in awaiting_processing(svc)

@@ -21,21 +21,43 @@ from errors import BadInput, NotReady
 from stages.services import Services
 from stages.submit import MANIFEST_NAMES, submit_folder
 
+MAX_HAND_IN_ATTEMPTS = 3  # hand-in runs of one folder's content before it waits for a change
+
 
 @dataclass
 class InboxState:
     """What the sensor's cursor carries between ticks."""
 
     seen: dict[str, str] = field(default_factory=dict)     # folder -> signature at the last look
-    handed_in: dict[str, str] = field(default_factory=dict)  # folder -> signature it was handed in with
+    handed_in: dict[str, str] = field(default_factory=dict)  # folder -> signature its hand-in was asked for with
+    requests: dict[str, str] = field(default_factory=dict)   # folder -> run key of that hand-in, until it succeeds
+    attempts: dict[str, int] = field(default_factory=dict)   # folder -> hand-in runs of it that failed
 
     def to_dict(self) -> dict:
-        return {"seen": self.seen, "handed_in": self.handed_in}
+        return {"seen": self.seen, "handed_in": self.handed_in, "requests": self.requests, "attempts": self.attempts}
 
     @classmethod
     def from_dict(cls, data: dict | None) -> InboxState:
         data = data or {}
-        return cls(dict(data.get("seen", {})), dict(data.get("handed_in", {})))
+        return cls(dict(data.get("seen", {})), dict(data.get("handed_in", {})), dict(data.get("requests", {})),
+                   dict(data.get("attempts", {})))
+
+    def after_runs(self, succeeded: list[str], failed: list[str]) -> list[str]:
+        """Takes in how the folders' hand-in runs ended: a success is done with; a failure makes
+        the folder ready again once it has settled, up to MAX_HAND_IN_ATTEMPTS runs of it. The
+        folders given up on (their runs in the Dagster UI say why; a change starts again)."""
+        given_up = []
+        for name in succeeded:
+            self.requests.pop(name, None)
+            self.attempts.pop(name, None)
+        for name in failed:
+            self.requests.pop(name, None)
+            self.attempts[name] = self.attempts.get(name, 0) + 1
+            if self.attempts[name] < MAX_HAND_IN_ATTEMPTS:
+                self.handed_in.pop(name, None)
+            else:
+                given_up.append(name)
+        return given_up
 
 
 def signature(folder: Path) -> tuple[str, float]:
@@ -61,6 +83,7 @@ class ReadyFolder(NamedTuple):
 
     name: str
     digest: str
+    attempt: int = 0  # hand-in runs of this folder that failed before
 
 
 def _digest(sig: str) -> str:
@@ -73,7 +96,11 @@ def ready_folders(inbox: Path, state: InboxState, settle_seconds: float = 10.0,
     counts them as handed in: their hand-in is asked for once). Reads names, sizes and times, no
     file's content, so a look at the inbox stays quick however large its batches are."""
     now = time.time() if now is None else now
-    new_state = InboxState(handed_in={k: v for k, v in state.handed_in.items() if (inbox / k).is_dir()})
+    def kept(d: dict) -> dict:
+        return {k: v for k, v in d.items() if (inbox / k).is_dir()}
+
+    new_state = InboxState(handed_in=kept(state.handed_in), requests=kept(state.requests),
+                           attempts=kept(state.attempts))
     ready = []
     if not inbox.is_dir():
         return [], new_state
@@ -89,7 +116,7 @@ def ready_folders(inbox: Path, state: InboxState, settle_seconds: float = 10.0,
         if state.seen.get(entry.name) != sig or now - newest < settle_seconds:
             new_state.seen[entry.name] = sig  # changed since the last look, or too fresh: look again
             continue
-        ready.append(ReadyFolder(entry.name, _digest(sig)))
+        ready.append(ReadyFolder(entry.name, _digest(sig), new_state.attempts.get(entry.name, 0)))
         new_state.handed_in[entry.name] = sig
     return ready, new_state
 

@@ -232,3 +232,50 @@ def test_a_hand_in_reaches_nothing_outside_the_inbox(inbox, tick, services, tmp_
             instance=tick.instance, resources=tick.resources, raise_on_error=False)
         assert not run.success and known_failure(tick.instance, run.run_id).item == name
     assert services.db.count("batches") == 0 and not _staged(services)
+
+
+def test_a_failed_hand_in_is_asked_for_again_a_few_times_even_with_the_same_content(inbox, tick, services):
+    """A lock file an editor left for a moment made the hand-in refuse; once it is gone the folder
+    has the content it was found with, and the next hand-in, under a key of its own, succeeds."""
+    folder = inbox / "edited"
+    shutil.copytree(SAMPLE_BATCH, folder)
+    found = tick(tick(None).cursor, launch_hand_ins=False)
+    lock = folder / ".~lock.manifest.csv#"
+    lock.write_text("an editor has the manifest open")
+    tick.launch(found)  # refused: the folder changed
+    lock.unlink()
+    cursor, keys, runs = found.cursor, [hand_ins(found)[0].run_key], []
+    for _ in range(4):  # the failure seen, the folder settling again, its hand-in, the batch's run
+        result = tick(cursor)
+        keys += [r.run_key for r in hand_ins(result)]
+        runs += batch_runs(result)
+        cursor = result.cursor
+    assert len(keys) == 2 and keys[1] == keys[0] + ":1", keys
+    assert services.db.count("batches") == 1 and len(runs) == 1
+    assert json.loads(cursor)["requests"] == {} and json.loads(cursor)["attempts"] == {}  # done with
+
+
+def test_a_folder_whose_hand_in_keeps_failing_is_given_up_on_until_it_changes(inbox, tick, services, monkeypatch):
+    import stages.inbox
+
+    def store_away(*args, **kwargs):
+        from storage.objects import ObjectStoreUnavailable
+        raise ObjectStoreUnavailable("对象存储不可用", "the object store is unreachable")
+
+    real = stages.inbox.submit_folder
+    monkeypatch.setattr(stages.inbox, "submit_folder", store_away)
+    shutil.copytree(SAMPLE_BATCH, inbox / "unlucky")
+    cursor, keys = None, []
+    for _ in range(12):
+        result = tick(cursor)
+        keys += [r.run_key for r in hand_ins(result)]
+        cursor = result.cursor
+    assert len(keys) == stages.inbox.MAX_HAND_IN_ATTEMPTS and len(set(keys)) == len(keys)
+    assert services.db.count("batches") == 0
+    monkeypatch.setattr(stages.inbox, "submit_folder", real)  # the store is back
+    (inbox / "unlucky" / "pages" / "GZ2026-0070002-0001.jpg").write_bytes(b"a rescan")  # a change starts again
+    for _ in range(3):
+        result = tick(cursor)
+        keys += [r.run_key for r in hand_ins(result)]
+        cursor = result.cursor
+    assert len(keys) == stages.inbox.MAX_HAND_IN_ATTEMPTS + 1 and services.db.count("batches") == 1
