@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import random
 import select
 import threading
@@ -32,11 +33,13 @@ from dataclasses import dataclass, field
 from crossregion import record as national
 from crossregion.client import Answer, PlatformClient
 from crossregion.schema import RecordInvalid, check
-from errors import BadInput
+from errors import ArchiveError, BadInput
 from storage import events
 from storage.db import Database, connect
 from storage.events import Event
 from transfer.signing import Signer
+
+log = logging.getLogger(__name__)
 
 CHANNEL = "platform_outbox"
 MAX_DELAY = 600.0   # seconds between attempts, at most
@@ -118,6 +121,10 @@ class Tried:
         with self._lock:
             self._ids.update(ids)
 
+    def discard(self, ids) -> None:
+        with self._lock:
+            self._ids.difference_update(ids)
+
 
 def deliver_some(db: Database, client: PlatformClient, signer: Signer, retry_seconds: float,
                  tried: Tried | None = None, claim: int = CLAIM) -> list[Attempted]:
@@ -126,23 +133,30 @@ def deliver_some(db: Database, client: PlatformClient, signer: Signer, retry_sec
     until their outcomes are committed, so no other deliverer sends them, or their successors,
     meanwhile."""
     tried = tried or Tried()
-    out = []
-    with db.transaction() as cur:
-        cur.execute(_HEAD, (tried.ids(), claim))
-        rows = cur.fetchall()
-        tried.add(row["record_id"] for row in rows)
-        for row in rows:
-            out.append(_send(cur, row, client, signer, retry_seconds))
+    out, rows = [], []
+    try:
+        with db.transaction() as cur:
+            cur.execute(_HEAD, (tried.ids(), claim))
+            rows = cur.fetchall()
+            tried.add(row["record_id"] for row in rows)
+            for row in rows:
+                out.append(_send(cur, row, client, signer, retry_seconds))
+    except Exception:
+        tried.discard(row["record_id"] for row in rows)  # rolled back: untried, for the run's other deliverers
+        raise
     return out
 
 
-# One statement a record: its attempt, and its outcome (the signed bytes kept from the first).
+# One statement a record: its attempt, and its outcome (the signed bytes kept from the first). The
+# back-off counts from the answer (clock_timestamp), not from the claim's start: a claim's 8 sends
+# at a 10 s timeout would otherwise have used it up before it was recorded.
 _OUTCOME = """
 WITH tried AS (INSERT INTO platform_attempts (record_id, outcome, http_status, detail, seconds)
                VALUES (%(id)s, %(kind)s, %(http)s, %(detail)s, %(seconds)s))
 UPDATE platform_outbox SET signed = coalesce(signed, %(signed)s), attempts = attempts + 1, state = %(state)s,
     delivered_at = CASE WHEN %(state)s = 'delivered' THEN now() END, answer = %(answer)s,
-    next_attempt_at = now() + make_interval(secs => %(wait)s), failure_code = %(code)s, failure = %(failure)s
+    next_attempt_at = clock_timestamp() + make_interval(secs => %(wait)s),
+    failure_code = %(code)s, failure = %(failure)s
 WHERE record_id = %(id)s RETURNING delivered_at - created_at AS delay"""
 
 
@@ -192,7 +206,15 @@ def deliver_due(db: Database, client: PlatformClient, signer: Signer, *, retry_s
     run, lock, tried = DeliveryRun(), threading.Lock(), Tried()
     end = time.monotonic() + seconds if seconds else None
 
+    failures: list[Exception] = []
+
     def work() -> None:
+        try:
+            deliver()
+        except Exception as exc:  # told to the caller after the others end, not lost with the thread
+            failures.append(exc)
+
+    def deliver() -> None:
         while end is None or time.monotonic() < end:
             got = deliver_some(db, client, signer, retry_seconds, tried)
             if not got:
@@ -205,6 +227,8 @@ def deliver_due(db: Database, client: PlatformClient, signer: Signer, *, retry_s
         t.start()
     for t in threads:
         t.join()
+    if failures:
+        raise failures[0]
     return run
 
 
@@ -226,10 +250,17 @@ def follow(db: Database, client: PlatformClient, signer: Signer, *, retry_second
     try:
         listener.cursor().execute(f"LISTEN {CHANNEL}")
         while not stop.is_set():
-            run = deliver_due(db, client, signer, retry_seconds=retry_seconds, workers=workers)
+            try:
+                run = deliver_due(db, client, signer, retry_seconds=retry_seconds, workers=workers)
+                wait = next_due_in(db)
+            except ArchiveError as exc:
+                if not exc.transient:
+                    raise
+                log.warning("platform delivery paused for a second: %s", exc)  # a database restarting
+                stop.wait(1.0)
+                continue
             if run.attempted and on_run:
                 on_run(run)
-            wait = next_due_in(db)
             wait = 1.0 if wait is None else min(1.0, wait)  # the stop flag is looked at every second
             if select.select([listener], [], [], wait) != ([], [], []):
                 listener.poll()

@@ -403,3 +403,30 @@ def test_a_platform_that_answers_nonsense_is_told_by_name_and_what_we_knew_still
     with gz.db.transaction() as cur:
         cur.execute("SELECT platform_seq, verified FROM platform_feed ORDER BY platform_seq")
         assert [(r["platform_seq"], r["verified"]) for r in cur.fetchall()] == [(5, False), (9, False)]
+
+
+def test_a_deliverer_that_fails_leaves_its_records_to_the_others_and_says_so(gz, platform, monkeypatch):
+    """A deliverer's transaction rolled back (a bug, a lost connection): its claimed records are
+    not counted as tried, the run says what failed, and the next run delivers them."""
+    add_file(gz, "F-CRASH")
+    tid = request(gz, "F-CRASH", GD)
+    real, calls = outbox._send, []
+
+    def first_send_fails(cur, row, *args):
+        calls.append(row["record_id"])
+        if len(calls) == 1:
+            raise RuntimeError("a deliverer's bug")
+        return real(cur, row, *args)
+
+    monkeypatch.setattr(outbox, "_send", first_send_fails)
+    with pytest.raises(RuntimeError, match="a deliverer's bug"):
+        outbox.deliver_due(gz.db, _client(platform), platform.keys[GZ], retry_seconds=FAST, workers=1)
+    (row,) = _outbox(gz, tid)
+    assert row["state"] == "pending" and row["tried"] == []  # rolled back: nothing half-recorded
+    tried = outbox.Tried()
+    with pytest.raises(RuntimeError):
+        calls.clear()
+        outbox.deliver_some(gz.db, _client(platform), platform.keys[GZ], FAST, tried)
+    assert tried.ids() == []  # given back, for the run's other deliverers
+    run = outbox.deliver_due(gz.db, _client(platform), platform.keys[GZ], retry_seconds=FAST, workers=2)
+    assert run.count("delivered") == 1 and [r["status"] for r in _at_platform(platform, tid)] == ["requested"]
