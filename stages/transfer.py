@@ -226,10 +226,20 @@ def package_transfer(services: Services, transfer_id: str, signer: Signer) -> Pa
         lock.execute("SELECT pg_try_advisory_xact_lock(hashtextextended('transfer-package:' || %s, 0)) AS got",
                      (transfer_id,))
         if not lock.fetchone()["got"]:
-            raise NotReady(f"转递 {transfer_id} 正由另一进程打包，请稍后再看",
-                           f"transfer {transfer_id} is being packaged by another run: look again shortly",
-                           item=transfer_id)
+            raise PackagingBusy(transfer_id)
         return _package(services, transfer_id, signer)
+
+
+class PackagingBusy(NotReady):
+    """Another process packages the transfer now; passes by itself: a step retried later finds
+    the package made (or, if that packager died, makes it)."""
+
+    transient = True
+
+    def __init__(self, transfer_id: str) -> None:
+        super().__init__(f"转递 {transfer_id} 正由另一进程打包，请稍后再看",
+                         f"transfer {transfer_id} is being packaged by another run: look again shortly",
+                         item=transfer_id)
 
 
 def _package(services: Services, transfer_id: str, signer: Signer) -> PackageResult:
