@@ -207,7 +207,14 @@ def ocr_unit(batch_id: str, services: Services, paths: list[str], config: Engine
                 done.append(_event(batch_id, config, scan["sha256"], results, body))
                 pages += len(results)
     with services.db.transaction() as cur:
-        events.record(cur, done)
+        # two attempts of one unit at once (a dead run's Celery task still running beside its
+        # retry's) both OCR a scan: under this lock, the first to commit records its event
+        cur.execute("SELECT pg_advisory_xact_lock(hashtextextended('ocr-events:' || %s, 0))", (config.key,))
+        cur.execute("SELECT DISTINCT object_sha256 FROM events WHERE event_type = 'ocr'"
+                    " AND object_sha256 = ANY(%s) AND agent LIKE %s",
+                    ([e.object_sha256 for e in done], f"%; {config.key}"))
+        recorded = {r["object_sha256"] for r in cur.fetchall()}
+        events.record(cur, [e for e in done if e.object_sha256 not in recorded])
     return UnitResult(len(todo), pages, len(stored), started, time.time())
 
 

@@ -65,3 +65,20 @@ def test_units_split_the_batch_and_a_killed_units_results_get_their_events_once(
         assert {r["object_sha256"]: r["n"] for r in cur.fetchall()} == {s["sha256"]: 1 for s in scans}
         cur.execute("SELECT count(*) AS n FROM batch_files WHERE batch_id = %s AND ocr_key IS NOT NULL", (batch,))
         assert cur.fetchone()["n"] == len(scans)
+
+
+def test_two_attempts_of_one_unit_at_once_record_each_scans_event_once(services, monkeypatch):
+    """A dead run's Celery task may still run a unit while its retry runs the same one: both find
+    the result missing and OCR the scan; the second to commit adds no second event."""
+    batch = submit_folder(SAMPLE_BATCH, services).batch_id
+    intake_batch(batch, services)
+    unit = ocr_stage.plan_units(batch, services, unit_pages=1)[0]
+    ocr_stage.ocr_unit(batch, services, unit.paths, workers=1)
+    real_head = type(services.store).head
+    monkeypatch.setattr(type(services.store), "head",  # its look at the result came before the other stored it
+                        lambda self, bucket, key: None if key.startswith("ocr/") else real_head(self, bucket, key))
+    late = ocr_stage.ocr_unit(batch, services, unit.paths, workers=1)
+    assert late.files_ocred == 1
+    with services.db.transaction() as cur:
+        cur.execute("SELECT count(*) AS n FROM events WHERE event_type = 'ocr' AND batch_id = %s", (batch,))
+        assert cur.fetchone()["n"] == 1
