@@ -7,6 +7,7 @@ their batch only needs its run.
 """
 
 import json
+import time
 
 import dagster as dg
 
@@ -70,6 +71,13 @@ def make_transfer_sensor(job) -> dg.SensorDefinition:  # job: the transfer packa
     return transfer_requests
 
 
+RELAUNCH_SECONDS = 300  # longer than a delivery run (50 s of sending)
+
+
+def relaunch_window() -> int:
+    return int(time.time() // RELAUNCH_SECONDS)
+
+
 def make_platform_sensor(job) -> dg.SensorDefinition:  # job: the platform delivery job
     @dg.sensor(name="platform_outbox", job=job, minimum_interval_seconds=10,
                default_status=dg.DefaultSensorStatus.RUNNING,
@@ -81,8 +89,10 @@ def make_platform_sensor(job) -> dg.SensorDefinition:  # job: the platform deliv
         due = next_due_in(svc.db)
         if due is None or due > 0:
             return dg.SkipReason("nothing due")
-        # one key per due head and attempt count: a run in progress is not launched twice, a retry is
+        # one key per due head and attempt count: a run in progress is not launched twice, a retry
+        # is; and per RELAUNCH_SECONDS, so that a run that died before recording any attempt (the
+        # same head, the same count) is followed by another (two at once claim different records)
         head = oldest_due(svc.db)
-        return dg.RunRequest(run_key=head, tags={"platform": "deliver"})
+        return dg.RunRequest(run_key=f"{head}@{relaunch_window()}", tags={"platform": "deliver"})
 
     return platform_outbox
