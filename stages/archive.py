@@ -22,6 +22,7 @@ from stages.intake import CATALOG_MATERIALS
 from stages.ocr import OcrNotDone, load_ocr
 from stages.progress import advance
 from stages.services import Services
+from stages.units import pack
 from storage import events
 from storage.events import Event
 from storage.objects import content_key, copy_verified, put_bytes_verified, sha256_hex
@@ -134,18 +135,8 @@ def _pdf_pages(batch_id: str, services: Services, material_ids: list[int] | None
 
 def plan_pdf_units(batch_id: str, services: Services, unit_pages: int = PDF_UNIT_PAGES) -> list[PdfUnit]:
     """The materials still without a searchable PDF, in material order, split into units."""
-    units: list[PdfUnit] = []
-    ids: list[int] = []
-    pages = 0
-    for material_id, rows in _pdf_pages(batch_id, services).items():
-        if ids and pages + len(rows) > unit_pages:
-            units.append(PdfUnit(len(units), ids, pages))
-            ids, pages = [], 0
-        ids.append(material_id)
-        pages += len(rows)
-    if ids:
-        units.append(PdfUnit(len(units), ids, pages))
-    return units
+    materials = ((material_id, len(rows)) for material_id, rows in _pdf_pages(batch_id, services).items())
+    return [PdfUnit(n, ids, pages) for n, (ids, pages) in enumerate(pack(materials, unit_pages))]
 
 
 def make_pdfs(batch_id: str, services: Services, material_ids: list[int]) -> PdfsMade:

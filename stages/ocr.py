@@ -27,7 +27,9 @@ from ocr.gates import GATES
 from stages.intake import CATALOG_MATERIALS
 from stages.progress import advance
 from stages.services import Services
+from stages.units import pack
 from storage import events
+from storage.db import xact_lock
 from storage.events import AGENT, Event
 from storage.objects import ObjectMissing, put_if_absent, sha256_hex
 
@@ -134,22 +136,16 @@ def plan_units(batch_id: str, services: Services, config: EngineConfig | None = 
     """The batch's scans with no stored result yet, in path order, split into units; the same
     content twice in the batch is read once."""
     config = config or EngineConfig()
-    units: list[OcrUnit] = []
-    paths: list[str] = []
-    pages = 0
     seen: set[str] = set()
-    for s in accepted_scans(batch_id, services):
-        if s["sha256"] in seen or services.store.head(services.staging_bucket, ocr_key(config.key, s["sha256"])):
-            continue
-        seen.add(s["sha256"])
-        if paths and pages + (s["page_count"] or 1) > unit_pages:
-            units.append(OcrUnit(len(units), paths, pages))
-            paths, pages = [], 0
-        paths.append(s["path"])
-        pages += s["page_count"] or 1
-    if paths:
-        units.append(OcrUnit(len(units), paths, pages))
-    return units
+
+    def missing() -> Iterator[tuple[str, int]]:
+        for s in accepted_scans(batch_id, services):
+            if s["sha256"] in seen or services.store.head(services.staging_bucket, ocr_key(config.key, s["sha256"])):
+                continue
+            seen.add(s["sha256"])
+            yield s["path"], s["page_count"] or 1
+
+    return [OcrUnit(n, paths, pages) for n, (paths, pages) in enumerate(pack(missing(), unit_pages))]
 
 
 def _event(batch_id: str, config: EngineConfig, sha256: str, results: list[PageResult], body: bytes) -> Event:
@@ -160,13 +156,12 @@ def _event(batch_id: str, config: EngineConfig, sha256: str, results: list[PageR
                          "confidence": [r.confidence for r in results], "review": review_gates})
 
 
-def _without_event(services: Services, config: EngineConfig, sha256s: list[str]) -> set[str]:
+def _without_event(cur, config: EngineConfig, sha256s: list[str]) -> set[str]:
     """Of these scans, those no OCR event with this engine records: their result was stored by an
-    attempt killed before it committed its events."""
-    with services.db.transaction() as cur:
-        cur.execute("SELECT DISTINCT object_sha256 FROM events WHERE event_type = 'ocr'"
-                    " AND object_sha256 = ANY(%s) AND agent LIKE %s", (sha256s, f"%; {config.key}"))
-        return set(sha256s) - {r["object_sha256"] for r in cur.fetchall()}
+    attempt killed before it committed its events, or by one still running beside this one."""
+    cur.execute("SELECT DISTINCT object_sha256 FROM events WHERE event_type = 'ocr'"
+                " AND object_sha256 = ANY(%s) AND agent LIKE %s", (sha256s, f"%; {config.key}"))
+    return set(sha256s) - {r["object_sha256"] for r in cur.fetchall()}
 
 
 def _stored_event(batch_id: str, services: Services, config: EngineConfig, sha256: str) -> Event:
@@ -190,8 +185,9 @@ def ocr_unit(batch_id: str, services: Services, paths: list[str], config: Engine
     scans = {s["sha256"]: s for s in accepted_scans(batch_id, services, paths)}
     stored = {sha for sha in scans if services.store.head(services.staging_bucket, ocr_key(config.key, sha))}
     todo = [s for sha, s in scans.items() if sha not in stored]
-    done = [_stored_event(batch_id, services, config, sha)
-            for sha in sorted(_without_event(services, config, sorted(stored)))] if stored else []
+    with services.db.transaction() as cur:
+        unrecorded = _without_event(cur, config, sorted(stored)) if stored else set()
+    done = [_stored_event(batch_id, services, config, sha) for sha in sorted(unrecorded)]
     started, pages = time.time(), 0
     if todo:
         def blobs() -> Iterator[bytes]:
@@ -209,12 +205,9 @@ def ocr_unit(batch_id: str, services: Services, paths: list[str], config: Engine
     with services.db.transaction() as cur:
         # two attempts of one unit at once (a dead run's Celery task still running beside its
         # retry's) both OCR a scan: under this lock, the first to commit records its event
-        cur.execute("SELECT pg_advisory_xact_lock(hashtextextended('ocr-events:' || %s, 0))", (config.key,))
-        cur.execute("SELECT DISTINCT object_sha256 FROM events WHERE event_type = 'ocr'"
-                    " AND object_sha256 = ANY(%s) AND agent LIKE %s",
-                    ([e.object_sha256 for e in done], f"%; {config.key}"))
-        recorded = {r["object_sha256"] for r in cur.fetchall()}
-        events.record(cur, [e for e in done if e.object_sha256 not in recorded])
+        xact_lock(cur, f"ocr-events:{config.key}")
+        unrecorded = _without_event(cur, config, [e.object_sha256 for e in done])
+        events.record(cur, [e for e in done if e.object_sha256 in unrecorded])
     return UnitResult(len(todo), pages, len(stored), started, time.time())
 
 
