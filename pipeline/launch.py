@@ -16,6 +16,7 @@ import dagster as dg
 from pipeline.partitions import scan_batches
 from pipeline.workers import live_runs
 from stages.services import Services
+from storage.db import xact_lock
 
 CLAIM_SECONDS = 120  # longer than a sensor tick's run takes to appear after the tick
 INBOX_SENSOR = "scan_batch_inbox"
@@ -38,7 +39,7 @@ def claim_batch_run(services: Services, instance: dg.DagsterInstance, batch_id: 
         instance.add_dynamic_partitions(scan_batches.name, [batch_id])
     tags = {"batch": batch_id}
     with services.db.transaction() as cur:
-        cur.execute("SELECT pg_advisory_xact_lock(hashtextextended('batch-run:' || %s, 0))", (batch_id,))
+        xact_lock(cur, f"batch-run:{batch_id}")
         if running := live_runs(instance, tags):
             return Holder(running[0].run_id, running[0].status.value)
         cur.execute("SELECT claimed_by FROM batch_run_claims WHERE batch_id = %s"

@@ -29,6 +29,7 @@ import psycopg2
 
 from errors import ArchiveError
 from stages.services import Services
+from storage.db import xact_lock
 from storage.objects import put_verified
 from storage.stored import StoredObject, record_verified
 
@@ -167,7 +168,7 @@ def refresh(services: Services, file_numbers: list[str]) -> list[Written]:
         # One writer per file at a time, from its description to its row: two (the archive
         # stage and the sweep) would otherwise write different content under one version's key.
         with services.db.transaction() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(hashtext('inventory:' || %s))", (file_number,))
+            xact_lock(cur, f"inventory:{file_number}")
             content = describe(cur, file_number, services.agency, services.archive_bucket)
             cur.execute("SELECT version, sha256 FROM inventories WHERE file_number = %s", (file_number,))
             last = cur.fetchone()

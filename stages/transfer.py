@@ -28,6 +28,7 @@ from preservation.inventory import keep_current
 from stages.files import reveal_id
 from stages.services import Services
 from storage import events
+from storage.db import xact_lock
 from storage.events import Event
 from storage.objects import put_file_verified, put_verified
 from storage.stored import StoredObject, record_verified
@@ -223,9 +224,7 @@ def package_transfer(services: Services, transfer_id: str, signer: Signer) -> Pa
     packages the same transfer: two at once would both write its package's key, the loser's
     bytes over the winner's recorded digest."""
     with services.db.transaction() as lock:  # held, on a connection of its own, until the package is made
-        lock.execute("SELECT pg_try_advisory_xact_lock(hashtextextended('transfer-package:' || %s, 0)) AS got",
-                     (transfer_id,))
-        if not lock.fetchone()["got"]:
+        if not xact_lock(lock, f"transfer-package:{transfer_id}", wait=False):
             raise PackagingBusy(transfer_id)
         return _package(services, transfer_id, signer)
 

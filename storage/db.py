@@ -152,6 +152,15 @@ class Database:
             return cur.fetchone()["n"]
 
 
+def xact_lock(cur, name: str, *, wait: bool = True) -> bool:
+    """Takes the advisory lock called `name` for the rest of the cursor's transaction: waits for
+    it, or with `wait=False` answers at once whether it was free. One lock per name across every
+    process on the database (a batch's run, a transfer's packaging, a file's inventory...)."""
+    cur.execute(f"SELECT {'pg_advisory_xact_lock' if wait else 'pg_try_advisory_xact_lock'}"
+                "(hashtextextended(%s, 0)) AS got", (name,))
+    return wait or cur.fetchone()["got"]
+
+
 def apply_migration(cur, name: str, source: str) -> None:
     """Runs one migration: SQL, or Python whose migrate(cur) rewrites data with the application's
     own functions (e.g. search terms)."""
