@@ -1,7 +1,8 @@
 """Pages per second of one batch with 1 and with 2 Celery workers, in one run: the gain of a
 second worker, against a target of 1.8x.
 
-    .venv/bin/python benchmarks/workers_bench.py [--pages 200] [--unit-pages 25] [--pdf-unit-pages 50]
+    .venv/bin/python benchmarks/workers_bench.py [--pages 200] [--intake-unit-files 100] [--unit-pages 25]
+        [--copy-unit-files 100] [--pdf-unit-pages 50]
 
 Renders distinct pages with the sample generator and lays out one batch of `--pages` page files
 (intake_bench.big_batch: every file its own sha256, so nothing comes from a cache). Then, for 1
@@ -55,8 +56,8 @@ with dg.DagsterInstance.get() as instance:
 """
 
 
-def run_with_workers(root: Path, folder: Path, workers: int, broker: str, unit_pages: int,
-                     pdf_unit_pages: int) -> tuple[float, float, int]:
+def run_with_workers(root: Path, folder: Path, workers: int, broker: str,
+                     units: dict[str, int]) -> tuple[float, float, int]:
     """(whole run s, OCR stage s, pages OCR'd) of the batch on a fresh installation with `workers` workers."""
     home = root / f"home-{workers}"
     home.mkdir()
@@ -67,8 +68,7 @@ def run_with_workers(root: Path, folder: Path, workers: int, broker: str, unit_p
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
     env = {k: v for k, v in os.environ.items() if not k.startswith("ARCHIVE_")}
     env.update(DAGSTER_HOME=str(home), ARCHIVE_PG_PORT=str(free_port()), ARCHIVE_EXECUTOR="celery",
-               ARCHIVE_CELERY_BROKER=broker, ARCHIVE_OCR_UNIT_PAGES=str(unit_pages),
-               ARCHIVE_PDF_UNIT_PAGES=str(pdf_unit_pages), OMP_THREAD_LIMIT="1")
+               ARCHIVE_CELERY_BROKER=broker, OMP_THREAD_LIMIT="1", **{k: str(v) for k, v in units.items()})
     subprocess.run([*ARCHIVE, "services", "start"], env=env, cwd=REPO, capture_output=True, check=True)
     logs = [home / f"worker-{n}.log" for n in range(workers)]
     procs = [subprocess.Popen([*ARCHIVE, "worker", "--name", f"bench{n}"], env=env, cwd=REPO, stdout=log.open("w"),
@@ -87,13 +87,13 @@ def run_with_workers(root: Path, folder: Path, workers: int, broker: str, unit_p
         pages, rate, cached = int(ocr.group(1)), float(ocr.group(2)), int(ocr.group(3))
         if cached:
             raise SystemExit(f"{cached} scans came from the cache: not a measurement of OCR")
-        units = [len(set(re.findall(r"(?:ocr\.ocr_unit_step|archive\.pdf_unit_step)\[unit_\d+\]", log.read_text())))
-                 for log in logs]
+        per_worker = [len(set(re.findall(r"\w+\.\w+_unit_step\[unit_\d+\]", log.read_text())))
+                      for log in logs]
         dagster_db = f"postgresql+psycopg2://archive@127.0.0.1:{env['ARCHIVE_PG_PORT']}/dagster"
         steps = subprocess.run([sys.executable, "-c", STEP_SECONDS], cwd=REPO, capture_output=True, text=True,
                                env={**env, "ARCHIVE_DAGSTER_DATABASE_URL": dagster_db})
         steps = steps.stdout.strip() or steps.stderr.strip()[-300:]
-        print(f"  {workers} worker(s): OCR and PDF units per worker {units}; steps @start+seconds {steps}")
+        print(f"  {workers} worker(s): units per worker {per_worker}; steps @start+seconds {steps}")
         return whole, pages / rate, pages
     finally:
         for p in procs:
@@ -106,7 +106,11 @@ def run_with_workers(root: Path, folder: Path, workers: int, broker: str, unit_p
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pages", type=int, default=200)
+    ap.add_argument("--intake-unit-files", type=int, default=100,
+                    help="page files per unit of intake's checks (ARCHIVE_INTAKE_UNIT_FILES)")
     ap.add_argument("--unit-pages", type=int, default=25, help="pages per OCR unit (ARCHIVE_OCR_UNIT_PAGES)")
+    ap.add_argument("--copy-unit-files", type=int, default=100,
+                    help="page files per unit of copies into the archive (ARCHIVE_COPY_UNIT_FILES)")
     ap.add_argument("--pdf-unit-pages", type=int, default=50,
                     help="pages per unit of searchable PDFs (ARCHIVE_PDF_UNIT_PAGES)")
     ap.add_argument("--distinct", type=int, default=30, help="distinct rendered pages the batch's files copy")
@@ -119,10 +123,11 @@ def main() -> None:
     try:
         source = generate(root / "render", files=max(1, args.distinct // 3), seed=11, variants=VARIANTS)
         folder = big_batch(source, root, args.pages)
-        print(f"batch: {args.pages} page files, OCR units of {args.unit_pages} pages, PDF units of "
-              f"{args.pdf_unit_pages}")
-        results = {n: run_with_workers(root, folder, n, redis.url, args.unit_pages, args.pdf_unit_pages)
-                   for n in (1, 2)}
+        units = {"ARCHIVE_INTAKE_UNIT_FILES": args.intake_unit_files, "ARCHIVE_OCR_UNIT_PAGES": args.unit_pages,
+                 "ARCHIVE_COPY_UNIT_FILES": args.copy_unit_files, "ARCHIVE_PDF_UNIT_PAGES": args.pdf_unit_pages}
+        print(f"batch: {args.pages} page files; units: intake checks {args.intake_unit_files} files, OCR "
+              f"{args.unit_pages} pages, copies {args.copy_unit_files} files, PDFs {args.pdf_unit_pages} pages")
+        results = {n: run_with_workers(root, folder, n, redis.url, units) for n in (1, 2)}
         for n, (whole, ocr, pages) in results.items():
             print(f"{n} worker(s): whole run {whole:.1f} s = {pages / whole:.2f} pages/s; "
                   f"OCR stage {ocr:.1f} s = {pages / ocr:.2f} pages/s")

@@ -7,45 +7,83 @@ import dagster as dg
 
 from pipeline.failures import known_failures
 from pipeline.partitions import scan_batches
-from pipeline.resources import ArchiveServicesResource, OcrEngineResource
-from stages.archive import ObjectsCopied, PdfsMade, PdfUnit, copy_objects, finish_archive, make_pdfs, plan_pdf_units
+from pipeline.resources import ArchiveServicesResource, OcrEngineResource, WorkUnitsResource
+from stages.archive import (
+    CopyUnit,
+    ObjectsCopied,
+    PdfsMade,
+    PdfUnit,
+    copy_objects,
+    finish_archive,
+    make_pdfs,
+    plan_copy_units,
+    plan_pdf_units,
+)
 from stages.index import index_batch, link_problems
-from stages.intake import intake_batch
+from stages.intake import CheckUnit, UnitChecked, check_unit, finish_intake, plan_checks
 from stages.ocr import OcrUnit, UnitResult, finish_ocr, ocr_unit, plan_units
 
 
-@dg.asset(name="intake", partitions_def=scan_batches, group_name="scan_batch", kinds={"postgres", "s3"})
+@dg.op(out=dg.DynamicOut(list, io_manager_key="step_outputs"))
 @known_failures
-def intake_asset(context: dg.AssetExecutionContext, services: ArchiveServicesResource) -> dg.MaterializeResult:
-    """Validates the handed-in batch: manifest, scan files by content, catalog-to-image link."""
-    r = intake_batch(context.partition_key, services.services())
+def plan_intake_units(context: dg.OpExecutionContext, services: ArchiveServicesResource, units: WorkUnitsResource):
+    """Splits the handed-in page files still to check into units of `units.intake_files` (always
+    one unit at least, an empty one when all is checked, so that the finishing step runs)."""
+    planned = plan_checks(context.partition_key, services.services(), units.intake_files) or [CheckUnit(0, [], 0)]
+    context.log.info(f"{sum(u.files for u in planned)} page files to check, in {len(planned)} units")
+    for unit in planned:
+        yield dg.DynamicOutput(unit.paths, mapping_key=f"unit_{unit.number:05d}")
+
+
+@dg.op(out=dg.Out(dict, io_manager_key="step_outputs"))
+@known_failures
+def check_unit_step(context: dg.OpExecutionContext, services: ArchiveServicesResource, units: WorkUnitsResource,
+                    paths: list) -> dict:
+    """Checks one unit's page files by content: format, resolution, size, blank, skew (a retry
+    reads only what is still unchecked)."""
+    return asdict(check_unit(context.partition_key, services.services(), paths, units.processes or None))
+
+
+@dg.op(out=dg.Out(dg.Nothing))
+@known_failures
+def finish_intake_step(context: dg.OpExecutionContext, services: ArchiveServicesResource, checked: list) -> None:
+    """Every page file checked: manifest, catalog-to-image link, each file's verdict recorded."""
+    r = finish_intake(context.partition_key, services.services())
     for finding in r.findings:
         (context.log.error if finding.severity == "error" else context.log.warning)(str(finding))
-    return dg.MaterializeResult(metadata={
+    context.add_output_metadata({
         "accepted_scans": r.accepted, "rejected_scans": r.rejected, "warnings": r.warnings,
-        "files": r.files, "materials": r.materials, "findings": len(r.findings), "reused": r.reused})
+        "files": r.files, "materials": r.materials, "findings": len(r.findings), "reused": r.reused,
+        "checked_now": sum(UnitChecked(**c).checked for c in checked), "check_units": len(checked)})
+
+
+@dg.graph_asset(name="intake", partitions_def=scan_batches, group_name="scan_batch", kinds={"postgres", "s3"})
+def intake_asset():
+    """Validates the handed-in batch: manifest, scan files by content (in units that run in
+    parallel on any worker, each retried on its own), catalog-to-image link."""
+    return finish_intake_step(plan_intake_units().map(check_unit_step).collect())
 
 
 @dg.op(ins={"intake": dg.In(dg.Nothing)}, out=dg.DynamicOut(list, io_manager_key="step_outputs"))
 @known_failures
 def plan_ocr_units(context: dg.OpExecutionContext, services: ArchiveServicesResource,
-                   ocr_engine: OcrEngineResource):
-    """Splits the scans still to read into units of about `ocr_engine.unit_pages` pages. Always
-    one unit at least (an empty one when all is cached), so that the finishing step runs."""
-    units = plan_units(context.partition_key, services.services(), ocr_engine.engine_config(),
-                       ocr_engine.unit_pages) or [OcrUnit(0, [], 0)]
-    context.log.info(f"{sum(u.pages for u in units)} pages to read, in {len(units)} units")
-    for unit in units:
+                   ocr_engine: OcrEngineResource, units: WorkUnitsResource):
+    """Splits the scans still to read into units of about `units.ocr_pages` pages. Always one
+    unit at least (an empty one when all is cached), so that the finishing step runs."""
+    planned = plan_units(context.partition_key, services.services(), ocr_engine.engine_config(),
+                         units.ocr_pages) or [OcrUnit(0, [], 0)]
+    context.log.info(f"{sum(u.pages for u in planned)} pages to read, in {len(planned)} units")
+    for unit in planned:
         yield dg.DynamicOutput(unit.paths, mapping_key=f"unit_{unit.number:05d}")
 
 
 @dg.op(pool="ocr", out=dg.Out(dict, io_manager_key="step_outputs"))
 @known_failures
 def ocr_unit_step(context: dg.OpExecutionContext, services: ArchiveServicesResource,
-                  ocr_engine: OcrEngineResource, paths: list) -> dict:
+                  ocr_engine: OcrEngineResource, units: WorkUnitsResource, paths: list) -> dict:
     """OCRs one unit's scans (a retry reads only what is still missing)."""
     return asdict(ocr_unit(context.partition_key, services.services(), paths, ocr_engine.engine_config(),
-                           ocr_engine.workers or None))
+                           units.processes or None))
 
 
 GATE_CHECKS = {
@@ -104,27 +142,29 @@ def index_asset(context: dg.AssetExecutionContext, services: ArchiveServicesReso
                               metadata={"problems": "; ".join(problems[:50]) or "none", "count": len(problems)})
 
 
-@dg.op(ins={"index": dg.In(dg.Nothing)}, out=dg.Out(dict, io_manager_key="step_outputs"))
+@dg.op(ins={"index": dg.In(dg.Nothing)}, out={"copies": dg.DynamicOut(list, io_manager_key="step_outputs"),
+                                               "pdfs": dg.DynamicOut(list, io_manager_key="step_outputs")})
 @known_failures
-def copy_to_archive(context: dg.OpExecutionContext, services: ArchiveServicesResource) -> dict:
-    """Copies the originals and OCR results into preservation storage, verified (beside the PDF
-    units, which need nothing of it)."""
-    copied = copy_objects(context.partition_key, services.services())
-    context.log.info(f"{copied.stored} objects copied, {copied.already_stored} already stored")
-    return asdict(copied)
+def plan_archive_units(context: dg.OpExecutionContext, services: ArchiveServicesResource, units: WorkUnitsResource):
+    """Splits the batch's files to copy into the archive, and its materials still without a
+    searchable PDF, into units (always one of each, so that the finish runs)."""
+    svc = services.services()
+    copies = plan_copy_units(context.partition_key, svc, units.copy_files) or [CopyUnit(0, [], 0)]
+    pdfs = plan_pdf_units(context.partition_key, svc, units.pdf_pages) or [PdfUnit(0, [], 0)]
+    context.log.info(f"{sum(u.files for u in copies)} files to copy, in {len(copies)} units; "
+                     f"{sum(u.pages for u in pdfs)} PDF pages to make, in {len(pdfs)} units")
+    for unit in copies:
+        yield dg.DynamicOutput(unit.paths, mapping_key=f"unit_{unit.number:05d}", output_name="copies")
+    for unit in pdfs:
+        yield dg.DynamicOutput(unit.material_ids, mapping_key=f"unit_{unit.number:05d}", output_name="pdfs")
 
 
-@dg.op(ins={"index": dg.In(dg.Nothing)}, out=dg.DynamicOut(list, io_manager_key="step_outputs"))
+@dg.op(out=dg.Out(dict, io_manager_key="step_outputs"))
 @known_failures
-def plan_pdf_units_step(context: dg.OpExecutionContext, services: ArchiveServicesResource,
-                        ocr_engine: OcrEngineResource):
-    """Splits the materials still without a searchable PDF into units (always one, so that the
-    finish runs)."""
-    units = plan_pdf_units(context.partition_key, services.services(), ocr_engine.pdf_unit_pages) \
-        or [PdfUnit(0, [], 0)]
-    context.log.info(f"{sum(u.pages for u in units)} PDF pages to make, in {len(units)} units")
-    for unit in units:
-        yield dg.DynamicOutput(unit.material_ids, mapping_key=f"unit_{unit.number:05d}")
+def copy_unit_step(context: dg.OpExecutionContext, services: ArchiveServicesResource, paths: list) -> dict:
+    """Copies one unit's originals and OCR results into preservation storage, verified (a retry
+    copies only what is not recorded)."""
+    return asdict(copy_objects(context.partition_key, services.services(), paths))
 
 
 @dg.op(out=dg.Out(dict, io_manager_key="step_outputs"))
@@ -136,22 +176,25 @@ def pdf_unit_step(context: dg.OpExecutionContext, services: ArchiveServicesResou
 
 @dg.op(out=dg.Out(dg.Nothing))
 @known_failures
-def finish_archive_step(context: dg.OpExecutionContext, services: ArchiveServicesResource, copied: dict,
+def finish_archive_step(context: dg.OpExecutionContext, services: ArchiveServicesResource, copied: list,
                         pdfs: list) -> None:
-    """Every material has its PDF: the batch is archived and its files' inventories written."""
-    r = finish_archive(context.partition_key, services.services(), ObjectsCopied(**copied),
+    """Every object copied, every material with its PDF: the batch is archived and its files'
+    inventories written."""
+    r = finish_archive(context.partition_key, services.services(), [ObjectsCopied(**c) for c in copied],
                        [PdfsMade(**p) for p in pdfs])
     context.add_output_metadata({"stored": r.stored, "already_stored": r.already_stored,
                                  "bytes_stored": r.bytes_stored, "searchable_pdfs_made": r.pdfs_made,
-                                 "pdf_units": len(pdfs)})
+                                 "copy_units": len(copied), "pdf_units": len(pdfs)})
 
 
 @dg.graph_asset(name="archive", ins={"index": dg.AssetIn(dagster_type=dg.Nothing)}, partitions_def=scan_batches,
                 group_name="scan_batch", kinds={"s3"})
 def archive_asset(index):
     """Originals, OCR results and one searchable PDF per material into preservation storage,
-    verified; the PDFs in units that run in parallel on any worker, each retried on its own."""
-    return finish_archive_step(copy_to_archive(index), plan_pdf_units_step(index).map(pdf_unit_step).collect())
+    verified; in units of copies and of PDFs that run in parallel on any worker, each retried on
+    its own."""
+    copies, pdfs = plan_archive_units(index)
+    return finish_archive_step(copies.map(copy_unit_step).collect(), pdfs.map(pdf_unit_step).collect())
 
 
 ASSETS = [intake_asset, ocr_asset, index_asset, archive_asset]

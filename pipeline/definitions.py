@@ -6,7 +6,7 @@ from pipeline.assets import ASSETS
 from pipeline.executor import configured_executor
 from pipeline.hand_in import hand_in_job
 from pipeline.preservation_assets import PRESERVATION_ASSETS, fixity_audit_asset, inventories_asset, replication_asset
-from pipeline.resources import OcrEngineResource, archive_resources
+from pipeline.resources import WorkUnitsResource, archive_resources
 from pipeline.sensors import make_inbox_sensor, make_platform_sensor, make_transfer_sensor
 from pipeline.transfer_assets import platform_deliveries_asset, transfer_package_asset, transfer_receipts_asset
 from settings import Settings
@@ -42,9 +42,8 @@ defs = dg.Definitions(
                                      default_status=dg.DefaultScheduleStatus.RUNNING,
                                      description="re-reads the day's share of objects on every copy and repairs "
                                                  "what is damaged")],
-    # OCR units run side by side (one per core, or per Celery worker): one OCR process each
-    resources=archive_resources(ocr_engine=OcrEngineResource(workers=0 if SETTINGS.executor == "in_process" else 1,
-                                                             unit_pages=SETTINGS.ocr_unit_pages,
-                                                             pdf_unit_pages=SETTINGS.pdf_unit_pages)),
+    # units run side by side (one per core, or per Celery worker): one process each
+    resources=archive_resources(units=WorkUnitsResource.from_settings(
+        SETTINGS, processes=0 if SETTINGS.executor == "in_process" else 1)),
     executor=configured_executor(SETTINGS),  # ARCHIVE_EXECUTOR; each run's worker recorded for run monitoring
 )

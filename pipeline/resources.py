@@ -9,7 +9,8 @@ from pydantic import PrivateAttr
 
 from ocr import EngineConfig
 from settings import Settings, StorageSettings
-from stages.archive import PDF_UNIT_PAGES
+from stages.archive import COPY_UNIT_FILES, PDF_UNIT_PAGES
+from stages.intake import INTAKE_UNIT_FILES
 from stages.ocr import UNIT_PAGES
 from stages.services import Services
 from transfer.signing import Signer
@@ -41,12 +42,25 @@ class OcrEngineResource(dg.ConfigurableResource):
     primary: str = EngineConfig.primary
     fallback: str = EngineConfig.fallback
     lang: str = EngineConfig.lang
-    workers: int = 0  # OCR processes of one unit; 0: one per core
-    unit_pages: int = UNIT_PAGES  # pages per unit of the ocr stage (each one step)
-    pdf_unit_pages: int = PDF_UNIT_PAGES  # pages per unit of the archive stage's searchable PDFs (text from OCR)
 
     def engine_config(self) -> EngineConfig:
         return EngineConfig(primary=self.primary, fallback=self.fallback, lang=self.lang)
+
+
+class WorkUnitsResource(dg.ConfigurableResource):
+    """How each stage's work is split into units (a step each, on any worker) and how many
+    processes one unit uses."""
+
+    processes: int = 0  # worker processes of one unit (intake's checks, OCR); 0: one per core
+    intake_files: int = INTAKE_UNIT_FILES  # page files per unit of intake's checks
+    ocr_pages: int = UNIT_PAGES  # pages per OCR unit
+    copy_files: int = COPY_UNIT_FILES  # page files per unit of the archive's copies (with their OCR results)
+    pdf_pages: int = PDF_UNIT_PAGES  # pages per unit of the archive stage's searchable PDFs (text from OCR)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, processes: int = 0) -> "WorkUnitsResource":
+        return cls(processes=processes, intake_files=settings.intake_unit_files, ocr_pages=settings.ocr_unit_pages,
+                   copy_files=settings.copy_unit_files, pdf_pages=settings.pdf_unit_pages)
 
 
 class SignerResource(dg.ConfigurableResource):
@@ -61,14 +75,13 @@ class SignerResource(dg.ConfigurableResource):
 
 
 def archive_resources(services: ArchiveServicesResource | None = None, ocr_engine: OcrEngineResource | None = None,
-                      signer: SignerResource | None = None) -> dict[str, dg.ConfigurableResource]:
+                      signer: SignerResource | None = None,
+                      units: WorkUnitsResource | None = None) -> dict[str, dg.ConfigurableResource]:
     """The resources of every entry point (the Dagster definitions, the web server's runs, the
     CLI and the demo), made in one place; unset fields come from the environment (settings)."""
     from pipeline.step_outputs import StepOutputsIOManager  # it depends on the services resource
 
     services = services or ArchiveServicesResource()
-    settings = Settings.from_env()
-    ocr_engine = ocr_engine or OcrEngineResource(unit_pages=settings.ocr_unit_pages,
-                                                 pdf_unit_pages=settings.pdf_unit_pages)
-    return {"services": services, "ocr_engine": ocr_engine,
+    return {"services": services, "ocr_engine": ocr_engine or OcrEngineResource(),
+            "units": units or WorkUnitsResource.from_settings(Settings.from_env()),
             "signer": signer or SignerResource(), "step_outputs": StepOutputsIOManager(services=services)}

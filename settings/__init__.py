@@ -91,7 +91,9 @@ class Settings:
                                                     # multiprocess (this machine) | celery (workers); unset, the
                                                     # daemon's runs multiprocess, `archive run`'s in its process
     celery_broker: str = "redis://127.0.0.1:6390/0"  # ARCHIVE_CELERY_BROKER: Redis, the broker and result store
+    intake_unit_files: int = 200                    # ARCHIVE_INTAKE_UNIT_FILES: page files per unit of intake's checks
     ocr_unit_pages: int = 50                        # ARCHIVE_OCR_UNIT_PAGES: pages per OCR unit (one step each)
+    copy_unit_files: int = 500                      # ARCHIVE_COPY_UNIT_FILES: page files per unit of archive copies
     pdf_unit_pages: int = 200                       # ARCHIVE_PDF_UNIT_PAGES: pages per unit of searchable PDFs
 
     @property
@@ -162,7 +164,9 @@ class Settings:
             pull_ca_file=text("ARCHIVE_PULL_CA_FILE"),
             executor=executor,
             celery_broker=broker,
+            intake_unit_files=n("ARCHIVE_INTAKE_UNIT_FILES", 200),
             ocr_unit_pages=n("ARCHIVE_OCR_UNIT_PAGES", 50),
+            copy_unit_files=n("ARCHIVE_COPY_UNIT_FILES", 500),
             pdf_unit_pages=n("ARCHIVE_PDF_UNIT_PAGES", 200),
         )
         problems.raise_all()

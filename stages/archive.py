@@ -3,9 +3,10 @@
 Each object is copied from staging (or, for a material's PDF, made from its pages) to a
 content-addressed key in the archive bucket, read back and compared with its sha256 before a
 row in `stored_objects` records it. Objects already recorded are skipped, so a rerun copies
-and renders nothing. The PDFs are made in units of materials (`plan_pdf_units`, `make_pdfs`),
-each a step of its own under Dagster, so that several workers share a large batch's; the batch
-is archived (`finish_archive`) only once every material has its PDF.
+and renders nothing. The copies are made in units of page files (`plan_copy_units`,
+`copy_objects`) and the PDFs in units of materials (`plan_pdf_units`, `make_pdfs`), each a step
+of its own under Dagster, so that several workers share a large batch's; the batch is archived
+(`finish_archive`) only once every object is recorded and every material has its PDF.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from storage.stored import StoredObject, record_verified
 
 STORERS = 8
 PDF_UNIT_PAGES = 200  # a PDF page costs a fifth of an OCR'd one or less: larger units, fewer hand-overs
+COPY_UNIT_FILES = 500  # an original and its OCR result are two round trips each: seconds a unit
 
 
 @dataclass
@@ -51,29 +53,45 @@ class ToPreserve:
     media_type: str
 
 
-def objects_to_preserve(batch_id: str, services: Services) -> list[ToPreserve]:
-    """The batch's manifest, the originals of the materials going on, and the OCR results the ocr
-    stage recorded for them."""
+def _preserved_files(batch_id: str, services: Services, paths: list[str] | None = None) -> list[dict]:
+    """The batch's manifest and the page files of the materials going on (of `paths` only, if given)."""
     with services.db.transaction() as cur:
         cur.execute("SELECT path, sha256, staging_key, bytes, role, media_type, status, ocr_key FROM batch_files"
-                    " WHERE batch_id = %s"
+                    " WHERE batch_id = %s AND (%s::text[] IS NULL OR path = ANY(%s::text[]))"
                     " AND (role = 'manifest' OR (status = 'accepted' AND path IN"
                     f" (SELECT jsonb_array_elements_text(page_files) FROM ({CATALOG_MATERIALS}) c))) ORDER BY path",
-                    (batch_id, batch_id))
-        rows = cur.fetchall()
-    out = []
+                    (batch_id, paths, paths, batch_id))
+        return cur.fetchall()
+
+
+def objects_to_preserve(batch_id: str, services: Services, paths: list[str] | None = None) -> list[ToPreserve]:
+    """The batch's manifest, the originals of the materials going on, and the OCR results the ocr
+    stage recorded for them (of the files at `paths` only, if given)."""
+    rows = _preserved_files(batch_id, services, paths)
     for r in rows:
+        if r["role"] == "page" and r["ocr_key"] is None:
+            raise OcrNotDone(batch_id, r["path"])
+    with ThreadPoolExecutor(STORERS) as pool:  # a round trip each: the results' digests and sizes
+        infos = list(pool.map(lambda r: services.store.head(services.staging_bucket, r["ocr_key"])
+                              if r["role"] == "page" else None, rows))
+    out = []
+    for r, info in zip(rows, infos, strict=True):
         out.append(ToPreserve(r["sha256"], r["staging_key"], r["bytes"], "original", r["media_type"] or "text/csv"))
         if r["role"] == "page":
             key = r["ocr_key"]
-            if key is None:
-                raise OcrNotDone(batch_id, r["path"])
-            info = services.store.head(services.staging_bucket, key)
             if info is None or not info.sha256:
                 raise NotReady(f"{r['staging_key']} 的识别结果缺失，请先运行识别阶段",
                                f"OCR result {key} of {r['staging_key']} is missing: run the ocr stage first", item=key)
             out.append(ToPreserve(info.sha256, key, info.bytes, "ocr", "application/json"))
     return out
+
+
+def _recorded(services: Services, objects: list[ToPreserve]) -> set[str]:
+    """The archive keys of these objects that stored_objects records (verified copies)."""
+    with services.db.transaction() as cur:
+        cur.execute("SELECT key FROM stored_objects WHERE bucket = %s AND key = ANY(%s)",
+                    (services.archive_bucket, [content_key(o.sha256) for o in objects]))
+        return {r["key"] for r in cur.fetchall()}
 
 
 def _record(services: Services, key: str, sha: str, size: int, role: str, media_type: str, batch_id: str,
@@ -175,15 +193,37 @@ class PdfsNotDone(NotReady):
                          "stage again", item=material)
 
 
-def copy_objects(batch_id: str, services: Services) -> ObjectsCopied:
-    """Copies the originals and OCR results not yet recorded into the archive bucket, verified."""
+class CopyUnit(NamedTuple):
+    """Files one step copies into the archive (each with its OCR result): about COPY_UNIT_FILES."""
+
+    number: int
+    paths: list[str]
+    files: int
+
+
+def plan_copy_units(batch_id: str, services: Services, unit_files: int = COPY_UNIT_FILES) -> list[CopyUnit]:
+    """The manifest and the page files going on, in path order, split into units (each unit
+    skips what is recorded already)."""
+    files = ((r["path"], 1) for r in _preserved_files(batch_id, services))
+    return [CopyUnit(n, paths, count) for n, (paths, count) in enumerate(pack(files, unit_files))]
+
+
+class ObjectsNotCopied(NotReady):
+    """An object of the batch has no verified copy in the archive: a copy unit has not run (or failed)."""
+
+    def __init__(self, batch_id: str, key: str) -> None:
+        super().__init__(f"批次 {batch_id} 的 {key} 尚未存入长期保存库，请重新运行归档阶段",
+                         f"{key} of batch {batch_id} has no verified copy in the archive yet: run the archive "
+                         "stage again", item=key)
+
+
+def copy_objects(batch_id: str, services: Services, paths: list[str] | None = None) -> ObjectsCopied:
+    """Copies the originals and OCR results not yet recorded into the archive bucket, verified
+    (of the files at `paths` only, if given)."""
     bucket = services.archive_bucket
     already = 0
-    objects = objects_to_preserve(batch_id, services)
-    with services.db.transaction() as cur:
-        cur.execute("SELECT key FROM stored_objects WHERE bucket = %s AND key = ANY(%s)",
-                    (bucket, [content_key(o.sha256) for o in objects]))
-        recorded = {r["key"] for r in cur.fetchall()}
+    objects = objects_to_preserve(batch_id, services, paths)
+    recorded = _recorded(services, objects)
     todo: dict[str, ToPreserve] = {}
     for o in objects:
         key = content_key(o.sha256)
@@ -204,23 +244,28 @@ def copy_objects(batch_id: str, services: Services) -> ObjectsCopied:
     return ObjectsCopied(len(todo), already, sum(o.bytes for o in todo.values()))
 
 
-def finish_archive(batch_id: str, services: Services, copied: ObjectsCopied, pdfs: list[PdfsMade]) -> ArchiveResult:
-    """Every material has its PDF: the batch is archived, its files' inventories written.
-    PdfsNotDone naming the first material still without one, so no batch is archived with a PDF
-    missing."""
+def finish_archive(batch_id: str, services: Services, copied: list[ObjectsCopied],
+                   pdfs: list[PdfsMade]) -> ArchiveResult:
+    """Every object copied and every material with its PDF: the batch is archived, its files'
+    inventories written. PdfsNotDone or ObjectsNotCopied naming the first missing, so no batch is
+    archived with an object or a PDF missing."""
     if missing := _pdf_pages(batch_id, services):
         first = next(iter(missing.values()))[0]
         raise PdfsNotDone(batch_id, f"{first['file_number']} {first['class_code']}-{first['seq']}")
+    objects = objects_to_preserve(batch_id, services)
+    recorded = _recorded(services, objects)
+    if missing_copy := next((o for o in objects if content_key(o.sha256) not in recorded), None):
+        raise ObjectsNotCopied(batch_id, missing_copy.staging_key)
     with services.db.transaction() as cur:
         advance(cur, batch_id, "archived")
     described = inventory.refresh_batch(services, batch_id)  # as archived: a rerun finds nothing to describe anew
     made, pdf_bytes = sum(p.made for p in pdfs), sum(p.bytes for p in pdfs)
-    return ArchiveResult(batch_id, copied.stored + made, copied.already_stored, copied.bytes + pdf_bytes, made,
-                         len(described))
+    return ArchiveResult(batch_id, sum(c.stored for c in copied) + made, sum(c.already_stored for c in copied),
+                         sum(c.bytes for c in copied) + pdf_bytes, made, len(described))
 
 
 def archive_batch(batch_id: str, services: Services, unit_pages: int = PDF_UNIT_PAGES) -> ArchiveResult:
     """The whole stage in this process, PDF unit after PDF unit (the CLI's stages, tests)."""
     copied = copy_objects(batch_id, services)
     pdfs = [make_pdfs(batch_id, services, u.material_ids) for u in plan_pdf_units(batch_id, services, unit_pages)]
-    return finish_archive(batch_id, services, copied, pdfs)
+    return finish_archive(batch_id, services, [copied], pdfs)

@@ -3,23 +3,31 @@
 Reads the batch's files from staging, checks the manifest, every scan file (by content) and
 the catalog-to-image link, and records per file accepted/rejected with bilingual findings.
 Bad items never sink the batch: the good materials go on.
+
+Reading every page is most of the work, so it is done in units that several workers share:
+`plan_checks` splits the page files into units, `check_unit` inspects one (keeping what it found
+in `scan_checks`), and `finish_intake` checks the manifest and the catalog link and records every
+file's verdict at once. `intake_batch` does all three in one process.
 """
 
 from __future__ import annotations
 
 import json
+import sys
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
 from catalog.findings import Finding, Severity, error
 from catalog.manifest import Catalog, parse_manifest
-from errors import NotFound
+from errors import NotFound, NotReady
 from intake.linkage import check_linkage
 from intake.scanfile import ScanInfo, inspect_scan, too_large
 from ocr.pool import default_workers, ordered_map, spawn_pool
 from stages.progress import advance
 from stages.services import Services
+from stages.units import pack
 from storage import events
 from storage.events import Event
 
@@ -38,6 +46,7 @@ class IntakeResult:
 
 # Bump when validation rules change: batches validated by older rules are validated again.
 INTAKE_VERSION = 5
+INTAKE_UNIT_FILES = 200  # page files per check unit: seconds on one core, against a step's start-up
 # Below this many page files, starting worker processes (~1 s) costs more than it saves.
 PARALLEL_FROM = 24
 
@@ -65,10 +74,32 @@ def _previous(batch_id: str, services: Services) -> IntakeResult | None:
                         sum(len(f.materials) for f in catalog.files), findings, reused=True)
 
 
-def intake_batch(batch_id: str, services: Services) -> IntakeResult:
-    previous = _previous(batch_id, services)
-    if previous:
-        return previous
+class CheckUnit(NamedTuple):
+    """Page files one step checks: about `unit_files` of them."""
+
+    number: int
+    paths: list[str]
+    files: int
+
+
+@dataclass
+class UnitChecked:
+    checked: int   # page files inspected now
+    reused: int    # checked before (an earlier attempt of the unit), not read again
+    started: float  # wall clock (time.time), so that units on several machines add up
+    ended: float
+
+
+class ChecksNotDone(NotReady):
+    """A page file intake's check units have not read: one of them has not run (or failed)."""
+
+    def __init__(self, batch_id: str, path: str) -> None:
+        super().__init__(f"批次 {batch_id} 的 {path} 尚未检查，请重新运行接收阶段（已检查的文件不会重读）",
+                         f"{path} of batch {batch_id} has not been checked: run the intake stage again (files "
+                         "checked already are not read again)", item=path)
+
+
+def _files(batch_id: str, services: Services) -> list[dict]:
     with services.db.transaction() as cur:
         cur.execute("SELECT path, sha256, bytes, staging_key, role, findings FROM batch_files WHERE batch_id = %s"
                     " ORDER BY path", (batch_id,))
@@ -76,7 +107,78 @@ def intake_batch(batch_id: str, services: Services) -> IntakeResult:
     if not rows:
         raise UnknownBatch(f"批次 {batch_id} 从未提交", f"batch {batch_id} was never submitted (no files registered)",
                            item=batch_id)
+    return rows
 
+
+def _triage(rows: list[dict]) -> tuple[list[tuple[str, list[Finding]]], list[dict]]:
+    """(the page files refused unread, each with its reason; the page files to inspect), in path order."""
+    refused, to_inspect = [], []
+    first_with: dict[str, str] = {}  # sha256 -> the first page file with that content
+    for r in rows:
+        if r["role"] != "page":
+            continue
+        if first := first_with.get(r["sha256"]):  # a repeated page (DA/T 31): the same scan twice
+            refused.append((r["path"], [error("scan.duplicate", r["path"], f"与 {first} 内容完全相同（重复页）",
+                                              f"identical to {first} (repeated page)")]))
+            continue
+        first_with[r["sha256"]] = r["path"]
+        if oversized := too_large(r["bytes"], r["path"]):  # a 5 GB "page" must not be pulled into memory
+            refused.append((r["path"], [oversized]))
+        else:
+            to_inspect.append(r)
+    return refused, to_inspect
+
+
+def _checks(batch_id: str, services: Services, paths: list[str] | None = None) -> dict[str, tuple]:
+    """path -> (ScanInfo or None, findings) of the files a check unit read under these rules."""
+    with services.db.transaction() as cur:
+        cur.execute("SELECT path, info, problems FROM scan_checks WHERE batch_id = %s AND intake_version = %s"
+                    " AND (%s::text[] IS NULL OR path = ANY(%s::text[]))", (batch_id, INTAKE_VERSION, paths, paths))
+        return {r["path"]: (ScanInfo(**r["info"]) if r["info"] else None,
+                            [Finding.from_dict(f) for f in r["problems"]]) for r in cur.fetchall()}
+
+
+def plan_checks(batch_id: str, services: Services, unit_files: int = INTAKE_UNIT_FILES) -> list[CheckUnit]:
+    """The page files still to inspect, in path order, split into units (none when the batch was
+    validated by these rules)."""
+    with services.db.transaction() as cur:
+        cur.execute("SELECT 1 FROM batches WHERE batch_id = %s AND intake_version = %s", (batch_id, INTAKE_VERSION))
+        if cur.fetchone():
+            return []
+    _, to_inspect = _triage(_files(batch_id, services))
+    checked = _checks(batch_id, services).keys()
+    todo = ((r["path"], 1) for r in to_inspect if r["path"] not in checked)
+    return [CheckUnit(n, paths, files) for n, (paths, files) in enumerate(pack(todo, unit_files))]
+
+
+def check_unit(batch_id: str, services: Services, paths: list[str], workers: int | None = None) -> UnitChecked:
+    """Inspects the unit's page files by content (format, resolution, size, blank, skew) and keeps
+    what it found for `finish_intake`; a retry reads only the files not yet checked. `workers`:
+    processes (None: one per core)."""
+    started = time.time()
+    done = _checks(batch_id, services, paths).keys()
+    wanted = set(paths) - done
+    rows = [r for r in _files(batch_id, services) if r["path"] in wanted and r["role"] == "page"]
+    found = [(r["path"], json.dumps(asdict(info), ensure_ascii=False) if info else None,
+              json.dumps([p.to_dict() for p in problems], ensure_ascii=False))
+             for r, (info, problems) in zip(rows, _inspect(rows, services, workers), strict=True)]
+    with services.db.transaction() as cur:
+        cur.executemany("INSERT INTO scan_checks (batch_id, path, intake_version, info, problems)"
+                        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (batch_id, path) DO UPDATE"
+                        " SET intake_version = EXCLUDED.intake_version, info = EXCLUDED.info,"
+                        " problems = EXCLUDED.problems WHERE scan_checks.intake_version <> EXCLUDED.intake_version",
+                        [(batch_id, path, INTAKE_VERSION, info, problems) for path, info, problems in found])
+    return UnitChecked(len(rows), len(paths) - len(wanted), started, time.time())
+
+
+def finish_intake(batch_id: str, services: Services) -> IntakeResult:
+    """Every page file checked: the manifest, the agency's own files and the catalog-to-image link
+    checked, each file's verdict and event recorded and the catalog kept, in one transaction.
+    ChecksNotDone naming the first page file without its check, so no batch goes on half-read."""
+    previous = _previous(batch_id, services)
+    if previous:
+        return previous
+    rows = _files(batch_id, services)
     # what the zip it came in refused (unsafe names, bombs, links) was found at hand-in
     findings: list[Finding] = [Finding.from_dict(f) for r in rows if r["role"] in ("container", "ignored")
                                for f in (r["findings"] or [])]
@@ -96,24 +198,15 @@ def intake_batch(batch_id: str, services: Services) -> IntakeResult:
 
     updates: list[FileVerdict] = []
     page_counts: dict = {}
-    first_with: dict[str, str] = {}  # sha256 -> the first page file with that content
-    to_inspect = []
-    for r in rows:
-        if r["role"] != "page":
-            continue
-        if r["sha256"] in first_with:  # a repeated page (DA/T 31): the same scan twice
-            _record(updates, page_counts, findings, batch_id, r["path"], None, [
-                error("scan.duplicate", r["path"], f"与 {first_with[r['sha256']]} 内容完全相同（重复页）",
-                      f"identical to {first_with[r['sha256']]} (repeated page)")])
-            continue
-        first_with[r["sha256"]] = r["path"]
-        oversized = too_large(r["bytes"], r["path"])
-        if oversized:  # refused unread: a 5 GB "page" must not be pulled into memory
-            _record(updates, page_counts, findings, batch_id, r["path"], None, [oversized])
-        else:
-            to_inspect.append(r)
-    for r, (info, problems) in zip(to_inspect, _inspect(to_inspect, services), strict=True):
-        _record(updates, page_counts, findings, batch_id, r["path"], info, problems)
+    refused, to_inspect = _triage(rows)
+    checks = _checks(batch_id, services)
+    for path, problems in refused:
+        _record(updates, page_counts, findings, batch_id, path, None, problems)
+    for r in to_inspect:
+        if r["path"] not in checks:
+            raise ChecksNotDone(batch_id, r["path"])
+        _record(updates, page_counts, findings, batch_id, r["path"], *checks[r["path"]])
+    updates.sort(key=lambda u: u.path)
 
     kept, link_findings = check_linkage(catalog, page_counts, manifest_path)
     findings += link_findings
@@ -140,6 +233,16 @@ def intake_batch(batch_id: str, services: Services) -> IntakeResult:
                         len(kept.files), sum(len(f.materials) for f in kept.files), findings)
 
 
+def intake_batch(batch_id: str, services: Services, workers: int | None = None) -> IntakeResult:
+    """The whole stage in this process (the CLI's stages, tests): every check in one unit, on
+    `workers` processes (None: one per core)."""
+    if previous := _previous(batch_id, services):
+        return previous
+    for unit in plan_checks(batch_id, services, unit_files=sys.maxsize):
+        check_unit(batch_id, services, unit.paths, workers)
+    return finish_intake(batch_id, services)
+
+
 def _own_files(catalog: Catalog, batch_id: str, manifest_path: str,
                services: Services) -> tuple[Catalog, list[Finding]]:
     """The catalog without the files another agency holds, and a refusal for each: a batch must
@@ -157,11 +260,12 @@ def _own_files(catalog: Catalog, batch_id: str, manifest_path: str,
     return Catalog([f for f in catalog.files if f.file_number not in foreign]), findings
 
 
-def _inspect(rows: list[dict], services: Services) -> Iterator[tuple[ScanInfo | None, list[Finding]]]:
-    """inspect_scan of each row's staged file, in order; in worker processes for a large batch
+def _inspect(rows: list[dict], services: Services,
+             workers: int | None = None) -> Iterator[tuple[ScanInfo | None, list[Finding]]]:
+    """inspect_scan of each row's staged file, in order; in worker processes for many files
     (decoding is most of intake's time), reading from staging only as fast as they work."""
     jobs = ((services.store.get(services.staging_bucket, r["staging_key"]), r["path"]) for r in rows)
-    workers = default_workers()
+    workers = workers or default_workers()
     if len(rows) < PARALLEL_FROM or workers == 1:
         yield from (inspect_scan(data, path) for data, path in jobs)
         return

@@ -7,8 +7,9 @@ import shutil
 import pytest
 from PIL import Image
 
+import stages.intake
 from catalog.manifest import TEMPLATE_HEADER
-from stages.intake import intake_batch, load_catalog
+from stages.intake import ChecksNotDone, check_unit, finish_intake, intake_batch, load_catalog, plan_checks
 from stages.submit import submit_folder
 from storage.objects import sha256_hex
 from tests.conftest import SAMPLE_BATCH
@@ -212,3 +213,38 @@ def test_an_id_card_scanned_alone_is_a_page():
     Image.new("L", (1011, 638), 255).save(buf, "PNG", dpi=(300, 300))  # 85.6 x 54 mm
     info, findings = inspect_scan(buf.getvalue(), "id.png")
     assert info is not None and "scan.page_size" not in {f.code for f in findings}
+
+
+def test_check_units_share_the_pages_and_the_verdicts_wait_for_all(tmp_path, services, monkeypatch):
+    """Units of 2 files: each reads only its own; a unit that ran before reads nothing again; the
+    batch is not validated while a unit is missing; together they give intake_batch's verdicts."""
+    folder, good = _batch(tmp_path)
+    (folder / "pages" / "fake.jpg").write_text("not an image at all")
+    (folder / "pages" / "twice.jpg").write_bytes((SAMPLE_BATCH / good[0]).read_bytes())  # a repeated page
+    _manifest(folder, [("1", 2, good), ("2", 1, ["pages/fake.jpg"]), ("3", 1, ["pages/twice.jpg"])])
+    sub = submit_folder(folder, services)
+    units = plan_checks(sub.batch_id, services, unit_files=2)
+    paths = [p for u in units for p in u.paths]
+    assert len(units) == 2 and sorted(paths) == sorted([*good, "pages/fake.jpg"])  # the repeat is refused unread
+
+    read = []
+    real = stages.intake.inspect_scan
+    monkeypatch.setattr(stages.intake, "inspect_scan", lambda data, item: read.append(item) or real(data, item))
+    first = check_unit(sub.batch_id, services, units[0].paths, workers=1)
+    assert (first.checked, first.reused) == (len(units[0].paths), 0) and read == units[0].paths
+    with pytest.raises(ChecksNotDone) as waiting:
+        finish_intake(sub.batch_id, services)
+    assert waiting.value.item == units[1].paths[0]
+    with services.db.transaction() as cur:
+        cur.execute("SELECT count(*) AS n FROM events WHERE event_type = 'validated'")
+        assert cur.fetchone()["n"] == 0                          # nothing recorded half-done
+    again = check_unit(sub.batch_id, services, units[0].paths, workers=1)  # a retried unit
+    assert (again.checked, again.reused) == (0, len(units[0].paths)) and len(read) == len(units[0].paths)
+    assert plan_checks(sub.batch_id, services, unit_files=2) == [units[1]._replace(number=0)]
+    check_unit(sub.batch_id, services, units[1].paths, workers=1)
+    r = finish_intake(sub.batch_id, services)
+    assert sorted(read) == sorted(paths)                          # each file read once
+    assert (r.accepted, r.rejected) == (2, 2)
+    codes = {(f.code, f.item) for f in r.findings}
+    assert {("scan.format", "pages/fake.jpg"), ("scan.duplicate", "pages/twice.jpg")} <= codes
+    assert plan_checks(sub.batch_id, services) == [] and intake_batch(sub.batch_id, services).reused

@@ -25,12 +25,14 @@ from preservation.rebuild import latest, rebuild
 from search.query import search
 from settings import ReplicaSettings, S3Tuning, StorageSettings
 from stages.archive import (
+    ObjectsNotCopied,
     PdfsNotDone,
     archive_batch,
     copy_objects,
     finish_archive,
     make_pdfs,
     objects_to_preserve,
+    plan_copy_units,
     plan_pdf_units,
 )
 from stages.history import file_history
@@ -571,13 +573,17 @@ def test_storage_commands_say_what_they_found_with_their_exit_status(database_ur
     assert out.returncode == 0 and "rebuilt 0 files" in out.stdout
 
 
-def test_pdf_units_make_their_own_materials_and_the_batch_waits_for_all(pg_server, s3_url):
+def test_copy_and_pdf_units_do_their_own_part_and_the_batch_waits_for_all(pg_server, s3_url):
     services = services_for(storage_for(new_database(pg_server), s3_url, {}))
     batch = submit_folder(SAMPLE_BATCH, services).batch_id
     intake_batch(batch, services)
     ocr_batch(batch, services)
     index_batch(batch, services)
-    copied = copy_objects(batch, services)
+    copy_units = plan_copy_units(batch, services, unit_files=4)
+    paths = [p for u in copy_units for p in u.paths]
+    assert len(copy_units) == 3 and len(paths) == len(set(paths)) == 10  # the manifest and 9 pages
+    copied = [copy_objects(batch, services, copy_units[0].paths)]
+    assert copied[0].stored == 7                                  # the manifest, 3 originals, their 3 OCR results
     units = plan_pdf_units(batch, services, unit_pages=1)        # a material a unit
     ids = [i for u in units for i in u.material_ids]
     assert len(units) >= 2 and len(ids) == len(set(ids)) == services.db.count("materials")
@@ -592,7 +598,13 @@ def test_pdf_units_make_their_own_materials_and_the_batch_waits_for_all(pg_serve
     rest = [make_pdfs(batch, services, u.material_ids) for u in units[1:]]
     again = make_pdfs(batch, services, units[0].material_ids)    # a unit retried after it had finished
     assert again.made == 0
+    with pytest.raises(ObjectsNotCopied) as not_copied:          # every PDF, but two copy units have not run
+        finish_archive(batch, services, copied, [first, *rest, again])
+    assert not_copied.value.item.startswith("originals/")
+    copied += [copy_objects(batch, services, u.paths) for u in copy_units[1:]]
+    assert copy_objects(batch, services, copy_units[0].paths).stored == 0  # a retried unit copies nothing
     result = finish_archive(batch, services, copied, [first, *rest, again])
+    assert result.stored == 19 + len(ids) and result.already_stored == 0
     assert result.pdfs_made == len(ids) and plan_pdf_units(batch, services) == []
     with services.db.transaction() as cur:
         cur.execute("SELECT count(*) AS n FROM stored_objects WHERE role = 'searchable-pdf'")
