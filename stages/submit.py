@@ -8,22 +8,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from catalog.findings import Finding, warning
 from catalog.manifest import MANIFEST_NAMES
 from errors import BadInput
+from intake.folderread import BatchFolder, FileSwapped
 from intake.junk import is_desktop_junk
 from intake.zipsafe import safe_extract
 from stages.services import Services
 from storage import events
 from storage.events import Event
-from storage.objects import content_key, file_sha256, put_file_if_absent
+from storage.objects import IntegrityError, content_key, put_stream_if_absent
 
 
 @dataclass(frozen=True)
@@ -82,20 +86,43 @@ def submit_path(path: Path, services: Services, progress: Callable[[str, int], N
 
 def submit_folder(folder: Path, services: Services, name: str | None = None,
                   container: tuple[Path, list[Finding]] | None = None,
-                  progress: Callable[[str, int], None] | None = None, agency: str | None = None) -> Submission:
+                  progress: Callable[[str, int], None] | None = None, agency: str | None = None,
+                  follow_link: bool = True) -> Submission:
     """Hands in a batch folder; `container` is the zip it came in, kept verbatim with its findings.
 
     Resumable: objects are content-keyed and written only if absent, so after an interruption
-    the same call uploads only what is missing. `progress(path, bytes)` is told of each file."""
+    the same call uploads only what is missing. `progress(path, bytes)` is told of each file.
+    Files are read through a handle on the folder, never through a link (intake/folderread.py);
+    `follow_link`: whether the folder itself may be one."""
     folder = Path(folder)
     if not folder.is_dir():
         raise BadInput(f"批次文件夹 {folder} 不存在", f"batch folder {folder} does not exist", item=str(folder))
-    files = scan_folder(folder)
+    with BatchFolder(folder, follow_link) as handle:
+        return _submit(handle, services, name, container, progress, agency)
+
+
+def _submit(handle: BatchFolder, services: Services, name: str | None, container: tuple[Path, list[Finding]] | None,
+            progress: Callable[[str, int], None] | None, agency: str | None) -> Submission:
+    folder = handle.folder
+    files = [rel for rel, _ in scan_folder(folder)]
     if container:
-        files.append((container[0].name, container[0]))
+        files.append(container[0].name)
+
+    @contextmanager
+    def opened(rel: str) -> Iterator[tuple[BinaryIO, int]]:
+        if container and rel == container[0].name:  # the zip itself, outside the folder it was unpacked into
+            with open(container[0], "rb") as fh:
+                yield fh, os.fstat(fh.fileno()).st_size
+        else:
+            with handle.open(rel) as file:
+                yield file
+
     if not files:
         raise BadInput(f"批次文件夹 {folder} 中没有文件", f"batch folder {folder} holds no files", item=str(folder))
-    digests = [(rel, file_sha256(path)) for rel, path in files]
+    digests = []
+    for rel in files:
+        with opened(rel) as (fh, _):
+            digests.append((rel, hashlib.file_digest(fh, "sha256").hexdigest()))
     agency = agency or services.agency
     batch_id, content = batch_id_for(name or folder.name, digests, agency)
     with services.db.transaction() as cur:
@@ -106,11 +133,16 @@ def submit_folder(folder: Path, services: Services, name: str | None = None,
     # Objects first, then the rows that point at them: a crash in between leaves only
     # unreferenced content-keyed objects, which the next hand-in reuses.
     sizes = {}
-    for (rel, path), (_, digest) in zip(files, digests, strict=True):
-        sizes[rel] = path.stat().st_size   # streamed, in parts where large: a zip of gigabytes too
-        put_file_if_absent(services.store, services.staging_bucket, content_key(digest, "originals"), path, digest)
+    for rel, digest in digests:
+        with opened(rel) as (fh, size):  # streamed, in parts where large: a zip of gigabytes too
+            try:
+                put_stream_if_absent(services.store, services.staging_bucket, content_key(digest, "originals"), fh,
+                                     size, digest)
+            except IntegrityError as exc:  # what was read now is not what was hashed a moment ago
+                raise FileSwapped(rel, "内容已改变 / its content changed") from exc
+        sizes[rel] = size
         if progress:
-            progress(rel, sizes[rel])
+            progress(rel, size)
     with services.db.transaction() as cur:
         cur.execute("INSERT INTO batches (batch_id, name, content_sha256, holding_agency) VALUES (%s, %s, %s, %s) "
                     "ON CONFLICT DO NOTHING", (batch_id, name or folder.name, content, agency))

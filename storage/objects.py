@@ -212,13 +212,14 @@ def put_if_absent(store: ObjectStore, bucket: str, key: str, data: bytes, sha256
     return True
 
 
-def put_file_if_absent(store: ObjectStore, bucket: str, key: str, path: Path, sha256: str,
-                       content_type: str = "application/octet-stream") -> bool:
-    """Idempotent streamed write of a content-keyed file; True if it was written now."""
+def put_stream_if_absent(store: ObjectStore, bucket: str, key: str, source: BinaryIO, size: int, sha256: str,
+                         content_type: str = "application/octet-stream") -> bool:
+    """Idempotent streamed write of content-keyed bytes (`size` of them from `source`, refused
+    unless they have `sha256`); True if it was written now."""
     info = store.head(bucket, key)
-    if info is not None and info.sha256 == sha256 and info.bytes == Path(path).stat().st_size:
+    if info is not None and info.sha256 == sha256 and info.bytes == size:
         return False
-    store.put_file(bucket, key, Path(path), sha256, content_type)
+    store.put_stream(bucket, key, source, sha256, size, content_type)
     return True
 
 

@@ -279,3 +279,93 @@ def test_a_folder_whose_hand_in_keeps_failing_is_given_up_on_until_it_changes(in
         keys += [r.run_key for r in hand_ins(result)]
         cursor = result.cursor
     assert len(keys) == stages.inbox.MAX_HAND_IN_ATTEMPTS + 1 and services.db.count("batches") == 1
+
+
+def _swap_after_listing(monkeypatch, swap) -> None:
+    """Runs `swap(folder)` between hand-in's listing of a folder and its first read."""
+    import stages.submit
+
+    real = stages.submit.scan_folder
+
+    def listed_then_swapped(folder):
+        files = real(folder)
+        swap(folder)
+        return files
+
+    monkeypatch.setattr(stages.submit, "scan_folder", listed_then_swapped)
+
+
+@pytest.mark.parametrize("what", ["file", "folder on its path", "batch folder"])
+def test_a_file_swapped_for_a_link_after_the_listing_is_refused_by_name_and_nothing_outside_is_read(
+        inbox, services, tmp_path, monkeypatch, what):
+    """Someone who may write to the inbox swaps a listed page, the folder holding it, or the batch
+    folder itself for a link to files elsewhere, between the listing and the read."""
+    from intake.folderread import FileSwapped
+    from stages.inbox import ReadyFolder, hand_in, signature
+    from stages.inbox import _digest as digest
+
+    secret = tmp_path / "elsewhere"
+    shutil.copytree(SAMPLE_BATCH, secret)
+    for page in (secret / "pages").iterdir():
+        page.write_bytes(b"SECRET " + page.name.encode())  # what must never reach staging
+    shutil.copytree(SAMPLE_BATCH, inbox / "b")
+    page = sorted((inbox / "b" / "pages").iterdir())[0]
+
+    def swap(folder):
+        if what == "file":
+            page.unlink()
+            page.symlink_to(secret / "pages" / page.name)
+        elif what == "folder on its path":
+            shutil.rmtree(folder / "pages")
+            (folder / "pages").symlink_to(secret / "pages", target_is_directory=True)
+        else:
+            shutil.rmtree(folder)
+            folder.symlink_to(secret, target_is_directory=True)
+
+    ready = ReadyFolder("b", digest(signature(inbox / "b")[0]))
+    if what == "batch folder":  # between hand-in's look at the folder and its opening
+        import stages.inbox
+
+        def looked_then_swapped(folder):
+            found = signature(folder)
+            swap(folder)
+            return found
+
+        monkeypatch.setattr(stages.inbox, "signature", looked_then_swapped)
+    else:
+        _swap_after_listing(monkeypatch, swap)
+    with pytest.raises(FileSwapped) as refused:
+        hand_in(inbox, ready, services)
+    assert refused.value.item == {"file": f"pages/{page.name}", "folder on its path": f"pages/{page.name}",
+                                  "batch folder": "b"}[what]
+    assert services.db.count("batches") == 0
+    staged = [services.store.get(services.staging_bucket, key) for key in _staged(services)]
+    assert not any(b"SECRET" in data for data in staged)
+
+
+def test_a_file_changed_between_its_hash_and_its_upload_is_refused_by_name(services, tmp_path, monkeypatch):
+    """A page rewritten in place after hand-in hashed it: what would be stored is not what was
+    hashed, so it is refused, and no batch registered."""
+    import stages.submit
+    from intake.folderread import FileSwapped
+    from stages.submit import submit_folder
+
+    folder = tmp_path / "b"
+    shutil.copytree(SAMPLE_BATCH, folder)
+    page = sorted((folder / "pages").iterdir())[0]
+    real = stages.submit.put_stream_if_absent
+    calls = []
+
+    def rewritten_first(store, bucket, key, fh, size, digest):
+        if not calls:
+            page.write_bytes(page.read_bytes()[::-1])  # same size, other bytes, after the hash
+            fh.seek(0)
+        calls.append(key)
+        return real(store, bucket, key, fh, size, digest)
+
+    monkeypatch.setattr(stages.submit, "put_stream_if_absent", rewritten_first)
+    monkeypatch.setattr(stages.submit, "scan_folder", lambda f: [(f"pages/{page.name}", page)])
+    with pytest.raises(FileSwapped) as refused:
+        submit_folder(folder, services)
+    assert refused.value.item == f"pages/{page.name}" and services.db.count("batches") == 0
+    assert not _staged(services)

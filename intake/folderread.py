@@ -1,0 +1,89 @@
+"""Reading the files of a handed-in folder without following links.
+
+The listing and the reads are apart in time. Someone who may write to the inbox could swap a
+listed file, or a folder on its path, for a link between the two, and a read by path would hand
+in whatever the link points at, anywhere on this machine. So each file is opened one path
+component at a time from a handle on the batch folder, none of them a link (O_NOFOLLOW), and
+must be a regular file when open.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+from errors import BadInput
+
+_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class FileSwapped(BadInput):
+    """A listed file became a link, a folder or a special file, or went away, before it was read."""
+
+    def __init__(self, rel: str, why: str) -> None:
+        super().__init__(f"{rel} 在登记过程中被改动（{why}），未予登记：待批次文件夹稳定后重新提交",
+                         f"{rel} changed while it was handed in ({why}); nothing of it was handed in: hand the "
+                         "folder in again once it is complete", item=rel)
+
+
+class BatchFolder:
+    """A handle on a batch folder, from which its files are opened. `follow_link`: whether the
+    folder itself may be a link (a path typed on the command line may; an inbox entry may not)."""
+
+    def __init__(self, folder: Path, follow_link: bool = True) -> None:
+        self.folder = Path(folder)
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | (0 if follow_link else os.O_NOFOLLOW)
+        try:
+            self.fd = os.open(self.folder, flags)
+        except OSError as exc:
+            raise FileSwapped(self.folder.name, _why(exc)) from exc
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def __enter__(self) -> BatchFolder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def open(self, rel: str) -> Iterator[tuple[BinaryIO, int]]:
+        """(the file at the relative POSIX path `rel`, its size); FileSwapped if a component is a
+        link or the file is no longer a regular one."""
+        parts = rel.split("/")
+        if any(p in ("", ".", "..") for p in parts):
+            raise FileSwapped(rel, "not a path inside the folder")
+        fd, opened = self.fd, []
+        try:
+            for part in parts[:-1]:
+                fd = os.open(part, _FLAGS | os.O_DIRECTORY, dir_fd=fd)
+                opened.append(fd)
+            # O_NONBLOCK: a FIFO put in a file's place must not hang the hand-in
+            file_fd = os.open(parts[-1], _FLAGS | os.O_NONBLOCK, dir_fd=fd)
+        except OSError as exc:
+            raise FileSwapped(rel, _why(exc)) from exc
+        finally:
+            for d in opened:
+                os.close(d)
+        info = os.fstat(file_fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(file_fd)
+            raise FileSwapped(rel, "不是普通文件 / not a regular file")
+        with os.fdopen(file_fd, "rb") as fh:
+            yield fh, info.st_size
+
+
+def _why(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "成了链接 / it is a link now"
+    if exc.errno == errno.ENOTDIR:
+        return "路径中的文件夹成了链接或文件 / a folder on its path is a link or a file now"
+    if exc.errno == errno.ENOENT:
+        return "已不存在 / it is gone"
+    return f"{exc.strerror}"
