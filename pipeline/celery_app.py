@@ -6,6 +6,7 @@ from dagster_celery.executor import CeleryExecutor
 from dagster_celery.make_app import make_app
 from dagster_celery.tasks import create_execute_job_task, create_resume_job_task, create_task
 
+import pipeline.definitions  # noqa: F401  loaded as the worker starts, not inside its first step
 from settings import Settings
 
 _settings = Settings.from_env()

@@ -106,20 +106,26 @@ def _plain(value):
     return value
 
 
-def _columns(cur, table: str) -> list[str]:
-    cur.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema()"
-                " AND table_name = %s ORDER BY ordinal_position", (table,))
-    return [r["column_name"] for r in cur.fetchall() if r["column_name"] not in DERIVED.get(table, ())]
+def _columns(cur, table: str, known: dict[str, list[str]]) -> list[str]:
+    """The table's described columns, looked up once per `known` (one refresh: a migration
+    that adds a column is seen by the next)."""
+    if table not in known:
+        cur.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema()"
+                    " AND table_name = %s ORDER BY ordinal_position", (table,))
+        known[table] = [r["column_name"] for r in cur.fetchall() if r["column_name"] not in DERIVED.get(table, ())]
+    return known[table]
 
 
-def _rows(cur, table: str, where: str, args: dict) -> list[dict]:
-    cols = _columns(cur, table)
+def _rows(cur, table: str, where: str, args: dict, known: dict[str, list[str]]) -> list[dict]:
+    cols = _columns(cur, table, known)
     cur.execute(f"SELECT {', '.join(cols)} FROM {table} WHERE {where} ORDER BY {ORDER.get(table, '1')}", args)
     return [{k: _plain(v) for k, v in r.items()} for r in cur.fetchall()]
 
 
-def describe(cur, file_number: str, agency: str, bucket: str) -> dict | None:
-    """The file's inventory content (without version and time), or None if it is not indexed."""
+def describe(cur, file_number: str, agency: str, bucket: str, known: dict[str, list[str]] | None = None) -> dict | None:
+    """The file's inventory content (without version and time), or None if it is not indexed.
+    `known`: the tables' columns looked up so far (for many files in a row)."""
+    known = {} if known is None else known
     cur.execute("SELECT 1 FROM personnel_files WHERE file_number = %s", (file_number,))
     if cur.fetchone() is None:
         return None
@@ -144,14 +150,14 @@ def describe(cur, file_number: str, agency: str, bucket: str) -> dict | None:
                                            f"received/{t}/{t}.tar")]   # stages/transfer.py's, stages/receive.py's
     args = {"file": file_number, "objects": objects, "transfers": transfers, "agency": agency, "bucket": bucket,
             "keys": keys}
-    tables = {table: _rows(cur, table, where, args) for table, where in PARTS}
+    tables = {table: _rows(cur, table, where, args, known) for table, where in PARTS}
     batch_ids = sorted({r["batch_id"] for t in ("personnel_files", "materials", "material_versions", "events")
                         for r in tables[t] if r.get("batch_id")}
                        | {r["superseded_by"] for r in tables["material_versions"] if r.get("superseded_by")})
-    batches = _rows(cur, "batches", "batch_id = ANY(%(b)s)", {"b": batch_ids})
+    batches = _rows(cur, "batches", "batch_id = ANY(%(b)s)", {"b": batch_ids}, known)
     codes = sorted({r["holding_agency"] for r in tables["personnel_files"] + batches}
                    | {r[k] for r in tables["transfers"] for k in ("sending_agency", "receiving_agency")})
-    agencies = _rows(cur, "agencies", "code = ANY(%(c)s)", {"c": codes})
+    agencies = _rows(cur, "agencies", "code = ANY(%(c)s)", {"c": codes}, known)
     return {"format": FORMAT, "file_number": file_number, "described_by": agency,
             "tables": {"agencies": agencies, "batches": batches, **tables}}
 
@@ -163,13 +169,13 @@ def digest(content: dict) -> str:
 def refresh(services: Services, file_numbers: list[str]) -> list[Written]:
     """A new inventory version for each of these files whose description changed; returns those
     written."""
-    out = []
+    out, known = [], {}
     for file_number in sorted(set(file_numbers)):
         # One writer per file at a time, from its description to its row: two (the archive
         # stage and the sweep) would otherwise write different content under one version's key.
         with services.db.transaction() as cur:
             xact_lock(cur, f"inventory:{file_number}")
-            content = describe(cur, file_number, services.agency, services.archive_bucket)
+            content = describe(cur, file_number, services.agency, services.archive_bucket, known)
             cur.execute("SELECT version, sha256 FROM inventories WHERE file_number = %s", (file_number,))
             last = cur.fetchone()
             sha = digest(content) if content is not None else ""

@@ -202,9 +202,9 @@ class CopyUnit(NamedTuple):
 
 
 def plan_copy_units(batch_id: str, services: Services, unit_files: int = COPY_UNIT_FILES) -> list[CopyUnit]:
-    """The manifest and the page files going on, in path order, split into units (each unit
-    skips what is recorded already)."""
-    files = ((r["path"], 1) for r in _preserved_files(batch_id, services))
+    """The manifest and the page files going on, in path order, split into units of page files
+    (the manifest rides along; each unit skips what is recorded already)."""
+    files = ((r["path"], 1 if r["role"] == "page" else 0) for r in _preserved_files(batch_id, services))
     return [CopyUnit(n, paths, count) for n, (paths, count) in enumerate(pack(files, unit_files))]
 
 

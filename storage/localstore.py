@@ -182,10 +182,13 @@ class LocalObjectStore:
 
     def keys(self, bucket: str, prefix: str = "") -> Iterator[tuple[str, int]]:
         base = self.root / bucket
-        if not base.exists():
+        # from the prefix's folder down, not the whole bucket: a file's inventories are a folder
+        # among a million
+        start = base / prefix.rpartition("/")[0] if "/" in prefix else base
+        if not base.exists() or not start.resolve().is_relative_to(base.resolve()) or not start.is_dir():
             return
         found = []
-        for p in base.rglob("*"):
+        for p in start.rglob("*"):
             if p.is_file() and not p.name.endswith(META) and not p.name.startswith(".tmp-"):
                 key = str(p.relative_to(base))
                 if key.startswith(prefix):

@@ -581,9 +581,9 @@ def test_copy_and_pdf_units_do_their_own_part_and_the_batch_waits_for_all(pg_ser
     index_batch(batch, services)
     copy_units = plan_copy_units(batch, services, unit_files=4)
     paths = [p for u in copy_units for p in u.paths]
-    assert len(copy_units) == 3 and len(paths) == len(set(paths)) == 10  # the manifest and 9 pages
+    assert len(copy_units) == 3 and len(paths) == len(set(paths)) == 10  # the manifest and 9 pages, 4 + 4 + 1
     copied = [copy_objects(batch, services, copy_units[0].paths)]
-    assert copied[0].stored == 7                                  # the manifest, 3 originals, their 3 OCR results
+    assert copied[0].stored == 9                                  # the manifest, 4 originals, their 4 OCR results
     units = plan_pdf_units(batch, services, unit_pages=1)        # a material a unit
     ids = [i for u in units for i in u.material_ids]
     assert len(units) >= 2 and len(ids) == len(set(ids)) == services.db.count("materials")
