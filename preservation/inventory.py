@@ -143,11 +143,13 @@ def describe(cur, file_number: str, agency: str, bucket: str, known: dict[str, l
                 " = %(f)s UNION SELECT v.batch_id FROM material_versions v JOIN materials m USING (material_id)"
                 " WHERE m.file_number = %(f)s)", {"f": file_number})
     objects = sorted(objects | {r["sha256"] for r in cur.fetchall()})
-    cur.execute("SELECT transfer_id::text AS t FROM transfers WHERE file_number = %s UNION"
-                " SELECT transfer_id::text FROM received_transfers WHERE file_number = %s", (file_number, file_number))
-    transfers = sorted(r["t"] for r in cur.fetchall())
-    keys = [k for t in transfers for k in (f"transfers/{t}/{t}.tar", f"transfers/{t}/record.json",
-                                           f"received/{t}/{t}.tar")]   # stages/transfer.py's, stages/receive.py's
+    cur.execute("SELECT transfer_id::text AS t, package_key, record_key FROM transfers WHERE file_number = %s UNION"
+                " SELECT transfer_id::text, NULL, NULL FROM received_transfers WHERE file_number = %s",
+                (file_number, file_number))
+    sent = cur.fetchall()
+    transfers = sorted({r["t"] for r in sent})
+    keys = sorted({k for r in sent for k in (r["package_key"], r["record_key"]) if k}
+                  | {f"received/{t}/{t}.tar" for t in transfers})   # stages/transfer.py's, stages/receive.py's
     args = {"file": file_number, "objects": objects, "transfers": transfers, "agency": agency, "bucket": bucket,
             "keys": keys}
     tables = {table: _rows(cur, table, where, args, known) for table, where in PARTS}

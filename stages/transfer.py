@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg2.errors
 
@@ -23,22 +26,23 @@ from access import audit
 from access.audit import Actor
 from catalog import idnumber
 from crossregion import outbox
-from errors import BadInput, NotFound, NotReady
+from errors import ArchiveError, BadInput, NotFound, NotReady
 from preservation.inventory import keep_current
 from stages.files import reveal_id
 from stages.services import Services
 from storage import events
 from storage.db import xact_lock
 from storage.events import Event
-from storage.objects import put_file_verified, put_verified
+from storage.objects import put_file_verified, put_verified, sha256_hex
 from storage.stored import StoredObject, record_verified
 from transfer import package as bag
 from transfer import registry
 from transfer.receipt import check_receipt
 from transfer.record import build_record
 from transfer.signing import Signer, canonical_json
-from transfer.states import ACTIVE, STATUS_ZH, begin, move, steps
+from transfer.states import ACTIVE, STATUS_ZH, WrongState, begin, move, steps
 
+log = logging.getLogger(__name__)
 METHOD = "网络转递（BagIt 转递包，接收方经拉取接口下载）"
 SYSTEM = Actor("pipeline", "dagster")
 
@@ -221,8 +225,10 @@ def package_transfer(services: Services, transfer_id: str, signer: Signer) -> Pa
     """Builds, stores and signs the transfer's package: requested → packaged → available. A
     transfer packaged before (a rerun, or a run that stopped after the package) goes on from
     where it is; one already available is returned as it is. NotReady while another process
-    packages the same transfer: two at once would both write its package's key, the loser's
-    bytes over the winner's recorded digest."""
+    packages the same transfer, so that the work is done once. Correct without that lock too
+    (its connection may drop mid-way): the package and the record are stored under keys of
+    their own content, and only the first packager's state step takes; a later one's objects
+    are removed."""
     with services.db.transaction() as lock:  # held, on a connection of its own, until the package is made
         if not xact_lock(lock, f"transfer-package:{transfer_id}", wait=False):
             raise PackagingBusy(transfer_id)
@@ -244,7 +250,7 @@ class PackagingBusy(NotReady):
 def _package(services: Services, transfer_id: str, signer: Signer) -> PackageResult:
     t = transfer(services, transfer_id)
     register_own_key(services, signer)
-    key = f"transfers/{t.transfer_id}/{t.transfer_id}.tar"
+    made = False
     if t.status == "requested":
         workdir = Path(services.settings.transfer_dir) / "outgoing"
         workdir.mkdir(parents=True, exist_ok=True)
@@ -257,15 +263,19 @@ def _package(services: Services, transfer_id: str, signer: Signer) -> PackageRes
                         "External-Identifier": t.transfer_id, "Internal-Sender-Identifier": t.file_number,
                         "External-Description": f"人事档案转递包 / personnel file {t.file_number}"}
             p = bag.build(services, t.transfer_id, t.file_number, notice, bag_info, tmp)
+            key = f"transfers/{t.transfer_id}/{p.sha256}.tar"  # its own content's: no other packager writes it
             put_file_verified(services.store, services.archive_bucket, key, p.path, p.sha256, "application/x-tar")
-            with services.db.transaction() as cur:
-                record_verified(cur, [StoredObject(services.archive_bucket, key, p.sha256, p.bytes, "transfer-package",
-                                                   "application/x-tar")])
+
+            def packaged(cur) -> None:
                 move(cur, t.transfer_id, "packaged", {"package_sha256": p.sha256, "bytes": p.bytes,
                                                       "tagmanifest_sha256": p.tagmanifest_sha256},
                      package_key=key, package_sha256=p.sha256, package_bytes=p.bytes,
                      notice=json.dumps({**p.notice, "tagmanifest_sha256": p.tagmanifest_sha256,
                                         "payload_oxum": p.payload_oxum}, ensure_ascii=False))
+                record_verified(cur, [StoredObject(services.archive_bucket, key, p.sha256, p.bytes,
+                                                   "transfer-package", "application/x-tar")])
+
+            made = _step_or_remove(services, key, packaged)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         t = transfer(services, t.transfer_id)
@@ -275,12 +285,11 @@ def _package(services: Services, transfer_id: str, signer: Signer) -> PackageRes
         raise NotReady(f"转递 {t.transfer_id} 已{STATUS_ZH.get(t.status, t.status)}，不再打包",
                        f"transfer {t.transfer_id} is {t.status}: it is not packaged", item=t.transfer_id)
     with services.db.transaction() as cur:
-        cur.execute("SELECT notice, record_key FROM transfers WHERE transfer_id = %s", (t.transfer_id,))
+        cur.execute("SELECT notice, record_key, package_key FROM transfers WHERE transfer_id = %s", (t.transfer_id,))
         r = cur.fetchone()
     keep_current(services, [t.file_number])
-    return PackageResult(t.transfer_id, t.file_number, key, t.package_sha256 or "", t.package_bytes or 0,
-                         r["record_key"], r["notice"]["material_count"], r["notice"]["page_count"],
-                         made=t.status == "requested")
+    return PackageResult(t.transfer_id, t.file_number, r["package_key"], t.package_sha256 or "", t.package_bytes or 0,
+                         r["record_key"], r["notice"]["material_count"], r["notice"]["page_count"], made=made)
 
 
 def _sign(services: Services, t: TransferRow, signer: Signer) -> None:
@@ -301,18 +310,42 @@ def _sign(services: Services, t: TransferRow, signer: Signer) -> None:
                  "payload_oxum": oxum, "format": "BagIt 1.0, tar"},
         valid_days=services.settings.transfer_valid_days))
     body = canonical_json(record)
-    key = f"transfers/{t.transfer_id}/record.json"
+    key = f"transfers/{t.transfer_id}/record-{sha256_hex(body)}.json"  # its own content's, as the package's
     digest = put_verified(services.store, services.archive_bucket, key, body, "application/json")
-    with services.db.transaction() as cur:
-        record_verified(cur, [StoredObject(services.archive_bucket, key, digest, len(body), "transfer-record",
-                                           "application/json")])
+
+    def available(cur) -> None:
         move(cur, t.transfer_id, "available", {"record_id": record["record_id"], "record_sha256": digest,
                                                "signed_by": signer.key_id, "expires_at": record["expires_at"]},
              record=json.dumps(record, ensure_ascii=False), record_sha256=digest, record_key=key,
              record_id=record["record_id"], expires_at=record["expires_at"])
+        record_verified(cur, [StoredObject(services.archive_bucket, key, digest, len(body), "transfer-record",
+                                           "application/json")])
         events.record(cur, [Event("transferred", file_number=t.file_number, object_sha256=t.package_sha256, detail={
             "transfer_id": t.transfer_id, "status": "available", "receiving_agency": t.receiving_agency,
             "record_sha256": digest, "signed_by": signer.key_id})])
+
+    _step_or_remove(services, key, available)
+
+
+def _step_or_remove(services: Services, key: str, step: Callable[[Any], None]) -> bool:
+    """`step(cur)`, the state step that records the object at `key`, in one transaction: True.
+    False when another packager took that step first (WrongState): the object this one stored
+    is removed, unless it is the winner's too (the same bytes), and the caller goes on from the
+    winner's."""
+    try:
+        with services.db.transaction() as cur:
+            step(cur)
+        return True
+    except WrongState:
+        with services.db.transaction() as cur:  # the winner's step, and its record, committed before ours failed
+            cur.execute("SELECT 1 FROM stored_objects WHERE bucket = %s AND key = %s", (services.archive_bucket, key))
+            if cur.fetchone():
+                return False
+        try:
+            services.store.delete(services.archive_bucket, key)
+        except ArchiveError as exc:  # a write-once bucket keeps it: unrecorded, it is nobody's
+            log.warning("unrecorded %s left in the archive: %s", key, exc.message_en)
+        return False
 
 
 def served(services: Services, transfer_id: str, who: Actor) -> None:
@@ -381,6 +414,16 @@ def watch_receipts(services: Services, now: dt.datetime | None = None) -> Watch:
     overdue = [t for t in transfers(services, sender=services.agency, status=("available", "fetched"))
                if t.overdue_at is not None]
     return Watch(overdue, newly, len(expired))
+
+
+def package_key_of(services: Services, transfer_id: str) -> str:
+    """Where the transfer's package is stored (a key of its own content)."""
+    with services.db.transaction() as cur:
+        cur.execute("SELECT package_key FROM transfers WHERE transfer_id = %s", (_valid_uuid(transfer_id),))
+        r = cur.fetchone()
+    if r is None or r["package_key"] is None:
+        raise NotFound(f"转递 {transfer_id} 尚无转递包", f"transfer {transfer_id} has no package", item=transfer_id)
+    return r["package_key"]
 
 
 def record_of(services: Services, transfer_id: str) -> dict:

@@ -139,7 +139,7 @@ def add_pull_routes(app: FastAPI, auth: Auth, svc: Callable[[], Services],
         recorded(who, "pull.package", target=t.transfer_id, file_numbers=[t.file_number],
                  detail={"first": first, "last": last})
         services = svc()
-        key = f"transfers/{t.transfer_id}/{t.transfer_id}.tar"
+        key = stage.package_key_of(services, t.transfer_id)
 
         def body() -> Iterator[bytes]:  # one read of the store, a chunk at a time: never the whole in memory
             yield from services.store.iter_range(services.archive_bucket, key, first, last, STREAM_CHUNK)
