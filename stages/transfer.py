@@ -416,20 +416,24 @@ def watch_receipts(services: Services, now: dt.datetime | None = None) -> Watch:
     return Watch(overdue, newly, len(expired))
 
 
+def _made(services: Services, transfer_id: str, column: str) -> str | dict | None:
+    """A column packaging wrote (`package_key`, `record`), None before; NotFound for no transfer."""
+    with services.db.transaction() as cur:
+        cur.execute(f"SELECT {column} AS v FROM transfers WHERE transfer_id = %s", (_valid_uuid(transfer_id),))
+        r = cur.fetchone()
+    if r is None:
+        raise NotFound(f"没有编号为 {transfer_id} 的转递", f"no transfer {transfer_id}", item=transfer_id)
+    return r["v"]
+
+
 def package_key_of(services: Services, transfer_id: str) -> str:
     """Where the transfer's package is stored (a key of its own content)."""
-    with services.db.transaction() as cur:
-        cur.execute("SELECT package_key FROM transfers WHERE transfer_id = %s", (_valid_uuid(transfer_id),))
-        r = cur.fetchone()
-    if r is None or r["package_key"] is None:
+    if (key := _made(services, transfer_id, "package_key")) is None:
         raise NotFound(f"转递 {transfer_id} 尚无转递包", f"transfer {transfer_id} has no package", item=transfer_id)
-    return r["package_key"]
+    return key
 
 
 def record_of(services: Services, transfer_id: str) -> dict:
-    with services.db.transaction() as cur:
-        cur.execute("SELECT record FROM transfers WHERE transfer_id = %s", (_valid_uuid(transfer_id),))
-        r = cur.fetchone()
-    if r is None or r["record"] is None:
+    if (record := _made(services, transfer_id, "record")) is None:
         raise NotFound(f"没有编号为 {transfer_id} 的转递", f"no transfer {transfer_id}", item=transfer_id)
-    return r["record"]
+    return record
