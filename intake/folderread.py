@@ -41,7 +41,7 @@ class BatchFolder:
         try:
             self.fd = os.open(self.folder, flags)
         except OSError as exc:
-            raise FileSwapped(self.folder.name, _why(exc)) from exc
+            raise _refusal(self.folder.name, exc) from exc
 
     def close(self) -> None:
         os.close(self.fd)
@@ -67,23 +67,44 @@ class BatchFolder:
             # O_NONBLOCK: a FIFO put in a file's place must not hang the hand-in
             file_fd = os.open(parts[-1], _FLAGS | os.O_NONBLOCK, dir_fd=fd)
         except OSError as exc:
-            raise FileSwapped(rel, _why(exc)) from exc
+            raise _refusal(rel, exc) from exc
         finally:
             for d in opened:
                 os.close(d)
-        info = os.fstat(file_fd)
-        if not stat.S_ISREG(info.st_mode):
-            os.close(file_fd)
-            raise FileSwapped(rel, "不是普通文件 / not a regular file")
         with os.fdopen(file_fd, "rb") as fh:
+            info = os.fstat(fh.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise FileSwapped(rel, "不是普通文件 / not a regular file")
             yield fh, info.st_size
 
+    def files(self) -> list[str]:
+        """Relative POSIX paths of the folder's regular files, sorted, listed through the handle:
+        links (to files or folders) are not files of the folder and are left out."""
+        found = []
+        for root, _dirs, names, root_fd in os.fwalk(".", dir_fd=self.fd, follow_symlinks=False):
+            for name in names:
+                try:
+                    if stat.S_ISREG(os.stat(name, dir_fd=root_fd, follow_symlinks=False).st_mode):
+                        found.append(os.path.normpath(os.path.join(root, name)))
+                except FileNotFoundError:  # gone since the listing: the reads will say so
+                    continue
+        return sorted(found)
 
-def _why(exc: OSError) -> str:
+
+class FileUnreadable(BadInput):
+    """A file of the folder the archive's service may not read (its permissions), or cannot."""
+
+    def __init__(self, rel: str, exc: OSError) -> None:
+        super().__init__(f"{rel} 无法读取（{exc.strerror}），未予登记：请检查其权限后重新提交",
+                         f"{rel} cannot be read ({exc.strerror}); nothing was handed in: check its permissions and "
+                         "hand the folder in again", item=rel)
+
+
+def _refusal(rel: str, exc: OSError) -> BadInput:
     if exc.errno == errno.ELOOP:
-        return "成了链接 / it is a link now"
+        return FileSwapped(rel, "成了链接 / it is a link now")
     if exc.errno == errno.ENOTDIR:
-        return "路径中的文件夹成了链接或文件 / a folder on its path is a link or a file now"
+        return FileSwapped(rel, "路径中的文件夹成了链接或文件 / a folder on its path is a link or a file now")
     if exc.errno == errno.ENOENT:
-        return "已不存在 / it is gone"
-    return f"{exc.strerror}"
+        return FileSwapped(rel, "已不存在 / it is gone")
+    return FileUnreadable(rel, exc)

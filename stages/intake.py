@@ -29,6 +29,7 @@ from stages.progress import advance
 from stages.services import Services
 from stages.units import pack
 from storage import events
+from storage.db import xact_lock
 from storage.events import Event
 
 
@@ -99,10 +100,11 @@ class ChecksNotDone(NotReady):
                          "checked already are not read again)", item=path)
 
 
-def _files(batch_id: str, services: Services) -> list[dict]:
+def _files(batch_id: str, services: Services, paths: list[str] | None = None) -> list[dict]:
+    """The batch's files (at `paths` only, if given), in path order; UnknownBatch for none at all."""
     with services.db.transaction() as cur:
         cur.execute("SELECT path, sha256, bytes, staging_key, role, findings FROM batch_files WHERE batch_id = %s"
-                    " ORDER BY path", (batch_id,))
+                    " AND (%s::text[] IS NULL OR path = ANY(%s::text[])) ORDER BY path", (batch_id, paths, paths))
         rows = cur.fetchall()
     if not rows:
         raise UnknownBatch(f"批次 {batch_id} 从未提交", f"batch {batch_id} was never submitted (no files registered)",
@@ -157,8 +159,10 @@ def check_unit(batch_id: str, services: Services, paths: list[str], workers: int
     processes (None: one per core)."""
     started = time.time()
     done = _checks(batch_id, services, paths).keys()
-    wanted = set(paths) - done
-    rows = [r for r in _files(batch_id, services) if r["path"] in wanted and r["role"] == "page"]
+    wanted = sorted(set(paths) - done)
+    # only page files under the byte cap, whoever wrote the unit's list: the rest are refused unread
+    rows = [r for r in (_files(batch_id, services, wanted) if wanted else [])
+            if r["role"] == "page" and too_large(r["bytes"], r["path"]) is None]
     found = [(r["path"], json.dumps(asdict(info), ensure_ascii=False) if info else None,
               json.dumps([p.to_dict() for p in problems], ensure_ascii=False))
              for r, (info, problems) in zip(rows, _inspect(rows, services, workers), strict=True)]
@@ -221,12 +225,19 @@ def finish_intake(batch_id: str, services: Services) -> IntakeResult:
         validated.append(Event("validated", outcome, batch_id, object_sha256=by_path[u.path],
                                detail={"path": u.path, "findings": codes}))
     with services.db.transaction() as cur:
-        events.record(cur, validated)
-        cur.executemany(UPDATE_FILE, updates)
-        cur.execute("UPDATE batches SET catalog = %s, findings = %s, intake_version = %s WHERE batch_id = %s",
-                    (json.dumps(sealed(kept.to_dict(), services), ensure_ascii=False),
-                     json.dumps([f.to_dict() for f in findings], ensure_ascii=False), INTAKE_VERSION, batch_id))
-        advance(cur, batch_id, "validated")
+        # two finishes at once (a dead run's step beside its retry's): the second records nothing
+        xact_lock(cur, f"intake:{batch_id}")
+        cur.execute("SELECT 1 FROM batches WHERE batch_id = %s AND intake_version = %s", (batch_id, INTAKE_VERSION))
+        first = cur.fetchone() is None
+        if first:
+            events.record(cur, validated)
+            cur.executemany(UPDATE_FILE, updates)
+            cur.execute("UPDATE batches SET catalog = %s, findings = %s, intake_version = %s WHERE batch_id = %s",
+                        (json.dumps(sealed(kept.to_dict(), services), ensure_ascii=False),
+                         json.dumps([f.to_dict() for f in findings], ensure_ascii=False), INTAKE_VERSION, batch_id))
+            advance(cur, batch_id, "validated")
+    if not first:
+        return _previous(batch_id, services)
     accepted = sum(1 for u in updates if u.status == "accepted")
     return IntakeResult(batch_id, accepted, len(updates) - accepted,
                         sum(1 for f in findings if f.severity is Severity.WARNING),

@@ -43,10 +43,13 @@ def scan_folder(folder: Path) -> list[tuple[str, Path]]:
     out = []
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder).as_posix()
-        hidden = any(p.startswith(".") for p in rel.split("/"))
-        if path.is_file() and not path.is_symlink() and (not hidden or is_desktop_junk(rel)):
+        if path.is_file() and not path.is_symlink() and _kept(rel):
             out.append((rel, path))
     return out
+
+
+def _kept(rel: str) -> bool:
+    return not any(p.startswith(".") for p in rel.split("/")) or is_desktop_junk(rel)
 
 
 def _ignored(rel: str) -> str:
@@ -104,7 +107,7 @@ def submit_folder(folder: Path, services: Services, name: str | None = None,
 def _submit(handle: BatchFolder, services: Services, name: str | None, container: tuple[Path, list[Finding]] | None,
             progress: Callable[[str, int], None] | None, agency: str | None) -> Submission:
     folder = handle.folder
-    files = [rel for rel, _ in scan_folder(folder)]
+    files = [rel for rel in handle.files() if _kept(rel)]  # listed through the handle its files are read from
     if container:
         files.append(container[0].name)
 

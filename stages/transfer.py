@@ -263,7 +263,9 @@ def _package(services: Services, transfer_id: str, signer: Signer) -> PackageRes
                         "External-Identifier": t.transfer_id, "Internal-Sender-Identifier": t.file_number,
                         "External-Description": f"人事档案转递包 / personnel file {t.file_number}"}
             p = bag.build(services, t.transfer_id, t.file_number, notice, bag_info, tmp)
-            key = f"transfers/{t.transfer_id}/{p.sha256}.tar"  # its own content's: no other packager writes it
+            # its own content's: no other packager writes it; ending in the digest, an interrupted
+            # upload of it is resumed, never aborted (storage/s3store.py)
+            key = f"transfers/{t.transfer_id}/package-{p.sha256}"
             put_file_verified(services.store, services.archive_bucket, key, p.path, p.sha256, "application/x-tar")
 
             def packaged(cur) -> None:
@@ -310,7 +312,7 @@ def _sign(services: Services, t: TransferRow, signer: Signer) -> None:
                  "payload_oxum": oxum, "format": "BagIt 1.0, tar"},
         valid_days=services.settings.transfer_valid_days))
     body = canonical_json(record)
-    key = f"transfers/{t.transfer_id}/record-{sha256_hex(body)}.json"  # its own content's, as the package's
+    key = f"transfers/{t.transfer_id}/record-{sha256_hex(body)}"  # its own content's, as the package's
     digest = put_verified(services.store, services.archive_bucket, key, body, "application/json")
 
     def available(cur) -> None:

@@ -283,16 +283,16 @@ def test_a_folder_whose_hand_in_keeps_failing_is_given_up_on_until_it_changes(in
 
 def _swap_after_listing(monkeypatch, swap) -> None:
     """Runs `swap(folder)` between hand-in's listing of a folder and its first read."""
-    import stages.submit
+    from intake.folderread import BatchFolder
 
-    real = stages.submit.scan_folder
+    real = BatchFolder.files
 
-    def listed_then_swapped(folder):
-        files = real(folder)
-        swap(folder)
+    def listed_then_swapped(self):
+        files = real(self)
+        swap(self.folder)
         return files
 
-    monkeypatch.setattr(stages.submit, "scan_folder", listed_then_swapped)
+    monkeypatch.setattr(BatchFolder, "files", listed_then_swapped)
 
 
 @pytest.mark.parametrize("what", ["file", "folder on its path", "batch folder"])
@@ -347,7 +347,7 @@ def test_a_file_changed_between_its_hash_and_its_upload_is_refused_by_name(servi
     """A page rewritten in place after hand-in hashed it: what would be stored is not what was
     hashed, so it is refused, and no batch registered."""
     import stages.submit
-    from intake.folderread import FileSwapped
+    from intake.folderread import BatchFolder, FileSwapped
     from stages.submit import submit_folder
 
     folder = tmp_path / "b"
@@ -364,8 +364,42 @@ def test_a_file_changed_between_its_hash_and_its_upload_is_refused_by_name(servi
         return real(store, bucket, key, fh, size, digest)
 
     monkeypatch.setattr(stages.submit, "put_stream_if_absent", rewritten_first)
-    monkeypatch.setattr(stages.submit, "scan_folder", lambda f: [(f"pages/{page.name}", page)])
+    monkeypatch.setattr(BatchFolder, "files", lambda self: [f"pages/{page.name}"])
     with pytest.raises(FileSwapped) as refused:
         submit_folder(folder, services)
     assert refused.value.item == f"pages/{page.name}" and services.db.count("batches") == 0
     assert not _staged(services)
+
+
+def test_a_listing_of_links_and_unreadable_files_hands_in_what_is_the_folders_and_names_the_rest(
+        services, tmp_path, monkeypatch):
+    """Links in a folder (to a file, to a folder elsewhere) are not its files and are left out,
+    as the catalog link check then says; a page the service may not read is refused by name."""
+    import errno
+
+    from intake import folderread
+    from intake.folderread import BatchFolder, FileUnreadable
+    from stages.submit import submit_folder
+
+    folder, outside = tmp_path / "b", tmp_path / "elsewhere"
+    shutil.copytree(SAMPLE_BATCH, folder)
+    shutil.copytree(SAMPLE_BATCH / "pages", outside)
+    (folder / "pages" / "linked.jpg").symlink_to(next(outside.iterdir()))
+    (folder / "more").symlink_to(outside, target_is_directory=True)
+    with BatchFolder(folder) as handle:
+        listed = handle.files()
+    assert "pages/linked.jpg" not in listed and not any(p.startswith("more/") for p in listed)
+    assert len(listed) == 10  # the manifest and the 9 pages
+    page = sorted((folder / "pages").glob("*.jpg"))[0]
+    real_open = os.open
+
+    def refusing(path, flags, *args, dir_fd=None, **kwargs):  # the mode a root-run test cannot set
+        if path == page.name:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+        return real_open(path, flags, *args, dir_fd=dir_fd, **kwargs)
+
+    monkeypatch.setattr(folderread.os, "open", refusing)
+    with pytest.raises(FileUnreadable) as refused:
+        submit_folder(folder, services)
+    assert refused.value.item == f"pages/{page.name}" and services.db.count("batches") == 0
+    assert "cannot be read" in refused.value.message_en and "无法读取" in refused.value.message_zh

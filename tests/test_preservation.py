@@ -12,6 +12,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -574,7 +575,7 @@ def test_storage_commands_say_what_they_found_with_their_exit_status(database_ur
     assert out.returncode == 0 and "rebuilt 0 files" in out.stdout
 
 
-def test_copy_and_pdf_units_do_their_own_part_and_the_batch_waits_for_all(pg_server, s3_url):
+def test_copy_and_pdf_units_do_their_own_part_and_the_batch_waits_for_all(pg_server, s3_url, monkeypatch):
     services = services_for(storage_for(new_database(pg_server), s3_url, {}))
     batch = submit_folder(SAMPLE_BATCH, services).batch_id
     intake_batch(batch, services)
@@ -588,9 +589,21 @@ def test_copy_and_pdf_units_do_their_own_part_and_the_batch_waits_for_all(pg_ser
     units = plan_pdf_units(batch, services, unit_pages=1)        # a material a unit
     ids = [i for u in units for i in u.material_ids]
     assert len(units) >= 2 and len(ids) == len(set(ids)) == services.db.count("materials")
-    with ThreadPoolExecutor(2) as pool:  # two attempts of one unit at once (a dead run's task beside its retry)
-        first, _ = pool.map(lambda _: make_pdfs(batch, services, units[0].material_ids), range(2))
-    assert first.made == 1  # the same bytes (no dates in the PDF): one object, one event, below
+    # two attempts of one unit at once (a dead run's task beside its retry), both past their look
+    # for a PDF before either stores one
+    import stages.archive
+
+    both_made, real_put = threading.Barrier(2, timeout=60), stages.archive.put_bytes_verified
+
+    def put_when_both_made(*args, **kwargs):
+        both_made.wait()
+        return real_put(*args, **kwargs)
+
+    monkeypatch.setattr(stages.archive, "put_bytes_verified", put_when_both_made)
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(lambda _: make_pdfs(batch, services, units[0].material_ids), range(2))
+    monkeypatch.undo()
+    assert first.made == second.made == 1  # the same bytes (no dates in the PDF): one object, one event, below
     with pytest.raises(PdfsNotDone) as refused:                   # a unit has not run: not archived
         finish_archive(batch, services, copied, [first])
     assert refused.value.item

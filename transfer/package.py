@@ -174,10 +174,17 @@ print(bag.info["Payload-Oxum"])
 """
 
 
+BAG_SECONDS = 3600  # hashing a file of several GB takes minutes; a hung child must not hold the step for ever
+
+
 def _make_bag(bag_dir: Path, bag_info: dict, transfer_id: str) -> str:
     """Makes `bag_dir` a BagIt bag in place (payload under data/, sha256 manifests); its Payload-Oxum."""
-    done = subprocess.run([sys.executable, "-c", MAKE_BAG], capture_output=True, text=True,
-                          input=json.dumps({"dir": str(bag_dir.resolve()), "info": bag_info}, ensure_ascii=False))
+    try:  # -I: the child imports bagit and json from the installation, never from the working directory
+        done = subprocess.run([sys.executable, "-I", "-c", MAKE_BAG], capture_output=True, encoding="utf-8",
+                              input=json.dumps({"dir": str(bag_dir.resolve()), "info": bag_info}),
+                              timeout=BAG_SECONDS)
+    except subprocess.TimeoutExpired:
+        raise PackagingFailed(transfer_id, [f"bagit did not finish within {BAG_SECONDS} s"]) from None
     if done.returncode:
         raise PackagingFailed(transfer_id, done.stderr.strip().splitlines()[-1:] or ["no output"])
     return done.stdout.strip()
