@@ -26,7 +26,7 @@ from stages.services import Services
 from stages.units import pack
 from storage import events
 from storage.events import Event
-from storage.objects import content_key, copy_verified, put_bytes_verified, sha256_hex
+from storage.objects import ObjectInfo, content_key, copy_verified, put_bytes_verified, sha256_hex
 from storage.stored import StoredObject, record_verified
 
 STORERS = 8
@@ -56,7 +56,8 @@ class ToPreserve:
 def _preserved_files(batch_id: str, services: Services, paths: list[str] | None = None) -> list[dict]:
     """The batch's manifest and the page files of the materials going on (of `paths` only, if given)."""
     with services.db.transaction() as cur:
-        cur.execute("SELECT path, sha256, staging_key, bytes, role, media_type, status, ocr_key FROM batch_files"
+        cur.execute("SELECT path, sha256, staging_key, bytes, role, media_type, status, ocr_key, ocr_sha256,"
+                    " ocr_bytes FROM batch_files"
                     " WHERE batch_id = %s AND (%s::text[] IS NULL OR path = ANY(%s::text[]))"
                     " AND (role = 'manifest' OR (status = 'accepted' AND path IN"
                     f" (SELECT jsonb_array_elements_text(page_files) FROM ({CATALOG_MATERIALS}) c))) ORDER BY path",
@@ -71,11 +72,17 @@ def objects_to_preserve(batch_id: str, services: Services, paths: list[str] | No
     for r in rows:
         if r["role"] == "page" and r["ocr_key"] is None:
             raise OcrNotDone(batch_id, r["path"])
-    with ThreadPoolExecutor(STORERS) as pool:  # a round trip each: the results' digests and sizes
-        infos = list(pool.map(lambda r: services.store.head(services.staging_bucket, r["ocr_key"])
-                              if r["role"] == "page" else None, rows))
+    def result(r: dict) -> ObjectInfo | None:  # as the ocr stage recorded it; from the store for rows from before
+        if r["ocr_sha256"]:
+            return ObjectInfo(r["ocr_bytes"], r["ocr_sha256"])
+        return services.store.head(services.staging_bucket, r["ocr_key"])
+
+    pages = [r for r in rows if r["role"] == "page"]
+    with ThreadPoolExecutor(STORERS) as pool:
+        infos = dict(zip((r["path"] for r in pages), pool.map(result, pages), strict=True))
     out = []
-    for r, info in zip(rows, infos, strict=True):
+    for r in rows:
+        info = infos.get(r["path"])
         out.append(ToPreserve(r["sha256"], r["staging_key"], r["bytes"], "original", r["media_type"] or "text/csv"))
         if r["role"] == "page":
             key = r["ocr_key"]
@@ -202,9 +209,13 @@ class CopyUnit(NamedTuple):
 
 
 def plan_copy_units(batch_id: str, services: Services, unit_files: int = COPY_UNIT_FILES) -> list[CopyUnit]:
-    """The manifest and the page files going on, in path order, split into units of page files
-    (the manifest rides along; each unit skips what is recorded already)."""
-    files = ((r["path"], 1 if r["role"] == "page" else 0) for r in _preserved_files(batch_id, services))
+    """The manifest and the page files going on whose copies are not all recorded, in path order,
+    split into units of page files (the manifest rides along)."""
+    objects = objects_to_preserve(batch_id, services)
+    recorded = _recorded(services, objects)
+    missing = {o.staging_key for o in objects if content_key(o.sha256) not in recorded}
+    files = ((r["path"], 1 if r["role"] == "page" else 0) for r in _preserved_files(batch_id, services)
+             if r["staging_key"] in missing or r["ocr_key"] in missing)
     return [CopyUnit(n, paths, count) for n, (paths, count) in enumerate(pack(files, unit_files))]
 
 

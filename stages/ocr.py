@@ -169,11 +169,18 @@ def _stored_event(batch_id: str, services: Services, config: EngineConfig, sha25
     return _event(batch_id, config, sha256, [PageResult.from_dict(p) for p in json.loads(body)["pages"]], body)
 
 
-def _stored_pages(services: Services, key: str) -> list[PageResult] | None:
+class StoredResult(NamedTuple):
+    pages: list[PageResult]
+    sha256: str   # of the stored result's bytes
+    bytes: int
+
+
+def _stored_result(services: Services, key: str) -> StoredResult | None:
     try:
-        return load_ocr(services, key)[0]
+        data = services.store.get(services.staging_bucket, key)
     except ObjectMissing:
         return None
+    return StoredResult([PageResult.from_dict(p) for p in json.loads(data)["pages"]], sha256_hex(data), len(data))
 
 
 def ocr_unit(batch_id: str, services: Services, paths: list[str], config: EngineConfig | None = None,
@@ -227,17 +234,17 @@ def finish_ocr(batch_id: str, services: Services, config: EngineConfig | None = 
     scans = accepted_scans(batch_id, services)
     keys = [ocr_key(config.key, s["sha256"]) for s in scans]
     with ThreadPoolExecutor(READERS) as readers:
-        stored = list(readers.map(lambda key: _stored_pages(services, key), keys))
-    results = []
-    for scan, pages in zip(scans, stored, strict=True):
-        if pages is None:
+        stored = list(readers.map(lambda key: _stored_result(services, key), keys))
+    for scan, result in zip(scans, stored, strict=True):
+        if result is None:
             raise OcrNotDone(batch_id, scan["path"])
-        results.append(pages)
-    report = _gates(scans, results)
+    report = _gates(scans, [r.pages for r in stored])
     with services.db.transaction() as cur:
-        cur.execute("UPDATE batch_files b SET ocr_key = k.key FROM unnest(%s::text[], %s::text[]) AS k(path, key)"
+        cur.execute("UPDATE batch_files b SET ocr_key = k.key, ocr_sha256 = k.sha256, ocr_bytes = k.bytes"
+                    " FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[]) AS k(path, key, sha256, bytes)"
                     " WHERE b.batch_id = %s AND b.path = k.path",  # one statement however many scans
-                    ([s["path"] for s in scans], keys, batch_id))
+                    ([s["path"] for s in scans], keys, [r.sha256 for r in stored], [r.bytes for r in stored],
+                     batch_id))
         advance(cur, batch_id, "ocr_done")
     ocred, busy = sum(u.files_ocred for u in units), [u for u in units if u.pages_ocred]
     # from the first unit's start to the last one's end: the stage's own time, however many workers

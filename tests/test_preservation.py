@@ -584,7 +584,13 @@ def test_copy_and_pdf_units_do_their_own_part_and_the_batch_waits_for_all(pg_ser
     copy_units = plan_copy_units(batch, services, unit_files=4)
     paths = [p for u in copy_units for p in u.paths]
     assert len(copy_units) == 3 and len(paths) == len(set(paths)) == 10  # the manifest and 9 pages, 4 + 4 + 1
+    recorded_digests = objects_to_preserve(batch, services)  # from the digests the ocr stage recorded
+    with services.db.transaction() as cur:  # rows recorded before those digests were: from the store
+        cur.execute("UPDATE batch_files SET ocr_sha256 = NULL, ocr_bytes = NULL WHERE batch_id = %s", (batch,))
+    assert objects_to_preserve(batch, services) == recorded_digests
     copied = [copy_objects(batch, services, copy_units[0].paths)]
+    # what the first unit copied is planned no more
+    assert [u.paths for u in plan_copy_units(batch, services, unit_files=4)] == [u.paths for u in copy_units[1:]]
     assert copied[0].stored == 9                                  # the manifest, 4 originals, their 4 OCR results
     units = plan_pdf_units(batch, services, unit_pages=1)        # a material a unit
     ids = [i for u in units for i in u.material_ids]
@@ -618,6 +624,7 @@ def test_copy_and_pdf_units_do_their_own_part_and_the_batch_waits_for_all(pg_ser
     assert not_copied.value.item.startswith("originals/")
     copied += [copy_objects(batch, services, u.paths) for u in copy_units[1:]]
     assert copy_objects(batch, services, copy_units[0].paths).stored == 0  # a retried unit copies nothing
+    assert plan_copy_units(batch, services) == []                          # nor does a rerun plan any
     result = finish_archive(batch, services, copied, [first, *rest, again])
     assert result.stored == 19 + len(ids) and result.already_stored == 0
     assert result.pdfs_made == len(ids) and plan_pdf_units(batch, services) == []
