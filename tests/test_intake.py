@@ -248,3 +248,4 @@ def test_check_units_share_the_pages_and_the_verdicts_wait_for_all(tmp_path, ser
     codes = {(f.code, f.item) for f in r.findings}
     assert {("scan.format", "pages/fake.jpg"), ("scan.duplicate", "pages/twice.jpg")} <= codes
     assert plan_checks(sub.batch_id, services) == [] and intake_batch(sub.batch_id, services).reused
+    assert services.db.count("scan_checks") == 0  # kept in the verdicts now, not twice
