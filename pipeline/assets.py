@@ -1,6 +1,7 @@
 """The four assets of a scan batch, partitioned by batch. Each calls one function of `stages/`.
 (The transfer assets, partitioned by transfer: pipeline/transfer_assets.py.)"""
 
+from collections.abc import Iterator
 from dataclasses import asdict
 
 import dagster as dg
@@ -9,10 +10,8 @@ from pipeline.failures import known_failures
 from pipeline.partitions import scan_batches
 from pipeline.resources import ArchiveServicesResource, OcrEngineResource, WorkUnitsResource
 from stages.archive import (
-    CopyUnit,
     ObjectsCopied,
     PdfsMade,
-    PdfUnit,
     copy_objects,
     finish_archive,
     make_pdfs,
@@ -20,8 +19,15 @@ from stages.archive import (
     plan_pdf_units,
 )
 from stages.index import index_batch, link_problems
-from stages.intake import CheckUnit, UnitChecked, check_unit, finish_intake, plan_checks
-from stages.ocr import OcrUnit, UnitResult, finish_ocr, ocr_unit, plan_units
+from stages.intake import UnitChecked, check_unit, finish_intake, plan_checks
+from stages.ocr import UnitResult, finish_ocr, ocr_unit, plan_units
+
+
+def _unit_outputs(values: list[list], output_name: str = "result") -> Iterator[dg.DynamicOutput]:
+    """One dynamic output per planned unit, numbered in order; one empty unit when none is
+    planned, so that the stage's finishing step still runs."""
+    for n, value in enumerate(values or [[]]):
+        yield dg.DynamicOutput(value, mapping_key=f"unit_{n:05d}", output_name=output_name)
 
 
 @dg.op(out=dg.DynamicOut(list, io_manager_key="step_outputs"))
@@ -29,10 +35,9 @@ from stages.ocr import OcrUnit, UnitResult, finish_ocr, ocr_unit, plan_units
 def plan_intake_units(context: dg.OpExecutionContext, services: ArchiveServicesResource, units: WorkUnitsResource):
     """Splits the handed-in page files still to check into units of `units.intake_files` (always
     one unit at least, an empty one when all is checked, so that the finishing step runs)."""
-    planned = plan_checks(context.partition_key, services.services(), units.intake_files) or [CheckUnit(0, [], 0)]
+    planned = plan_checks(context.partition_key, services.services(), units.intake_files)
     context.log.info(f"{sum(u.files for u in planned)} page files to check, in {len(planned)} units")
-    for unit in planned:
-        yield dg.DynamicOutput(unit.paths, mapping_key=f"unit_{unit.number:05d}")
+    yield from _unit_outputs([u.paths for u in planned])
 
 
 @dg.op(out=dg.Out(dict, io_manager_key="step_outputs"))
@@ -70,11 +75,9 @@ def plan_ocr_units(context: dg.OpExecutionContext, services: ArchiveServicesReso
                    ocr_engine: OcrEngineResource, units: WorkUnitsResource):
     """Splits the scans still to read into units of about `units.ocr_pages` pages. Always one
     unit at least (an empty one when all is cached), so that the finishing step runs."""
-    planned = plan_units(context.partition_key, services.services(), ocr_engine.engine_config(),
-                         units.ocr_pages) or [OcrUnit(0, [], 0)]
+    planned = plan_units(context.partition_key, services.services(), ocr_engine.engine_config(), units.ocr_pages)
     context.log.info(f"{sum(u.pages for u in planned)} pages to read, in {len(planned)} units")
-    for unit in planned:
-        yield dg.DynamicOutput(unit.paths, mapping_key=f"unit_{unit.number:05d}")
+    yield from _unit_outputs([u.paths for u in planned])
 
 
 @dg.op(pool="ocr", out=dg.Out(dict, io_manager_key="step_outputs"))
@@ -149,14 +152,12 @@ def plan_archive_units(context: dg.OpExecutionContext, services: ArchiveServices
     """Splits the batch's files to copy into the archive, and its materials still without a
     searchable PDF, into units (always one of each, so that the finish runs)."""
     svc = services.services()
-    copies = plan_copy_units(context.partition_key, svc, units.copy_files) or [CopyUnit(0, [], 0)]
-    pdfs = plan_pdf_units(context.partition_key, svc, units.pdf_pages) or [PdfUnit(0, [], 0)]
+    copies = plan_copy_units(context.partition_key, svc, units.copy_files)
+    pdfs = plan_pdf_units(context.partition_key, svc, units.pdf_pages)
     context.log.info(f"{sum(u.files for u in copies)} files to copy, in {len(copies)} units; "
                      f"{sum(u.pages for u in pdfs)} PDF pages to make, in {len(pdfs)} units")
-    for unit in copies:
-        yield dg.DynamicOutput(unit.paths, mapping_key=f"unit_{unit.number:05d}", output_name="copies")
-    for unit in pdfs:
-        yield dg.DynamicOutput(unit.material_ids, mapping_key=f"unit_{unit.number:05d}", output_name="pdfs")
+    yield from _unit_outputs([u.paths for u in copies], "copies")
+    yield from _unit_outputs([u.material_ids for u in pdfs], "pdfs")
 
 
 @dg.op(out=dg.Out(dict, io_manager_key="step_outputs"))

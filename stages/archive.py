@@ -68,7 +68,11 @@ def _preserved_files(batch_id: str, services: Services, paths: list[str] | None 
 def objects_to_preserve(batch_id: str, services: Services, paths: list[str] | None = None) -> list[ToPreserve]:
     """The batch's manifest, the originals of the materials going on, and the OCR results the ocr
     stage recorded for them (of the files at `paths` only, if given)."""
-    rows = _preserved_files(batch_id, services, paths)
+    return _objects_of(batch_id, services, _preserved_files(batch_id, services, paths))
+
+
+def _objects_of(batch_id: str, services: Services, rows: list[dict]) -> list[ToPreserve]:
+    """The objects of these rows of `_preserved_files`: each file's original, and a page's OCR result."""
     for r in rows:
         if r["role"] == "page" and r["ocr_key"] is None:
             raise OcrNotDone(batch_id, r["path"])
@@ -99,6 +103,12 @@ def _recorded(services: Services, objects: list[ToPreserve]) -> set[str]:
         cur.execute("SELECT key FROM stored_objects WHERE bucket = %s AND key = ANY(%s)",
                     (services.archive_bucket, [content_key(o.sha256) for o in objects]))
         return {r["key"] for r in cur.fetchall()}
+
+
+def _not_copied(services: Services, objects: list[ToPreserve]) -> list[ToPreserve]:
+    """Those of these objects with no verified copy recorded, in their order."""
+    recorded = _recorded(services, objects)
+    return [o for o in objects if content_key(o.sha256) not in recorded]
 
 
 def _record(services: Services, key: str, sha: str, size: int, role: str, media_type: str, batch_id: str,
@@ -211,10 +221,9 @@ class CopyUnit(NamedTuple):
 def plan_copy_units(batch_id: str, services: Services, unit_files: int = COPY_UNIT_FILES) -> list[CopyUnit]:
     """The manifest and the page files going on whose copies are not all recorded, in path order,
     split into units of page files (the manifest rides along)."""
-    objects = objects_to_preserve(batch_id, services)
-    recorded = _recorded(services, objects)
-    missing = {o.staging_key for o in objects if content_key(o.sha256) not in recorded}
-    files = ((r["path"], 1 if r["role"] == "page" else 0) for r in _preserved_files(batch_id, services)
+    rows = _preserved_files(batch_id, services)
+    missing = {o.staging_key for o in _not_copied(services, _objects_of(batch_id, services, rows))}
+    files = ((r["path"], 1 if r["role"] == "page" else 0) for r in rows
              if r["staging_key"] in missing or r["ocr_key"] in missing)
     return [CopyUnit(n, paths, count) for n, (paths, count) in enumerate(pack(files, unit_files))]
 
@@ -263,10 +272,8 @@ def finish_archive(batch_id: str, services: Services, copied: list[ObjectsCopied
     if missing := _pdf_pages(batch_id, services):
         first = next(iter(missing.values()))[0]
         raise PdfsNotDone(batch_id, f"{first['file_number']} {first['class_code']}-{first['seq']}")
-    objects = objects_to_preserve(batch_id, services)
-    recorded = _recorded(services, objects)
-    if missing_copy := next((o for o in objects if content_key(o.sha256) not in recorded), None):
-        raise ObjectsNotCopied(batch_id, missing_copy.staging_key)
+    if missing_copies := _not_copied(services, objects_to_preserve(batch_id, services)):
+        raise ObjectsNotCopied(batch_id, missing_copies[0].staging_key)
     with services.db.transaction() as cur:
         advance(cur, batch_id, "archived")
     described = inventory.refresh_batch(services, batch_id)  # as archived: a rerun finds nothing to describe anew

@@ -140,12 +140,17 @@ def _checks(batch_id: str, services: Services, paths: list[str] | None = None) -
                             [Finding.from_dict(f) for f in r["problems"]]) for r in cur.fetchall()}
 
 
+def _validated(cur, batch_id: str) -> bool:
+    """Whether the batch was validated by these rules."""
+    cur.execute("SELECT 1 FROM batches WHERE batch_id = %s AND intake_version = %s", (batch_id, INTAKE_VERSION))
+    return cur.fetchone() is not None
+
+
 def plan_checks(batch_id: str, services: Services, unit_files: int = INTAKE_UNIT_FILES) -> list[CheckUnit]:
     """The page files still to inspect, in path order, split into units (none when the batch was
     validated by these rules)."""
     with services.db.transaction() as cur:
-        cur.execute("SELECT 1 FROM batches WHERE batch_id = %s AND intake_version = %s", (batch_id, INTAKE_VERSION))
-        if cur.fetchone():
+        if _validated(cur, batch_id):
             return []
     _, to_inspect = _triage(_files(batch_id, services))
     checked = _checks(batch_id, services).keys()
@@ -227,8 +232,7 @@ def finish_intake(batch_id: str, services: Services) -> IntakeResult:
     with services.db.transaction() as cur:
         # two finishes at once (a dead run's step beside its retry's): the second records nothing
         xact_lock(cur, f"intake:{batch_id}")
-        cur.execute("SELECT 1 FROM batches WHERE batch_id = %s AND intake_version = %s", (batch_id, INTAKE_VERSION))
-        first = cur.fetchone() is None
+        first = not _validated(cur, batch_id)
         if first:
             events.record(cur, validated)
             cur.executemany(UPDATE_FILE, updates)

@@ -91,11 +91,22 @@ def result_keys(services: Services, batch_id: str) -> dict[str, str]:
         return {r["sha256"]: r["ocr_key"] for r in cur.fetchall()}
 
 
+class StoredResult(NamedTuple):
+    pages: list[PageResult]
+    sha256: str   # of the stored result's bytes
+    bytes: int
+
+
+def _read_result(services: Services, key: str) -> StoredResult:
+    data = services.store.get(services.staging_bucket, key)
+    return StoredResult([PageResult.from_dict(p) for p in json.loads(data)["pages"]], sha256_hex(data), len(data))
+
+
 def load_ocr(services: Services, key: str) -> tuple[list[PageResult], str]:
     """The OCR pages of one scan file, from the result key the ocr stage recorded, and the sha256
     of the stored result."""
-    data = services.store.get(services.staging_bucket, key)
-    return [PageResult.from_dict(p) for p in json.loads(data)["pages"]], sha256_hex(data)
+    result = _read_result(services, key)
+    return result.pages, result.sha256
 
 
 class OcrWorkerLost(NotReady):
@@ -169,18 +180,11 @@ def _stored_event(batch_id: str, services: Services, config: EngineConfig, sha25
     return _event(batch_id, config, sha256, [PageResult.from_dict(p) for p in json.loads(body)["pages"]], body)
 
 
-class StoredResult(NamedTuple):
-    pages: list[PageResult]
-    sha256: str   # of the stored result's bytes
-    bytes: int
-
-
 def _stored_result(services: Services, key: str) -> StoredResult | None:
     try:
-        data = services.store.get(services.staging_bucket, key)
+        return _read_result(services, key)
     except ObjectMissing:
         return None
-    return StoredResult([PageResult.from_dict(p) for p in json.loads(data)["pages"]], sha256_hex(data), len(data))
 
 
 def ocr_unit(batch_id: str, services: Services, paths: list[str], config: EngineConfig | None = None,
