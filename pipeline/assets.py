@@ -35,7 +35,7 @@ def _unit_outputs(values: list[list], output_name: str = "result") -> Iterator[d
 def plan_intake_units(context: dg.OpExecutionContext, services: ArchiveServicesResource, units: WorkUnitsResource):
     """Splits the handed-in page files still to check into units of `units.intake_files` (always
     one unit at least, an empty one when all is checked, so that the finishing step runs)."""
-    planned = plan_checks(context.partition_key, services.services(), units.intake_files)
+    planned = plan_checks(context.partition_key, services.services(), units.checked().intake_files)
     context.log.info(f"{sum(u.files for u in planned)} page files to check, in {len(planned)} units")
     yield from _unit_outputs([u.paths for u in planned])
 
@@ -46,7 +46,7 @@ def check_unit_step(context: dg.OpExecutionContext, services: ArchiveServicesRes
                     paths: list) -> dict:
     """Checks one unit's page files by content: format, resolution, size, blank, skew (a retry
     reads only what is still unchecked)."""
-    return asdict(check_unit(context.partition_key, services.services(), paths, units.processes or None))
+    return asdict(check_unit(context.partition_key, services.services(), paths, units.checked().processes or None))
 
 
 @dg.op(out=dg.Out(dg.Nothing))
@@ -75,7 +75,8 @@ def plan_ocr_units(context: dg.OpExecutionContext, services: ArchiveServicesReso
                    ocr_engine: OcrEngineResource, units: WorkUnitsResource):
     """Splits the scans still to read into units of about `units.ocr_pages` pages. Always one
     unit at least (an empty one when all is cached), so that the finishing step runs."""
-    planned = plan_units(context.partition_key, services.services(), ocr_engine.engine_config(), units.ocr_pages)
+    planned = plan_units(context.partition_key, services.services(), ocr_engine.engine_config(),
+                         units.checked().ocr_pages)
     context.log.info(f"{sum(u.pages for u in planned)} pages to read, in {len(planned)} units")
     yield from _unit_outputs([u.paths for u in planned])
 
@@ -86,7 +87,7 @@ def ocr_unit_step(context: dg.OpExecutionContext, services: ArchiveServicesResou
                   ocr_engine: OcrEngineResource, units: WorkUnitsResource, paths: list) -> dict:
     """OCRs one unit's scans (a retry reads only what is still missing)."""
     return asdict(ocr_unit(context.partition_key, services.services(), paths, ocr_engine.engine_config(),
-                           units.processes or None))
+                           units.checked().processes or None))
 
 
 GATE_CHECKS = {
@@ -151,7 +152,7 @@ def index_asset(context: dg.AssetExecutionContext, services: ArchiveServicesReso
 def plan_archive_units(context: dg.OpExecutionContext, services: ArchiveServicesResource, units: WorkUnitsResource):
     """Splits the batch's files to copy into the archive, and its materials still without a
     searchable PDF, into units (always one of each, so that the finish runs)."""
-    svc = services.services()
+    svc, units = services.services(), units.checked()
     copies = plan_copy_units(context.partition_key, svc, units.copy_files)
     pdfs = plan_pdf_units(context.partition_key, svc, units.pdf_pages)
     context.log.info(f"{sum(u.files for u in copies)} files to copy, in {len(copies)} units; "

@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import PrivateAttr
 
+from errors import SetupError
 from ocr import EngineConfig
 from settings import Settings, StorageSettings
 from stages.archive import COPY_UNIT_FILES, PDF_UNIT_PAGES
@@ -57,10 +58,27 @@ class WorkUnitsResource(dg.ConfigurableResource):
     copy_files: int = COPY_UNIT_FILES  # page files per unit of the archive's copies (with their OCR results)
     pdf_pages: int = PDF_UNIT_PAGES  # pages per unit of the archive stage's searchable PDFs (text from OCR)
 
+    def checked(self) -> "WorkUnitsResource":
+        """This resource, once every value is a count a unit can use; SetupError naming each other
+        value (a run's configuration may set any integer: 0 pages a unit would never end)."""
+        bad = [f"{name}={value}" for name, value, least in (
+            ("processes", self.processes, 0), ("intake_files", self.intake_files, 1), ("ocr_pages", self.ocr_pages, 1),
+            ("copy_files", self.copy_files, 1), ("pdf_pages", self.pdf_pages, 1)) if value < least]
+        if bad:
+            raise BadWorkUnits(", ".join(bad))
+        return self
+
     @classmethod
     def from_settings(cls, settings: Settings, processes: int = 0) -> "WorkUnitsResource":
         return cls(processes=processes, intake_files=settings.intake_unit_files, ocr_pages=settings.ocr_unit_pages,
                    copy_files=settings.copy_unit_files, pdf_pages=settings.pdf_unit_pages)
+
+
+class BadWorkUnits(SetupError):
+    def __init__(self, values: str) -> None:
+        super().__init__(f"工作单元配置无效：{values}（processes 须 ≥ 0，其余须 ≥ 1）",
+                         f"work units resource: {values} (processes must be 0 or more, every unit size 1 or more)",
+                         item="units")
 
 
 class SignerResource(dg.ConfigurableResource):

@@ -9,7 +9,9 @@ import dagster as dg
 import pytest
 
 from cli.demo import batch_cer
-from pipeline.resources import SignerResource
+from pipeline.assets import ASSETS
+from pipeline.partitions import scan_batches
+from pipeline.resources import SignerResource, WorkUnitsResource
 from pipeline.runner import run_batch
 from stages.services import Services
 from stages.submit import submit_folder
@@ -194,3 +196,20 @@ def test_a_corrected_resubmission_processes_only_what_changed(run, tmp_path):
     assert meta["index"]["rows_written"] == 2  # the rescanned page and the retitled material
     assert 0 < meta["archive"]["stored"] <= 4  # the new scan, its OCR result, the new manifest, one PDF
     assert services.db.count("pages") == 9 and services.db.count("materials") == 9
+
+
+def test_unusable_work_units_fail_the_run_naming_each_value(pg_server, s3_url):
+    """A run's configuration may set any integer: 0 pages a unit, or -1 processes, is refused by
+    name at the first step, before anything is read."""
+    services = make_services(new_database(pg_server), s3_url)
+    batch_id = submit_folder(SAMPLE_BATCH, services).batch_id
+    resources = pipeline_resources(services, units=WorkUnitsResource(processes=-1, ocr_pages=0))
+    with dg.DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions(scan_batches.name, [batch_id])
+        result = dg.materialize(ASSETS, partition_key=batch_id, instance=instance, resources=resources,
+                                raise_on_error=False)
+    failures = [e for e in result.all_events if e.is_step_failure]
+    assert not result.success and [e.step_key for e in failures] == ["intake.plan_intake_units"]
+    message = failures[0].step_failure_data.user_failure_data.description
+    assert "processes=-1, ocr_pages=0" in message and "Traceback" not in message
+    assert services.db.count("pages") == 0
