@@ -87,6 +87,15 @@ def submit_path(path: Path, services: Services, progress: Callable[[str, int], N
                    item=str(path))
 
 
+def _container_path(name: str, members: set[str]) -> str:
+    """The zip's own path in its batch: its file name, unless one of its members has that path
+    already (a zip may hold anything), then the name with the first free `~N`."""
+    path, n = name, 1
+    while path in members:
+        path, n = f"{name}~{n}", n + 1
+    return path
+
+
 def submit_folder(folder: Path, services: Services, name: str | None = None,
                   container: tuple[Path, list[Finding]] | None = None,
                   progress: Callable[[str, int], None] | None = None, agency: str | None = None,
@@ -108,12 +117,13 @@ def _submit(handle: BatchFolder, services: Services, name: str | None, container
             progress: Callable[[str, int], None] | None, agency: str | None) -> Submission:
     folder = handle.folder
     files = [rel for rel in handle.files() if _kept(rel)]  # listed through the handle its files are read from
-    if container:
-        files.append(container[0].name)
+    container_rel = _container_path(container[0].name, set(files)) if container else None
+    if container_rel:
+        files.append(container_rel)
 
     @contextmanager
     def opened(rel: str) -> Iterator[tuple[BinaryIO, int]]:
-        if container and rel == container[0].name:  # the zip itself, outside the folder it was unpacked into
+        if rel == container_rel:  # the zip itself, outside the folder it was unpacked into
             with open(container[0], "rb") as fh:
                 yield fh, os.fstat(fh.fileno()).st_size
         else:
@@ -154,7 +164,7 @@ def _submit(handle: BatchFolder, services: Services, name: str | None, container
             found = None
             if is_desktop_junk(rel):
                 role, found = "ignored", _ignored(rel)
-            if container and rel == container[0].name:
+            if container and rel == container_rel:
                 role = "container"
                 found = json.dumps([f.to_dict() for f in container[1]], ensure_ascii=False)
             cur.execute("INSERT INTO batch_files (batch_id, path, sha256, bytes, staging_key, role, findings) "

@@ -70,6 +70,23 @@ def test_zip_unsafe_members_refused_by_name_the_rest_goes_on(tmp_path, services)
     assert sha256_hex(services.store.get(services.staging_bucket, row["staging_key"])) == row["sha256"]
 
 
+def test_a_member_named_like_the_zip_is_kept_beside_the_zip(tmp_path, services):
+    pages = sorted(SAMPLE_BATCH.glob("pages/*.jpg"))
+    archive = tmp_path / "delivery.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("manifest.csv", MANIFEST)
+        zf.write(pages[0], "pages/a.jpg")
+        zf.write(pages[1], "pages/b.jpg")
+        zf.writestr("delivery.zip", b"a member that happens to share the zip's name")
+    sub = submit_path(archive, services)
+    with services.db.transaction() as cur:
+        cur.execute("SELECT path, sha256, role FROM batch_files WHERE batch_id = %s AND path LIKE 'delivery.zip%%'",
+                    (sub.batch_id,))
+        kept = {r["path"]: (r["sha256"], r["role"]) for r in cur.fetchall()}
+    assert kept == {"delivery.zip": (sha256_hex(b"a member that happens to share the zip's name"), "page"),
+                    "delivery.zip~1": (sha256_hex(archive.read_bytes()), "container")}
+
+
 def test_not_a_batch(tmp_path, services):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(BadInput, match="neither a batch folder nor a zip"):
