@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import shutil
 import tempfile
 import uuid
@@ -289,6 +290,7 @@ def _package(services: Services, transfer_id: str, signer: Signer) -> PackageRes
     with services.db.transaction() as cur:
         cur.execute("SELECT notice, record_key, package_key FROM transfers WHERE transfer_id = %s", (t.transfer_id,))
         r = cur.fetchone()
+    _remove_unrecorded(services, t.transfer_id)
     keep_current(services, [t.file_number])
     return PackageResult(t.transfer_id, t.file_number, r["package_key"], t.package_sha256 or "", t.package_bytes or 0,
                          r["record_key"], r["notice"]["material_count"], r["notice"]["page_count"], made=made)
@@ -327,6 +329,36 @@ def _sign(services: Services, t: TransferRow, signer: Signer) -> None:
             "record_sha256": digest, "signed_by": signer.key_id})])
 
     _step_or_remove(services, key, available)
+
+
+_PACKAGER_OBJECT = re.compile(r"(package|record)-[0-9a-f]{64}")
+
+
+def _remove_unrecorded(services: Services, transfer_id: str) -> list[str]:
+    """Removes the transfer's packages and records that no row records: a packager killed
+    between its upload and its state step leaves one. Called once the transfer is signed: a
+    packager still at work on it can then only lose its step, so nothing removed here could
+    still be recorded. The keys removed."""
+    prefix = f"transfers/{transfer_id}/"
+    candidates = [key for key, _ in services.store.keys(services.archive_bucket, prefix)
+                  if _PACKAGER_OBJECT.fullmatch(key.removeprefix(prefix))]
+    if not candidates:
+        return []
+    with services.db.transaction() as cur:
+        cur.execute("SELECT key FROM stored_objects WHERE bucket = %s AND key = ANY(%s)",
+                    (services.archive_bucket, candidates))
+        recorded = {row["key"] for row in cur.fetchall()}
+    removed = []
+    for key in sorted(set(candidates) - recorded):
+        try:
+            services.store.delete(services.archive_bucket, key)
+            removed.append(key)
+        except ArchiveError as exc:  # a write-once bucket keeps it: unrecorded, it is nobody's
+            log.warning("unrecorded %s left in the archive: %s", key, exc.message_en)
+    if removed:
+        log.info("transfer %s: removed %d unrecorded objects of a packager that stopped: %s", transfer_id,
+                 len(removed), ", ".join(removed))
+    return removed
 
 
 def _step_or_remove(services: Services, key: str, step: Callable[[Any], None]) -> bool:

@@ -540,6 +540,36 @@ def test_packagers_of_one_transfer_at_once_make_one_package_the_others_told_why(
     assert stored == recorded == {row["package_key"], row["record_key"]}  # the losers' objects removed
 
 
+def test_a_record_left_by_a_packager_killed_before_its_step_is_removed_by_the_retry(two, monkeypatch):
+    """A packager killed between storing the signed record and recording it leaves an object no
+    row names; the retry signs a record of its own (each has its own id and time), and removes
+    the one left. What another process stored beside it under another name is not touched."""
+    gz = two["gz"]
+    tid = _offer(two)
+    stage.cancel_transfer(gz, tid, ME)
+    t = stage.request_transfer(gz, FILE, GD, "工作调动", "张三", ME)
+    real_step, left = stage._step_or_remove, []
+
+    def killed_at_the_record(services, key, step):
+        if "/record-" in key and not left:
+            left.append(key)
+            raise KeyboardInterrupt  # what a kill leaves: the object stored, its step not taken
+        return real_step(services, key, step)
+
+    monkeypatch.setattr(stage, "_step_or_remove", killed_at_the_record)
+    with pytest.raises(KeyboardInterrupt):
+        stage.package_transfer(gz, t.transfer_id, two["gz_key"])
+    prefix = f"transfers/{t.transfer_id}/"
+    other = b"not a packager's"
+    gz.store.put(gz.archive_bucket, prefix + "notes.txt", other, hashlib.sha256(other).hexdigest())
+    assert stage.transfer(gz, t.transfer_id).status == "packaged" and gz.store.head(gz.archive_bucket, left[0])
+    retried = stage.package_transfer(gz, t.transfer_id, two["gz_key"])
+    assert retried.record_key != left[0] and stage.transfer(gz, t.transfer_id).status == "available"
+    stored = {k for k, _ in gz.store.keys(gz.archive_bucket, prefix)}
+    assert stored == {retried.package_key, retried.record_key, prefix + "notes.txt"}
+    gz.store.delete(gz.archive_bucket, prefix + "notes.txt")
+
+
 def test_a_file_we_hold_already_is_not_overwritten_by_an_import(two):
     from errors import NotReady
 
