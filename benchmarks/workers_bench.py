@@ -2,7 +2,7 @@
 second worker, against a target of 1.8x.
 
     .venv/bin/python benchmarks/workers_bench.py [--pages 200] [--intake-unit-files 100] [--unit-pages 25]
-        [--copy-unit-files 500] [--pdf-unit-pages 50] [--ceiling-pages 50] [--rounds 2]
+        [--copy-unit-files 100] [--pdf-unit-pages 50] [--rounds 2]
 
 Renders distinct pages with the sample generator and lays out one batch of `--pages` page files
 (intake_bench.big_batch: every file its own sha256, so nothing comes from a cache). Then, for 1
@@ -12,16 +12,11 @@ instance, the `ocr` pool at twice the workers; one Redis broker on loopback): st
 `ARCHIVE_EXECUTOR=celery archive run`, whose process is the run worker and sends every step to
 the broker.
 
-First it measures the machine's own gain from a second process: OCR of `--ceiling-pages` page
-files in plain processes (ocr.pool, one process each), as two halves one after the other and
-then side by side. Two processes on two cores share the memory bus and caches: this is the most
-any second worker can give here, whatever the pipeline does around its steps.
-
-Then it prints, per round and worker count: the whole run (intake → ocr units → index → archive, as the
+Prints, per round and worker count: the whole run (intake → ocr units → index → archive, as the
 CLI times it, hand-in excluded) and the OCR stage alone (first unit's start to last unit's end),
 in s and pages/s; then the ratios 2 workers / 1 worker per round and of the rounds' summed times
-(`--rounds`, 2: the same batch run four times; 9 to 15 minutes in all, by the machine). Run it
-on an otherwise idle machine: on 2 cores, 2 workers use both.
+(`--rounds`, 2: the same batch run four times, about 9 minutes). Run it on an otherwise idle
+machine: on 2 cores, 2 workers use both.
 """
 
 from __future__ import annotations
@@ -48,7 +43,6 @@ from intake_bench import VARIANTS, big_batch  # noqa: E402
 from devservices.redis import LocalRedis  # noqa: E402
 from devservices.s3 import free_port  # noqa: E402
 from sample_scans.generate import generate  # noqa: E402
-from stages.archive import COPY_UNIT_FILES  # noqa: E402
 
 ARCHIVE = [sys.executable, "-m", "cli.main"]
 # the last run's steps: start after the first step's start @ duration, from Dagster's own record
@@ -61,47 +55,6 @@ with dg.DagsterInstance.get() as instance:
     print(", ".join(f"{s.step_key} @{s.start_time - steps[0].start_time:.1f}+{s.end_time - s.start_time:.1f}"
                     for s in steps))
 """
-
-
-# One OCR process on page files (after a page to load its engine), started when `go` appears:
-# the machine's own gain from a second process, outside the pipeline
-OCR_ALONE = """
-import os, sys, time
-from pathlib import Path
-from ocr.pool import OcrPool
-go, files = Path(sys.argv[1]), [Path(f).read_bytes() for f in sys.argv[2:]]
-with OcrPool(workers=1) as pool:
-    list(pool.map(files[:1]))
-    Path(f"{go}.ready-{os.getpid()}").touch()
-    while not go.exists():
-        time.sleep(0.01)
-    t = time.perf_counter()
-    list(pool.map(files))
-    print(time.perf_counter() - t)
-"""
-
-
-def ocr_ceiling(root: Path, folder: Path, pages: int) -> tuple[float, float]:
-    """(two halves of `pages` page files one after the other, the same two side by side) in s:
-    OCR in plain processes, one each, with nothing of the pipeline around them."""
-    files = sorted(str(f) for f in (folder / "pages").glob("*.jpg"))[:pages]
-    halves = [files[:pages // 2], files[pages // 2:]]
-    env = {**os.environ, "OMP_THREAD_LIMIT": "1", "PYTHONPATH": str(REPO)}
-
-    def together(parts: list[list[str]], name: str) -> list[float]:
-        go = root / name
-        procs = [subprocess.Popen([sys.executable, "-c", OCR_ALONE, str(go), *part], env=env, cwd=REPO,
-                                  stdout=subprocess.PIPE, text=True) for part in parts]
-        while len(list(root.glob(f"{name}.ready-*"))) < len(procs):
-            if any(p.poll() not in (None, 0) for p in procs):
-                raise SystemExit("an OCR process of the ceiling measurement failed")
-            time.sleep(0.05)
-        go.touch()
-        return [float(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
-
-    alone = sum(together([half], f"alone-{n}")[0] for n, half in enumerate(halves))
-    side_by_side = max(together(halves, "pair"))
-    return alone, side_by_side
 
 
 def run_with_workers(root: Path, folder: Path, workers: int, broker: str,
@@ -157,16 +110,11 @@ def main() -> None:
     ap.add_argument("--intake-unit-files", type=int, default=100,
                     help="page files per unit of intake's checks (ARCHIVE_INTAKE_UNIT_FILES)")
     ap.add_argument("--unit-pages", type=int, default=25, help="pages per OCR unit (ARCHIVE_OCR_UNIT_PAGES)")
-    # the installation's default (one unit here): copies onto one disk do not gain from a second
-    # worker (two units side by side took 3.9 s each, against 2.4 s one after the other)
-    ap.add_argument("--copy-unit-files", type=int, default=COPY_UNIT_FILES,
+    ap.add_argument("--copy-unit-files", type=int, default=100,
                     help="page files per unit of copies into the archive (ARCHIVE_COPY_UNIT_FILES)")
     ap.add_argument("--pdf-unit-pages", type=int, default=50,
                     help="pages per unit of searchable PDFs (ARCHIVE_PDF_UNIT_PAGES)")
     ap.add_argument("--distinct", type=int, default=30, help="distinct rendered pages the batch's files copy")
-    ap.add_argument("--ceiling-pages", type=int, default=50,
-                    help="page files OCR'd in plain processes, as two halves one after the other, then side by "
-                         "side: the most a second process can give on this machine")
     ap.add_argument("--rounds", type=int, default=2,
                     help="rounds of 1 then 2 workers; the ratios are of the rounds' summed times")
     args = ap.parse_args()
@@ -184,9 +132,6 @@ def main() -> None:
               f"{args.unit_pages} pages, copies {args.copy_unit_files} files, PDFs {args.pdf_unit_pages} pages")
         # rounds one after the other, each 1 worker then 2: a slow spell of the shared machine falls
         # on both counts rather than on one
-        alone, side_by_side = ocr_ceiling(root, folder, args.ceiling_pages)
-        print(f"the machine's own gain, OCR in plain processes ({args.ceiling_pages} page files): one after the "
-              f"other {alone:.1f} s, side by side {side_by_side:.1f} s: {alone / side_by_side:.2f}x")
         rounds = [{n: run_with_workers(root, folder, n, redis.url, units, r) for n in (1, 2)}
                   for r in range(1, args.rounds + 1)]
         for r, results in enumerate(rounds, start=1):
@@ -197,7 +142,7 @@ def main() -> None:
                   f"OCR stage {results[1][1] / results[2][1]:.2f}x")
         w1, o1, w2, o2 = (sum(results[n][k] for results in rounds) for n, k in ((1, 0), (1, 1), (2, 0), (2, 1)))
         print(f"2 workers / 1 worker over {len(rounds)} rounds: whole run {w1 / w2:.2f}x, OCR stage {o1 / o2:.2f}x "
-              f"(target 1.8x; the machine's own gain {alone / side_by_side:.2f}x)")
+              "(target 1.8x)")
     finally:
         redis.stop()
         shutil.rmtree(root, ignore_errors=True)
