@@ -117,7 +117,7 @@ def run_folder(batch_dir: Path, truth_dir: Path | None = None,
     # failed step ends the command with its one sentence (cli/main.py).
     run_config: dict = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     # the clock starts once the instance is open: its first opening in a process imports Dagster's
-    # storage classes (0.9 s), a cost of this command's start, not of the run
+    # storage classes, a cost of this command's start, not of the run
     with dg.DagsterInstance.get() as instance:
         t0 = time.perf_counter()
         result = run_batch(sub.batch_id, resources, instance, run_config, say=_say)

@@ -13,13 +13,13 @@ import pipeline.definitions  # noqa: F401  loaded as the worker starts, not insi
 from settings import Settings
 
 
-def _load_instance_classes() -> None:
+def _load_instance_classes(dagster_home: str) -> None:
     """Imports the instance's storage classes, which each step opens anew (DagsterInstance.from_ref):
-    left to the worker's first step, the imports delayed it by 0.7-1.1 s (measured), on the path
-    every later step waits on. Nothing is opened here: a worker may start before its database."""
+    left to the worker's first step, the imports delayed it, and every later step waits on it
+    (docs/benchmarks.md, 2026-12-03 evening). Nothing is opened: a worker may start before its database."""
     importlib.import_module("dagster._core.storage.base_storage")
     try:
-        ref = InstanceRef.from_dir(Settings.from_env().dagster_home)
+        ref = InstanceRef.from_dir(dagster_home)
     except Exception:  # noqa: BLE001  no readable instance yet: the first step will say why
         return
     for data in (ref.storage_data, ref.run_storage_data, ref.event_storage_data, ref.schedule_storage_data,
@@ -29,7 +29,7 @@ def _load_instance_classes() -> None:
 
 
 _settings = Settings.from_env()
-_load_instance_classes()
+_load_instance_classes(_settings.dagster_home)
 app = make_app(CeleryExecutor.for_cli(broker=_settings.celery_broker, backend=_settings.celery_broker).app_args())
 execute_plan = create_task(app)
 execute_job = create_execute_job_task(app)

@@ -40,12 +40,8 @@ class Submission:
 def scan_folder(folder: Path) -> list[tuple[str, Path]]:
     """Relative POSIX paths of the regular files of a batch folder, hidden files excluded but for
     those desktop tools add (.DS_Store), which are handed in to be noted and ignored."""
-    out = []
-    for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder).as_posix()
-        if path.is_file() and not path.is_symlink() and _kept(rel):
-            out.append((rel, path))
-    return out
+    with BatchFolder(folder) as handle:  # the listing hand-in itself reads (_submit)
+        return [(rel, folder / rel) for rel in handle.files() if _kept(rel)]
 
 
 def _kept(rel: str) -> bool:
@@ -164,7 +160,7 @@ def _submit(handle: BatchFolder, services: Services, name: str | None, container
             found = None
             if is_desktop_junk(rel):
                 role, found = "ignored", _ignored(rel)
-            if container and rel == container_rel:
+            if rel == container_rel:
                 role = "container"
                 found = json.dumps([f.to_dict() for f in container[1]], ensure_ascii=False)
             cur.execute("INSERT INTO batch_files (batch_id, path, sha256, bytes, staging_key, role, findings) "
