@@ -4,12 +4,14 @@ environment as the daemon (databases, object store, DAGSTER_HOME): it runs the s
 
 import importlib
 
+from celery import signals
 from dagster._core.instance.ref import InstanceRef
 from dagster_celery.executor import CeleryExecutor
 from dagster_celery.make_app import make_app
 from dagster_celery.tasks import create_execute_job_task, create_resume_job_task, create_task
 
 import pipeline.definitions  # noqa: F401  loaded as the worker starts, not inside its first step
+from pipeline.celery_liveness import Heartbeat
 from settings import Settings
 
 
@@ -31,6 +33,22 @@ def _load_instance_classes(dagster_home: str) -> None:
 _settings = Settings.from_env()
 _load_instance_classes(_settings.dagster_home)
 app = make_app(CeleryExecutor.for_cli(broker=_settings.celery_broker, backend=_settings.celery_broker).app_args())
-execute_plan = create_task(app)
+# STARTED, with this worker's node name: the run worker asks whether that worker is still alive
+execute_plan = create_task(app, track_started=True)
 execute_job = create_execute_job_task(app)
 resume_job = create_resume_job_task(app)
+
+_heartbeat: list[Heartbeat] = []
+
+
+@signals.worker_init.connect
+def _start_heartbeat(sender, **_kwargs) -> None:
+    """The worker's sign of life, from before it takes a step (pipeline/celery_liveness.py)."""
+    _heartbeat.append(Heartbeat(app.backend.client, sender.hostname))
+    _heartbeat[0].start()
+
+
+@signals.worker_shutdown.connect
+def _stop_heartbeat(sender, **_kwargs) -> None:
+    for beat in _heartbeat:
+        beat.stop()

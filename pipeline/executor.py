@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import dagster as dg
 from dagster._core.executor.base import Executor
 
+from pipeline.celery_liveness import WatchedStep
 from pipeline.workers import worker_tags
 from settings import Settings
 
@@ -19,6 +20,9 @@ class _RecordingWorker(Executor):
     def execute(self, plan_context, execution_plan) -> Iterator[dg.DagsterEvent]:
         # this runs in the run worker itself, before any step starts
         plan_context.instance.add_run_tags(plan_context.run_id, worker_tags(plan_context.run_id))
+        yield from self._run_steps(plan_context, execution_plan)
+
+    def _run_steps(self, plan_context, execution_plan) -> Iterator[dg.DagsterEvent]:
         yield from self._inner.execute(plan_context, execution_plan)
 
     def __getattr__(self, name: str):
@@ -34,14 +38,30 @@ class _RecordingWorker(Executor):
         return self._inner.step_dependency_config
 
 
-def recording_worker(inner: dg.ExecutorDefinition) -> dg.ExecutorDefinition:
+class _WatchingCeleryWorker(_RecordingWorker):
+    """The Celery executor's own loop, each step held as a WatchedStep: a step whose worker died
+    is sent again rather than waited on for ever (pipeline/celery_liveness.py)."""
+
+    def _run_steps(self, plan_context, execution_plan) -> Iterator[dg.DagsterEvent]:
+        from dagster_celery.core_execution_loop import core_celery_execution_loop
+        from dagster_celery.executor import _submit_task  # what CeleryExecutor.execute sends each step with
+
+        def send(app, context, step, queue, priority, known_state) -> WatchedStep:
+            return WatchedStep(lambda: _submit_task(app, context, step, queue, priority, known_state), step.key,
+                               plan_context.log.warning)
+
+        yield from core_celery_execution_loop(plan_context, execution_plan, step_execution_fn=send)
+
+
+def recording_worker(inner: dg.ExecutorDefinition, wrapper: type[_RecordingWorker] = _RecordingWorker
+                     ) -> dg.ExecutorDefinition:
     """`inner` with the same name and configuration, recording its run worker."""
     create = inner.executor_creation_fn
     assert create is not None
 
     return dg.ExecutorDefinition(name=inner.name, config_schema=inner.config_schema,
                                  requirements=inner.get_requirements, description=inner.description,
-                                 executor_creation_fn=lambda init_context: _RecordingWorker(create(init_context)))
+                                 executor_creation_fn=lambda init_context: wrapper(create(init_context)))
 
 
 CELERY_TICK_SECONDS = 0.1
@@ -63,5 +83,6 @@ def configured_executor(settings: Settings) -> dg.ExecutorDefinition:
         dagster_celery.core_execution_loop.TICK_SECONDS = CELERY_TICK_SECONDS
 
         return recording_worker(celery_executor.configured(
-            {"broker": settings.celery_broker, "backend": settings.celery_broker}, name="celery"))
+            {"broker": settings.celery_broker, "backend": settings.celery_broker}, name="celery"),
+            _WatchingCeleryWorker)
     return in_process if settings.executor == "in_process" else multiprocess

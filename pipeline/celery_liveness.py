@@ -1,0 +1,136 @@
+"""Whether the Celery worker running a step is still alive, and a lost step sent again.
+
+dagster-celery's run worker waits on each step's Celery result for ever. A worker killed with
+SIGKILL (or its machine lost) never writes that result, and Celery has already taken the step's
+message off the queue (it acknowledges a task as it starts). So the run would wait for ever,
+holding its `ocr` slot. Two parts close that:
+
+- each worker (pipeline/celery_app.py) keeps a key of its own in the broker's Redis alive from a
+  thread, every HEARTBEAT_SECONDS, expiring after HEARTBEAT_TTL; its steps are tracked as
+  STARTED with the worker's node name (Celery's `track_started`);
+- the run worker (pipeline/executor.py) holds each step as a `WatchedStep`: a step STARTED on a
+  worker whose key has expired is sent again, at most RESENDS times; then it fails with
+  `StepWorkerLost`, and so does the run, saying which workers died.
+
+The stages are keyed by content, so a step sent again redoes only what did not commit, and a
+worker that was only frozen (not dead) and finishes later does no harm: its result is ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from errors import NotReady
+
+HEARTBEAT_SECONDS = 3.0
+HEARTBEAT_TTL = 15     # s without a beat before a worker counts as gone: five beats missed
+CHECK_SECONDS = 2.0    # how often the run worker asks after one running step
+RESENDS = 2            # sendings of a step after the first, before the run fails
+
+_log = logging.getLogger(__name__)
+
+
+def _key(node: str) -> str:
+    return f"archive:celery-worker:{node}"
+
+
+class Heartbeat:
+    """A worker's sign of life: its key in Redis, renewed from a thread while the worker runs
+    (a step runs in the worker's main thread, or its OCR in a child process)."""
+
+    def __init__(self, client: Any, node: str) -> None:
+        self.client, self.node = client, node
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="archive-heartbeat", daemon=True)
+
+    def beat(self) -> None:
+        try:
+            self.client.set(_key(self.node), str(time.time()), ex=HEARTBEAT_TTL)
+        except Exception as exc:  # noqa: BLE001  Redis away for a moment: the next beat tries again
+            _log.warning("heartbeat of %s not written: %s", self.node, exc)
+
+    def start(self) -> None:
+        self.beat()  # before the worker takes its first step
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            self.beat()
+
+    def stop(self) -> None:
+        """On a worker's warm shutdown, after its last step: it is gone, say so at once."""
+        self._stop.set()
+        self._thread.join(HEARTBEAT_SECONDS + 1)
+        try:
+            self.client.delete(_key(self.node))
+        except Exception as exc:  # noqa: BLE001  the key expires by itself
+            _log.warning("heartbeat of %s not removed: %s", self.node, exc)
+
+
+def worker_alive(client: Any, node: str) -> bool:
+    return bool(client.exists(_key(node)))
+
+
+class StepWorkerLost(NotReady):
+    """A step's Celery worker died every time the step was sent."""
+
+    def __init__(self, step_key: str, workers: list[str]) -> None:
+        super().__init__(f"步骤 {step_key} 的 Celery 工作进程 {len(workers)} 次意外终止（{', '.join(workers)}；"
+                         "被杀死、内存不足或机器失联），本次运行失败；请先检查这些工作进程所在的机器，再重新运行该批次"
+                         "（已存的结果保留）",
+                         f"the Celery worker running step {step_key} died each of the {len(workers)} times it was "
+                         f"sent ({', '.join(workers)}: killed, out of memory or its machine lost), so the run "
+                         "fails; see to those workers' machines, then run the batch again (what is stored is kept)",
+                         item=step_key)
+
+
+class WatchedStep:
+    """What dagster-celery's execution loop holds for a step in place of its Celery result
+    (`ready`, `get`, `revoke`): the result of the step's latest sending, sent again when the
+    worker that started it is gone."""
+
+    def __init__(self, send: Callable[[], Any], step_key: str, warn: Callable[[str], None]) -> None:
+        self._send, self.step_key, self._warn = send, step_key, warn
+        self.result = send()
+        self._lost: list[str] = []      # node names of the workers that died with the step
+        self._error: StepWorkerLost | None = None
+        self._next_check = time.monotonic() + CHECK_SECONDS
+
+    def ready(self) -> bool:
+        if self._error is not None or self.result.ready():
+            return True
+        if time.monotonic() < self._next_check:
+            return False
+        self._next_check = time.monotonic() + CHECK_SECONDS
+        node = self._running_on()
+        client = self.result.backend.client
+        if node is None or worker_alive(client, node) or self.result.ready():  # ready: it ended meanwhile
+            return False
+        self._lost.append(node)
+        if len(self._lost) > RESENDS:
+            self._error = StepWorkerLost(self.step_key, self._lost)
+            self._warn(self._error.message_en)
+            return True
+        self._warn(f"step {self.step_key}: its Celery worker {node} is gone (no sign of life for "
+                   f"{HEARTBEAT_TTL} s); sending the step again ({len(self._lost)} of {RESENDS})")
+        self.result = self._send()
+        return False
+
+    def _running_on(self) -> str | None:
+        """The node name of the worker that started the step; None while it waits in the queue."""
+        if self.result.state != "STARTED":
+            return None
+        info = self.result.info
+        return info.get("hostname") if isinstance(info, dict) else None
+
+    def get(self, *args: Any, **kwargs: Any) -> Any:
+        if self._error is not None:
+            raise self._error
+        return self.result.get(*args, **kwargs)
+
+    def revoke(self, *args: Any, **kwargs: Any) -> None:
+        self.result.revoke(*args, **kwargs)
