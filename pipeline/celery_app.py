@@ -11,7 +11,7 @@ from dagster_celery.make_app import make_app
 from dagster_celery.tasks import create_execute_job_task, create_resume_job_task, create_task
 
 import pipeline.definitions  # noqa: F401  loaded as the worker starts, not inside its first step
-from pipeline.celery_liveness import Heartbeat
+from pipeline.celery_liveness import Heartbeat, worker_token
 from settings import Settings
 
 
@@ -33,8 +33,7 @@ def _load_instance_classes(dagster_home: str) -> None:
 _settings = Settings.from_env()
 _load_instance_classes(_settings.dagster_home)
 app = make_app(CeleryExecutor.for_cli(broker=_settings.celery_broker, backend=_settings.celery_broker).app_args())
-# STARTED, with this worker's node name: the run worker asks whether that worker is still alive
-execute_plan = create_task(app, track_started=True)
+execute_plan = create_task(app)
 execute_job = create_execute_job_task(app)
 resume_job = create_resume_job_task(app)
 
@@ -44,8 +43,21 @@ _heartbeat: list[Heartbeat] = []
 @signals.worker_init.connect
 def _start_heartbeat(sender, **_kwargs) -> None:
     """The worker's sign of life, from before it takes a step (pipeline/celery_liveness.py)."""
-    _heartbeat.append(Heartbeat(app.backend.client, sender.hostname))
+    _heartbeat.append(Heartbeat(app.backend.client, worker_token(sender.hostname)))
     _heartbeat[0].start()
+
+
+@signals.task_prerun.connect
+def _record_step(task_id, **_kwargs) -> None:
+    """Each step names its worker's heartbeat, for the run worker waiting on it."""
+    for beat in _heartbeat:
+        beat.record_step(task_id)
+
+
+@signals.task_postrun.connect
+def _step_done(task_id, **_kwargs) -> None:
+    for beat in _heartbeat:
+        beat.step_done(task_id)
 
 
 @signals.worker_shutdown.connect

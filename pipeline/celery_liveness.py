@@ -6,14 +6,19 @@ message off the queue (it acknowledges a task as it starts). So the run would wa
 holding its `ocr` slot. Two parts close that:
 
 - each worker (pipeline/celery_app.py) keeps a key of its own in the broker's Redis alive from a
-  thread, every HEARTBEAT_SECONDS, expiring after HEARTBEAT_TTL; its steps are tracked as
-  STARTED with the worker's node name (Celery's `track_started`);
-- the run worker (pipeline/executor.py) holds each step as a `WatchedStep`: a step STARTED on a
+  thread, every HEARTBEAT_SECONDS, expiring after HEARTBEAT_TTL. The key is this process's own
+  (its node name and a token drawn as it starts), so a worker restarted under the same name
+  (a container restarted in its pod) does not keep its predecessor's steps alive; and each step
+  it starts records which key is its worker's;
+- the run worker (pipeline/executor.py) holds each step as a `WatchedStep`: a step started by a
   worker whose key has expired is sent again, at most RESENDS times; then it fails with
   `StepWorkerLost`, and so does the run, saying which workers died.
 
-The stages are keyed by content, so a step sent again redoes only what did not commit, and a
-worker that was only frozen (not dead) and finishes later does no harm: its result is ignored.
+The stages are keyed by content, so a step sent again redoes only what did not commit. A worker
+that was only frozen (stopped, or its machine paused) and ends the step later leaves the data as
+one attempt would; its events still reach the run's Dagster log. Not covered: a worker killed
+between taking a step off the queue and recording it (a moment), and steps a `--concurrency N`
+worker had reserved but not started, which Redis gives back after its visibility timeout.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -30,28 +36,42 @@ HEARTBEAT_SECONDS = 3.0
 HEARTBEAT_TTL = 15     # s without a beat before a worker counts as gone: five beats missed
 CHECK_SECONDS = 2.0    # how often the run worker asks after one running step
 RESENDS = 2            # sendings of a step after the first, before the run fails
+TASK_RECORD_SECONDS = 24 * 3600  # a lost step's record of its worker, for a run worker slow to ask
 
 _log = logging.getLogger(__name__)
 
 
-def _key(node: str) -> str:
-    return f"archive:celery-worker:{node}"
+def _key(worker: str) -> str:
+    return f"archive:celery-worker:{worker}"
+
+
+def _task_key(task_id: str) -> str:
+    return f"archive:celery-task:{task_id}"
+
+
+def worker_token(node: str) -> str:
+    """This worker process's own name for its heartbeat: its Celery node name and a random token."""
+    return f"{node}#{uuid.uuid4().hex}"
+
+
+def node_of(worker: str) -> str:
+    return worker.rpartition("#")[0] or worker
 
 
 class Heartbeat:
     """A worker's sign of life: its key in Redis, renewed from a thread while the worker runs
     (a step runs in the worker's main thread, or its OCR in a child process)."""
 
-    def __init__(self, client: Any, node: str) -> None:
-        self.client, self.node = client, node
+    def __init__(self, client: Any, worker: str) -> None:
+        self.client, self.worker = client, worker
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="archive-heartbeat", daemon=True)
 
     def beat(self) -> None:
         try:
-            self.client.set(_key(self.node), str(time.time()), ex=HEARTBEAT_TTL)
+            self.client.set(_key(self.worker), str(time.time()), ex=HEARTBEAT_TTL)
         except Exception as exc:  # noqa: BLE001  Redis away for a moment: the next beat tries again
-            _log.warning("heartbeat of %s not written: %s", self.node, exc)
+            _log.warning("heartbeat of %s not written: %s", self.worker, exc)
 
     def start(self) -> None:
         self.beat()  # before the worker takes its first step
@@ -61,18 +81,32 @@ class Heartbeat:
         while not self._stop.wait(HEARTBEAT_SECONDS):
             self.beat()
 
+    def record_step(self, task_id: str) -> None:
+        """As a step starts in this worker: the step's worker is this one."""
+        try:
+            self.client.set(_task_key(task_id), self.worker, ex=TASK_RECORD_SECONDS)
+        except Exception as exc:  # noqa: BLE001  the step runs unwatched rather than not at all
+            _log.warning("worker of step %s not recorded: %s", task_id, exc)
+
+    def step_done(self, task_id: str) -> None:
+        """After the step's result is stored: only running steps keep a record."""
+        try:
+            self.client.delete(_task_key(task_id))
+        except Exception as exc:  # noqa: BLE001  it expires by itself
+            _log.warning("record of step %s not removed: %s", task_id, exc)
+
     def stop(self) -> None:
         """On a worker's warm shutdown, after its last step: it is gone, say so at once."""
         self._stop.set()
         self._thread.join(HEARTBEAT_SECONDS + 1)
         try:
-            self.client.delete(_key(self.node))
+            self.client.delete(_key(self.worker))
         except Exception as exc:  # noqa: BLE001  the key expires by itself
-            _log.warning("heartbeat of %s not removed: %s", self.node, exc)
+            _log.warning("heartbeat of %s not removed: %s", self.worker, exc)
 
 
-def worker_alive(client: Any, node: str) -> bool:
-    return bool(client.exists(_key(node)))
+def worker_alive(client: Any, worker: str) -> bool:
+    return bool(client.exists(_key(worker)))
 
 
 class StepWorkerLost(NotReady):
@@ -98,34 +132,38 @@ class WatchedStep:
         self.result = send()
         self._lost: list[str] = []      # node names of the workers that died with the step
         self._error: StepWorkerLost | None = None
+        self._revoked = False           # the run is stopping: nothing is sent any more
         self._next_check = time.monotonic() + CHECK_SECONDS
 
     def ready(self) -> bool:
         if self._error is not None or self.result.ready():
             return True
-        if time.monotonic() < self._next_check:
+        if self._revoked or time.monotonic() < self._next_check:
             return False
         self._next_check = time.monotonic() + CHECK_SECONDS
-        node = self._running_on()
-        client = self.result.backend.client
-        if node is None or worker_alive(client, node) or self.result.ready():  # ready: it ended meanwhile
+        try:
+            return self._lost_step_handled()
+        except Exception as exc:  # noqa: BLE001  Redis away for a moment: ask again at the next check
+            _log.warning("step %s: its worker could not be asked after: %s", self.step_key, exc)
             return False
-        self._lost.append(node)
+
+    def _lost_step_handled(self) -> bool:
+        client = self.result.backend.client
+        worker = client.get(_task_key(self.result.id))  # None while the step waits in the queue
+        if worker is None:
+            return False
+        worker = worker.decode() if isinstance(worker, bytes) else worker
+        if worker_alive(client, worker) or self.result.ready():  # ready: it ended meanwhile
+            return False
+        self._lost.append(node_of(worker))
         if len(self._lost) > RESENDS:
             self._error = StepWorkerLost(self.step_key, self._lost)
             self._warn(self._error.message_en)
             return True
-        self._warn(f"step {self.step_key}: its Celery worker {node} is gone (no sign of life for "
+        self._warn(f"step {self.step_key}: its Celery worker {node_of(worker)} is gone (no sign of life for "
                    f"{HEARTBEAT_TTL} s); sending the step again ({len(self._lost)} of {RESENDS})")
         self.result = self._send()
         return False
-
-    def _running_on(self) -> str | None:
-        """The node name of the worker that started the step; None while it waits in the queue."""
-        if self.result.state != "STARTED":
-            return None
-        info = self.result.info
-        return info.get("hostname") if isinstance(info, dict) else None
 
     def get(self, *args: Any, **kwargs: Any) -> Any:
         if self._error is not None:
@@ -133,4 +171,5 @@ class WatchedStep:
         return self.result.get(*args, **kwargs)
 
     def revoke(self, *args: Any, **kwargs: Any) -> None:
+        self._revoked = True
         self.result.revoke(*args, **kwargs)
