@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
@@ -44,9 +46,31 @@ def ordered_map(executor: Executor, fn: Callable[..., Any], arg_tuples: Iterable
         yield pending.popleft().result()
 
 
-def spawn_pool(workers: int, **kwargs: Any) -> ProcessPoolExecutor:
+PARENT_CHECK_SECONDS = 1.0
+
+
+def _exit_with_parent(parent: int) -> None:
+    while True:
+        time.sleep(PARENT_CHECK_SECONDS)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def _watched_init(parent: int, initializer: Callable[..., Any] | None, initargs: tuple) -> None:
+    # A worker process whose parent was killed (a Celery worker's SIGKILL, the OOM killer) would
+    # wait on its task queue for ever, models in memory: it holds that queue's write end itself,
+    # so it never reads an end of file. It leaves once it has another parent.
+    threading.Thread(target=_exit_with_parent, args=(parent,), name="exit-with-parent", daemon=True).start()
+    if initializer is not None:
+        initializer(*initargs)
+
+
+def spawn_pool(workers: int, initializer: Callable[..., Any] | None = None, initargs: tuple = (),
+               **kwargs: Any) -> ProcessPoolExecutor:
+    """Worker processes that end with this one, even when it is killed."""
     # spawn: the caller may have threads (Dagster does); fork would copy their locks.
-    return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), **kwargs)
+    return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_watched_init,
+                               initargs=(os.getpid(), initializer, initargs), **kwargs)
 
 
 def default_workers() -> int:

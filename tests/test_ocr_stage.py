@@ -82,3 +82,45 @@ def test_two_attempts_of_one_unit_at_once_record_each_scans_event_once(services,
     with services.db.transaction() as cur:
         cur.execute("SELECT count(*) AS n FROM events WHERE event_type = 'ocr' AND batch_id = %s", (batch,))
         assert cur.fetchone()["n"] == 1
+
+
+_POOL_OWNER = """
+import os, sys, time
+sys.path.insert(0, sys.argv[1])
+from ocr.pool import spawn_pool
+pool = spawn_pool(1)
+print(pool.submit(os.getpid).result(), flush=True)
+time.sleep(300)
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2] == "Z"
+
+
+def test_worker_processes_end_when_their_parent_is_killed():
+    """A Celery worker killed with SIGKILL in an OCR unit must not leave its OCR process behind,
+    waiting for ever with its models in memory."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    owner = subprocess.Popen([sys.executable, "-c", _POOL_OWNER, str(REPO)], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(owner.stdout.readline())
+        assert not _gone(child)
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(10)
+        deadline = time.monotonic() + 10
+        while not _gone(child):
+            assert time.monotonic() < deadline, f"worker process {child} outlived its killed parent"
+            time.sleep(0.2)
+    finally:
+        owner.kill()
