@@ -37,30 +37,31 @@ execute_plan = create_task(app)
 execute_job = create_execute_job_task(app)
 resume_job = create_resume_job_task(app)
 
-_heartbeat: list[Heartbeat] = []
+_heartbeat: Heartbeat | None = None  # this worker process's, from worker_init on
 
 
 @signals.worker_init.connect
 def _start_heartbeat(sender, **_kwargs) -> None:
     """The worker's sign of life, from before it takes a step (pipeline/celery_liveness.py)."""
-    _heartbeat.append(Heartbeat(app.backend.client, worker_token(sender.hostname)))
-    _heartbeat[0].start()
+    global _heartbeat
+    _heartbeat = Heartbeat(app.backend.client, worker_token(sender.hostname))
+    _heartbeat.start()
 
 
 @signals.task_prerun.connect
 def _record_step(task_id, **_kwargs) -> None:
     """Each step names its worker's heartbeat, for the run worker waiting on it."""
-    for beat in _heartbeat:
-        beat.record_step(task_id)
+    if _heartbeat is not None:
+        _heartbeat.record_step(task_id)
 
 
 @signals.task_postrun.connect
 def _step_done(task_id, **_kwargs) -> None:
-    for beat in _heartbeat:
-        beat.step_done(task_id)
+    if _heartbeat is not None:
+        _heartbeat.step_done(task_id)
 
 
 @signals.worker_shutdown.connect
 def _stop_heartbeat(sender, **_kwargs) -> None:
-    for beat in _heartbeat:
-        beat.stop()
+    if _heartbeat is not None:
+        _heartbeat.stop()

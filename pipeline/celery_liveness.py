@@ -58,6 +58,14 @@ def node_of(worker: str) -> str:
     return worker.rpartition("#")[0] or worker
 
 
+def _tried(what: str, call: Callable[[], Any]) -> None:
+    """A Redis write a worker can do without: Redis away for a moment is logged, not raised."""
+    try:
+        call()
+    except Exception as exc:  # noqa: BLE001
+        _log.warning("%s: %s", what, exc)
+
+
 class Heartbeat:
     """A worker's sign of life: its key in Redis, renewed from a thread while the worker runs
     (a step runs in the worker's main thread, or its OCR in a child process)."""
@@ -68,10 +76,9 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._run, name="archive-heartbeat", daemon=True)
 
     def beat(self) -> None:
-        try:
-            self.client.set(_key(self.worker), str(time.time()), ex=HEARTBEAT_TTL)
-        except Exception as exc:  # noqa: BLE001  Redis away for a moment: the next beat tries again
-            _log.warning("heartbeat of %s not written: %s", self.worker, exc)
+        """Renews the key; one not written is tried again at the next beat."""
+        _tried(f"heartbeat of {self.worker} not written",
+               lambda: self.client.set(_key(self.worker), str(time.time()), ex=HEARTBEAT_TTL))
 
     def start(self) -> None:
         self.beat()  # before the worker takes its first step
@@ -82,27 +89,21 @@ class Heartbeat:
             self.beat()
 
     def record_step(self, task_id: str) -> None:
-        """As a step starts in this worker: the step's worker is this one."""
-        try:
-            self.client.set(_task_key(task_id), self.worker, ex=TASK_RECORD_SECONDS)
-        except Exception as exc:  # noqa: BLE001  the step runs unwatched rather than not at all
-            _log.warning("worker of step %s not recorded: %s", task_id, exc)
+        """As a step starts in this worker: the step's worker is this one (unrecorded, the step
+        runs unwatched rather than not at all)."""
+        _tried(f"worker of step {task_id} not recorded",
+               lambda: self.client.set(_task_key(task_id), self.worker, ex=TASK_RECORD_SECONDS))
 
     def step_done(self, task_id: str) -> None:
-        """After the step's result is stored: only running steps keep a record."""
-        try:
-            self.client.delete(_task_key(task_id))
-        except Exception as exc:  # noqa: BLE001  it expires by itself
-            _log.warning("record of step %s not removed: %s", task_id, exc)
+        """After the step's result is stored: only running steps keep a record (or it expires)."""
+        _tried(f"record of step {task_id} not removed", lambda: self.client.delete(_task_key(task_id)))
 
     def stop(self) -> None:
-        """On a worker's warm shutdown, after its last step: it is gone, say so at once."""
+        """On a worker's warm shutdown, after its last step: it is gone, say so at once (or the
+        key expires by itself)."""
         self._stop.set()
         self._thread.join(HEARTBEAT_SECONDS + 1)
-        try:
-            self.client.delete(_key(self.worker))
-        except Exception as exc:  # noqa: BLE001  the key expires by itself
-            _log.warning("heartbeat of %s not removed: %s", self.worker, exc)
+        _tried(f"heartbeat of {self.worker} not removed", lambda: self.client.delete(_key(self.worker)))
 
 
 def worker_alive(client: Any, worker: str) -> bool:

@@ -1,6 +1,10 @@
 """The OCR stage's cache: keyed by page sha256 and engine settings, a rerun calls no engine."""
 
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -8,7 +12,7 @@ import stages.ocr as ocr_stage
 from ocr import EngineConfig
 from stages.intake import intake_batch
 from stages.submit import submit_folder
-from tests.conftest import SAMPLE_BATCH
+from tests.conftest import REPO, SAMPLE_BATCH
 
 
 class EngineMustNotRun:
@@ -105,13 +109,6 @@ def _gone(pid: int) -> bool:
 def test_worker_processes_end_when_their_parent_is_killed():
     """A Celery worker killed with SIGKILL in an OCR unit must not leave its OCR process behind,
     waiting for ever with its models in memory."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from tests.conftest import REPO
-
     owner = subprocess.Popen([sys.executable, "-c", _POOL_OWNER, str(REPO)], stdout=subprocess.PIPE, text=True)
     try:
         child = int(owner.stdout.readline())
