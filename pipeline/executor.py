@@ -8,7 +8,9 @@ from collections.abc import Iterator
 import dagster as dg
 from dagster._core.executor.base import Executor
 
+from errors import ArchiveError
 from pipeline.celery_liveness import WatchedStep
+from pipeline.failures import report_run_error
 from pipeline.workers import worker_tags
 from settings import Settings
 
@@ -20,7 +22,14 @@ class _RecordingWorker(Executor):
     def execute(self, plan_context, execution_plan) -> Iterator[dg.DagsterEvent]:
         # this runs in the run worker itself, before any step starts
         plan_context.instance.add_run_tags(plan_context.run_id, worker_tags(plan_context.run_id))
-        yield from self._run_steps(plan_context, execution_plan)
+        try:
+            yield from self._run_steps(plan_context, execution_plan)
+        except ArchiveError as ended:  # a known state of the run itself (StepWorkerLost): named for the staff web
+            try:
+                report_run_error(plan_context.instance, plan_context.dagster_run, ended)
+            except Exception as unrecorded:  # the database away: the run's own error still goes up
+                plan_context.log.warning(f"the run's failure could not be recorded for the staff web: {unrecorded}")
+            raise
 
     def _run_steps(self, plan_context, execution_plan) -> Iterator[dg.DagsterEvent]:
         yield from self._inner.execute(plan_context, execution_plan)

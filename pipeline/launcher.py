@@ -7,7 +7,8 @@ from __future__ import annotations
 import dagster as dg
 from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
 
-from pipeline.workers import run_worker
+from pipeline.failures import report_run_error
+from pipeline.workers import RunWorkerGone, run_worker
 
 
 class ArchiveRunLauncher(dg.DefaultRunLauncher):
@@ -21,5 +22,7 @@ class ArchiveRunLauncher(dg.DefaultRunLauncher):
         # worker on another machine, which only that machine can check: taken as running
         alive = worker.alive() if worker else None
         if alive is False:
+            # run monitoring fails the run on this answer: its known state is left for the staff web
+            report_run_error(self._instance, run, RunWorkerGone(worker))
             return CheckRunHealthResult(WorkerStatus.FAILED, f"pid {worker.pid} on {worker.host} is gone")
         return CheckRunHealthResult(WorkerStatus.RUNNING)

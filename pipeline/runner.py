@@ -15,12 +15,13 @@ from dagster._core.execution.execution_result import ExecutionResult
 
 from errors import ArchiveError, NotReady
 from pipeline.assets import ASSETS
-from pipeline.failures import known_failure
+from pipeline.failures import known_failure, record_failed_run, run_error
 from pipeline.launch import claim_batch_run, release_claim, run_key_tags
-from pipeline.partitions import transfers
+from pipeline.partitions import BATCH_JOB, transfers
 from pipeline.transfer_assets import transfer_package_asset
 from pipeline.workers import dead_runs_failed, free_slots_of_ended_runs, live_runs, run_worker, worker_tags
 from settings import Settings
+from stages.services import Services
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
@@ -41,10 +42,21 @@ def run_batch(batch_id: str, resources: dict, instance: dg.DagsterInstance,
     if holder := claim_batch_run(services, instance, batch_id, run_id):
         _refuse(f"批次 {batch_id}", f"batch {batch_id}", holder.run_id, holder.state)
     try:
-        return _execute(ASSETS, "process_batch", batch_id, {**tags, **run_key_tags(batch_id)}, resources, instance,
+        return _execute(ASSETS, BATCH_JOB, batch_id, {**tags, **run_key_tags(batch_id)}, resources, instance,
                         run_config, run_id)
+    except Exception:
+        if run := instance.get_run_by_id(run_id):  # no daemon may be there to say why on the staff web
+            _recorded_failure(instance, services, run)
+        raise
     finally:
         release_claim(services, batch_id, run_id)
+
+
+def _recorded_failure(instance: dg.DagsterInstance, services: Services, run: dg.DagsterRun) -> None:
+    try:
+        record_failed_run(instance, services, run)
+    except ArchiveError as unrecorded:  # the database may be what failed: the run's own error still goes up
+        log.warning("the failure of run %s could not be recorded for the staff web: %s", run.run_id, unrecorded)
 
 
 def run_transfer(transfer_id: str, resources: dict, instance: dg.DagsterInstance,
@@ -92,7 +104,7 @@ def _execute_on_workers(job_name: str, partition_key: str, tags: dict[str, str],
         warnings.filterwarnings("ignore", message="Task name 'execute_plan' is already registered")
         result = execute_run(job, run, instance)
     if not result.success:
-        raise known_failure(instance, run_id) or DagsterRunFailed(run_id)
+        raise known_failure(instance, run_id) or run_error(instance, run_id) or DagsterRunFailed(run_id)
     return result
 
 

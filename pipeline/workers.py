@@ -17,6 +17,9 @@ from pathlib import Path
 
 import dagster as dg
 
+from errors import NotReady
+from pipeline.failures import report_run_error
+
 WORKER_TAG = "archive/worker"
 UNFINISHED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
               dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
@@ -96,6 +99,17 @@ def this_worker(run_id: str) -> Worker:
                   os.getpid(), stat[1] if stat else "")
 
 
+class RunWorkerGone(NotReady):
+    """A run's worker process ended before its run did."""
+
+    def __init__(self, worker: Worker) -> None:
+        super().__init__(f"运行进程（{worker.host} 上的 pid {worker.pid}）在运行结束前已不在"
+                         "（被杀死、内存不足或机器停止），本次运行未完成；已存的结果保留，请工程人员查看该机器后重新运行该批次",
+                         f"run worker (pid {worker.pid} on {worker.host}) is gone: it was killed or its machine "
+                         "stopped; the run did not finish (what is stored is kept): see to the machine, then run "
+                         "the batch again", item=worker.run_id)
+
+
 def worker_tags(run_id: str) -> dict[str, str]:
     """The tag a run worker records itself with, as its run starts."""
     return {WORKER_TAG: this_worker(run_id).tag()}
@@ -121,8 +135,9 @@ def fail_if_dead(instance: dg.DagsterInstance, run: dg.DagsterRun, retry: bool =
     if not retry:
         instance.add_run_tags(run.run_id, {"dagster/max_retries": "0"})
         current = instance.get_run_by_id(run.run_id)
-    instance.report_run_failed(current, message=f"run worker (pid {worker.pid} on {worker.host}) is gone: it was "
-                                                "killed or its machine stopped; the run did not finish")
+    gone = RunWorkerGone(worker)
+    report_run_error(instance, current, gone)
+    instance.report_run_failed(current, message=gone.message_en)
     instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
     return True
 

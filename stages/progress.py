@@ -31,17 +31,40 @@ def advance(cur, batch_id: str, status: str) -> None:
                 (status, batch_id, earlier))
 
 
+# the stage a batch at each status goes through next (the assets' names): where a run that
+# stopped outside its steps stopped
+NEXT_STAGE = {"submitted": "intake", "validated": "ocr", "ocr_done": "index", "indexed": "archive"}
+
+
+def _failure(stage: str, run_id: str, error: ArchiveError) -> str:
+    return json.dumps({"stage": stage, "kind": error.kind, "message_zh": error.message_zh,
+                       "message_en": error.message_en, "item": error.item, "run_id": run_id}, ensure_ascii=False)
+
+
 def record_failure(services: Services, batch_id: str, stage: str, run_id: str, error: ArchiveError | None) -> None:
     """Records why a stage of the batch failed for good; `error` None for a bug (its traceback is
     in the run's log, which the message names)."""
     if error is None:
         error = ArchiveError(f"{stage} 阶段出现程序错误，详见 Dagster 运行 {run_id} 的日志",
                              f"the {stage} stage hit a bug: see run {run_id} in the Dagster UI")
-    failure = {"stage": stage, "kind": error.kind, "message_zh": error.message_zh, "message_en": error.message_en,
-               "item": error.item, "run_id": run_id}
     with services.db.transaction() as cur:
         cur.execute("UPDATE batches SET failure = %s::jsonb || jsonb_build_object('at', now()) WHERE batch_id = %s",
-                    (json.dumps(failure, ensure_ascii=False), batch_id))
+                    (_failure(stage, run_id, error), batch_id))
+
+
+def record_run_failure(services: Services, batch_id: str, run_id: str, error: ArchiveError) -> bool:
+    """Records why a run of the batch ended outside its steps (its worker gone, say), at the stage
+    the batch had reached; nothing if a step of that run recorded its own reason, or the batch
+    is archived. True if recorded."""
+    with services.db.transaction() as cur:
+        cur.execute("SELECT status, failure->>'run_id' AS run_id FROM batches WHERE batch_id = %s FOR UPDATE",
+                    (batch_id,))
+        row = cur.fetchone()
+        if row is None or row["status"] not in NEXT_STAGE or row["run_id"] == run_id:
+            return False
+        cur.execute("UPDATE batches SET failure = %s::jsonb || jsonb_build_object('at', now()) WHERE batch_id = %s",
+                    (_failure(NEXT_STAGE[row["status"]], run_id, error), batch_id))
+        return True
 
 
 def awaiting_processing(services: Services, limit: int = 100) -> list[str]:

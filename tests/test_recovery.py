@@ -16,16 +16,22 @@ from pathlib import Path
 import dagster as dg
 import psycopg2
 import pytest
+from dagster._core.execution.retries import RetryMode
+from dagster._core.executor.base import Executor
 
 import pipeline.workers
 import stages.index
 from devservices.postgres import LocalPostgres
 from devservices.s3 import free_port
+from errors import BatchRefused, NotReady
 from pipeline.assets import ASSETS
+from pipeline.celery_liveness import StepWorkerLost
+from pipeline.executor import _RecordingWorker
+from pipeline.failures import record_failed_run, run_error
 from pipeline.launcher import ArchiveRunLauncher
-from pipeline.partitions import scan_batches
+from pipeline.partitions import BATCH_JOB, scan_batches
 from pipeline.workers import WORKER_TAG, Worker, dead_runs_failed, fail_if_dead, run_worker, this_worker
-from stages.progress import batch_status
+from stages.progress import batch_status, record_failure
 from stages.submit import submit_folder
 from tests.conftest import REPO, SAMPLE_BATCH, make_services, pipeline_resources, searchable_tempdir
 from tests.test_cli import ARCHIVE, _summary_numbers, demo_env  # noqa: F401  (a fixture)
@@ -301,7 +307,6 @@ def test_only_states_that_pass_are_retried_and_the_last_failure_is_still_known(m
 
 def test_a_stage_that_fails_for_good_says_why_on_the_staff_web_until_a_stage_commits(services, monkeypatch, tmp_path):
     import pipeline.assets
-    from errors import BatchRefused
     from tests.conftest import add_user, logged_in
 
     resources = pipeline_resources(services)
@@ -337,3 +342,75 @@ def test_a_stage_that_fails_for_good_says_why_on_the_staff_web_until_a_stage_com
         monkeypatch.setattr(pipeline.assets, "index_batch", real_index)  # fixed: the next run clears it
         assert dg.materialize(ASSETS, partition_key=batch, instance=instance, resources=resources).success
         assert batch_status(batch, services)["failure"] is None
+
+
+class _LosesEachWorker(Executor):
+    """Dagster-celery's loop as it ends when a step's worker died each time the step was sent."""
+
+    retries = RetryMode.DISABLED
+
+    def execute(self, plan_context, execution_plan):
+        raise StepWorkerLost("ocr.ocr_unit_step[0]", ["w1@host-a", "w2@host-b", "w1@host-a"])
+        yield
+
+
+@dg.op
+def _nothing() -> None:
+    pass
+
+
+def _losing_job() -> dg.JobDefinition:
+    executor = dg.ExecutorDefinition(name="losing", executor_creation_fn=lambda _: _RecordingWorker(_LosesEachWorker()))
+    return dg.GraphDefinition(name=BATCH_JOB, node_defs=[_nothing]).to_job(executor_def=executor)
+
+
+def test_a_run_that_ends_outside_its_steps_says_why_on_the_staff_web_once_no_retry_follows(services, tmp_path):
+    from pipeline.definitions import defs
+    from tests.conftest import add_user, logged_in
+
+    batch = submit_folder(SAMPLE_BATCH, services).batch_id
+    overrides = {"run_launcher": {"module": "pipeline.launcher", "class": "ArchiveRunLauncher"},
+                 "run_retries": {"enabled": True, "max_retries": 2}}
+    with dg.DagsterInstance.local_temp(str(tmp_path), overrides=overrides) as instance:
+        # the run worker killed: its first failure is retried, so the staff web waits for the retry
+        retried = _started_run(instance, _dead_worker, batch)
+        assert dead_runs_failed(instance, {}) and not record_failed_run(instance, services, retried)
+        assert instance.get_run_by_id(retried.run_id).tags["dagster/will_retry"] == "true"
+        assert batch_status(batch, services)["failure"] is None
+
+        # the last try (no retry left), failed by run monitoring: the daemon's sensor says why
+        last = _started_run(instance, _dead_worker, batch, **{"dagster/max_retries": "0"})
+        assert instance.run_launcher.check_run_worker_health(last).status.value == "FAILED"
+        instance.report_run_failed(last, message="run monitoring: the worker is gone")
+        failed = instance.get_records_for_run(last.run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records[0]
+        sensor = next(s for s in defs.sensors if s.name == "failed_batch_runs")
+        with dg.build_run_status_sensor_context(
+                sensor_name=sensor.name, dagster_instance=instance, dagster_run=instance.get_run_by_id(last.run_id),
+                dagster_event=failed.event_log_entry.dagster_event, resources=pipeline_resources(services)) as context:
+            sensor(context)
+        failure = batch_status(batch, services)["failure"]
+        assert failure["stage"] == "intake" and failure["run_id"] == last.run_id and failure["kind"] == "not_ready"
+        assert "运行进程" in failure["message_zh"] and "is gone" in failure["message_en"]
+        assert not record_failed_run(instance, services, last)  # once
+
+        # a step of the run that recorded its own reason keeps it
+        own = _started_run(instance, _dead_worker, batch, **{"dagster/max_retries": "0"})
+        record_failure(services, batch, "ocr", own.run_id, BatchRefused("页面无法识别", "pages unreadable"))
+        assert dead_runs_failed(instance, {}) and not record_failed_run(instance, services, own)
+        assert batch_status(batch, services)["failure"]["message_en"] == "pages unreadable"
+
+        # a step's Celery worker lost each time: the run worker names it, for this caller and the web
+        result = dg.execute_job(dg.reconstructable(_losing_job), instance,
+                                tags={"batch": batch, "dagster/max_retries": "0"})
+        assert not result.success
+        lost = run_error(instance, result.run_id)
+        assert isinstance(lost, NotReady) and lost.item == "ocr.ocr_unit_step[0]"
+        assert record_failed_run(instance, services, instance.get_run_by_id(result.run_id))
+        failure = batch_status(batch, services)["failure"]
+        assert failure["run_id"] == result.run_id and "w2@host-b" in failure["message_en"]
+        assert "Celery 工作进程" in failure["message_zh"]
+
+        add_user(services, "staff-gz", "staff", services.agency)  # what the staff page shows
+        listed = logged_in(services, "staff-gz").get("/api/batches").json()["batches"]
+        shown = {b["batch_id"]: b["failure"] for b in listed}
+        assert shown[batch]["message_zh"] == failure["message_zh"]
