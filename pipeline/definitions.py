@@ -29,7 +29,7 @@ fixity_job = dg.define_asset_job("audit_fixity", selection=dg.AssetSelection.ass
 defs = dg.Definitions(
     assets=[*ASSETS, transfer_package_asset, transfer_receipts_asset, platform_deliveries_asset, *PRESERVATION_ASSETS],
     jobs=[batch_job, hand_in_job, transfer_job, receipts_job, platform_job, replicate_job, fixity_job],
-    sensors=[make_inbox_sensor(batch_job, hand_in_job), make_failed_batch_sensor(batch_job),
+    sensors=[make_inbox_sensor(batch_job, hand_in_job), make_failed_batch_sensor(),
              make_transfer_sensor(transfer_job), make_platform_sensor(platform_job)],
     schedules=[dg.ScheduleDefinition(name="receipts_every_15_minutes", job=receipts_job,
                                      cron_schedule="*/15 * * * *", default_status=dg.DefaultScheduleStatus.RUNNING,

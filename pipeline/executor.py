@@ -10,7 +10,7 @@ from dagster._core.executor.base import Executor
 
 from errors import ArchiveError
 from pipeline.celery_liveness import WatchedStep
-from pipeline.failures import report_run_error
+from pipeline.run_failures import report_run_error
 from pipeline.workers import worker_tags
 from settings import Settings
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dagster as dg
 from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
 
-from pipeline.failures import report_run_error
+from pipeline.run_failures import report_run_error
 from pipeline.workers import RunWorkerGone, run_worker
 
 
@@ -22,7 +22,10 @@ class ArchiveRunLauncher(dg.DefaultRunLauncher):
         # worker on another machine, which only that machine can check: taken as running
         alive = worker.alive() if worker else None
         if alive is False:
-            # run monitoring fails the run on this answer: its known state is left for the staff web
-            report_run_error(self._instance, run, RunWorkerGone(worker))
+            # run monitoring fails the run on this answer: its known state is left for the staff web,
+            # unless the run ended by itself since monitoring looked (its worker then exits too)
+            current = self._instance.get_run_by_id(run.run_id)
+            if current is not None and not current.is_finished:
+                report_run_error(self._instance, current, RunWorkerGone(worker))
             return CheckRunHealthResult(WorkerStatus.FAILED, f"pid {worker.pid} on {worker.host} is gone")
         return CheckRunHealthResult(WorkerStatus.RUNNING)

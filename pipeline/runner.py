@@ -15,9 +15,10 @@ from dagster._core.execution.execution_result import ExecutionResult
 
 from errors import ArchiveError, NotReady
 from pipeline.assets import ASSETS
-from pipeline.failures import known_failure, record_failed_run, run_error
+from pipeline.failures import known_failure
 from pipeline.launch import claim_batch_run, release_claim, run_key_tags
 from pipeline.partitions import BATCH_JOB, transfers
+from pipeline.run_failures import record_failed_run, run_error
 from pipeline.transfer_assets import transfer_package_asset
 from pipeline.workers import dead_runs_failed, free_slots_of_ended_runs, live_runs, run_worker, worker_tags
 from settings import Settings
@@ -45,18 +46,17 @@ def run_batch(batch_id: str, resources: dict, instance: dg.DagsterInstance,
         return _execute(ASSETS, BATCH_JOB, batch_id, {**tags, **run_key_tags(batch_id)}, resources, instance,
                         run_config, run_id)
     except Exception:
-        if run := instance.get_run_by_id(run_id):  # no daemon may be there to say why on the staff web
-            _recorded_failure(instance, services, run)
+        _recorded_failure(instance, services, run_id)  # no daemon may be there to say why on the staff web
         raise
     finally:
         release_claim(services, batch_id, run_id)
 
 
-def _recorded_failure(instance: dg.DagsterInstance, services: Services, run: dg.DagsterRun) -> None:
+def _recorded_failure(instance: dg.DagsterInstance, services: Services, run_id: str) -> None:
     try:
-        record_failed_run(instance, services, run)
-    except ArchiveError as unrecorded:  # the database may be what failed: the run's own error still goes up
-        log.warning("the failure of run %s could not be recorded for the staff web: %s", run.run_id, unrecorded)
+        record_failed_run(instance, services, run_id)
+    except Exception as unrecorded:  # noqa: BLE001  the database may be what failed: the run's own error goes up
+        log.warning("the failure of run %s could not be recorded for the staff web: %s", run_id, unrecorded)
 
 
 def run_transfer(transfer_id: str, resources: dict, instance: dg.DagsterInstance,

@@ -12,11 +12,11 @@ import time
 import dagster as dg
 
 from crossregion.outbox import next_due_in, oldest_due
-from pipeline.failures import record_failed_run
 from pipeline.hand_in import hand_in_key, hand_in_request, hand_ins_ended
 from pipeline.launch import INBOX_SENSOR, SENSOR, claim_batch_run, has_run, never_launched
 from pipeline.partitions import transfers
 from pipeline.resources import ArchiveServicesResource
+from pipeline.run_failures import record_failed_batches
 from settings import Settings
 from stages.inbox import MAX_HAND_IN_ATTEMPTS, InboxState, ready_folders
 from stages.progress import awaiting_processing
@@ -56,15 +56,14 @@ def make_inbox_sensor(job, hand_in_job) -> dg.SensorDefinition:  # the batch job
     return scan_batch_inbox
 
 
-def make_failed_batch_sensor(job) -> dg.RunStatusSensorDefinition:  # job: the batch job
-    @dg.run_failure_sensor(name="failed_batch_runs", monitored_jobs=[job], minimum_interval_seconds=15,
-                           default_status=dg.DefaultSensorStatus.RUNNING,
-                           description="Says on the staff web why a batch's run failed once no retry follows, when"
-                                       " the run ended outside its steps (its worker gone, say): a failed step says"
-                                       " so itself")
-    def failed_batch_runs(context: dg.RunFailureSensorContext, services: ArchiveServicesResource) -> None:
-        if record_failed_run(context.instance, services.services(), context.dagster_run):
-            context.log.info(f"run {context.dagster_run.run_id}: its failure is recorded for the staff web")
+def make_failed_batch_sensor() -> dg.SensorDefinition:
+    @dg.sensor(name="failed_batch_runs", minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+               description="Says on the staff web why a batch's newest run failed once no retry is coming, when the"
+                           " run ended outside its steps (its worker gone, say): a failed step says so itself")
+    def failed_batch_runs(context: dg.SensorEvaluationContext, services: ArchiveServicesResource) -> dg.SkipReason:
+        recorded = record_failed_batches(context.instance, services.services())
+        return dg.SkipReason(f"recorded for the staff web why the runs of {', '.join(recorded)} failed" if recorded
+                             else "no failed batch run without its reason")
 
     return failed_batch_runs
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import dagster as dg
 
 from errors import NotReady
-from pipeline.failures import report_run_error
+from pipeline.run_failures import report_run_error
 
 WORKER_TAG = "archive/worker"
 UNFINISHED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,

@@ -27,10 +27,16 @@ from errors import BatchRefused, NotReady
 from pipeline.assets import ASSETS
 from pipeline.celery_liveness import StepWorkerLost
 from pipeline.executor import _RecordingWorker
-from pipeline.failures import record_failed_run, run_error
 from pipeline.launcher import ArchiveRunLauncher
 from pipeline.partitions import BATCH_JOB, scan_batches
-from pipeline.workers import WORKER_TAG, Worker, dead_runs_failed, fail_if_dead, run_worker, this_worker
+from pipeline.run_failures import (
+    RETRY_GRACE_SECONDS,
+    record_failed_batches,
+    record_failed_run,
+    report_run_error,
+    run_error,
+)
+from pipeline.workers import WORKER_TAG, RunWorkerGone, Worker, dead_runs_failed, fail_if_dead, run_worker, this_worker
 from stages.progress import batch_status, record_failure
 from stages.submit import submit_folder
 from tests.conftest import REPO, SAMPLE_BATCH, make_services, pipeline_resources, searchable_tempdir
@@ -364,39 +370,47 @@ def _losing_job() -> dg.JobDefinition:
     return dg.GraphDefinition(name=BATCH_JOB, node_defs=[_nothing]).to_job(executor_def=executor)
 
 
-def test_a_run_that_ends_outside_its_steps_says_why_on_the_staff_web_once_no_retry_follows(services, tmp_path):
+def test_a_run_that_ends_outside_its_steps_says_why_on_the_staff_web_once_no_retry_is_coming(services, tmp_path):
     from pipeline.definitions import defs
     from tests.conftest import add_user, logged_in
 
     batch = submit_folder(SAMPLE_BATCH, services).batch_id
     overrides = {"run_launcher": {"module": "pipeline.launcher", "class": "ArchiveRunLauncher"},
                  "run_retries": {"enabled": True, "max_retries": 2}}
-    with dg.DagsterInstance.local_temp(str(tmp_path), overrides=overrides) as instance:
-        # the run worker killed: its first failure is retried, so the staff web waits for the retry
-        retried = _started_run(instance, _dead_worker, batch)
-        assert dead_runs_failed(instance, {}) and not record_failed_run(instance, services, retried)
-        assert instance.get_run_by_id(retried.run_id).tags["dagster/will_retry"] == "true"
-        assert batch_status(batch, services)["failure"] is None
+    sensor = next(s for s in defs.sensors if s.name == "failed_batch_runs")
 
-        # the last try (no retry left), failed by run monitoring: the daemon's sensor says why
+    def sweep() -> None:  # one tick of the daemon's sensor, as the definitions wire it
+        with dg.build_sensor_context(instance=instance, resources=pipeline_resources(services)) as context:
+            sensor(context)
+
+    with dg.DagsterInstance.local_temp(str(tmp_path), overrides=overrides) as instance:
+        # the run worker killed: a retry of its run is coming, so the staff web waits for it
+        retried = _started_run(instance, _dead_worker, batch)
+        assert dead_runs_failed(instance, {}) and not record_failed_run(instance, services, retried.run_id)
+        assert instance.get_run_by_id(retried.run_id).tags["dagster/will_retry"] == "true"
+        sweep()
+        assert batch_status(batch, services)["failure"] is None
+        # ... unless no retry was launched long after it was decided on
+        late = time.time() + RETRY_GRACE_SECONDS + 1
+        assert record_failed_batches(instance, services, now=late) == [batch]
+        assert batch_status(batch, services)["failure"]["run_id"] == retried.run_id
+
+        # the last try (no retry left), failed by run monitoring: the sweep says why
         last = _started_run(instance, _dead_worker, batch, **{"dagster/max_retries": "0"})
         assert instance.run_launcher.check_run_worker_health(last).status.value == "FAILED"
         instance.report_run_failed(last, message="run monitoring: the worker is gone")
-        failed = instance.get_records_for_run(last.run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records[0]
-        sensor = next(s for s in defs.sensors if s.name == "failed_batch_runs")
-        with dg.build_run_status_sensor_context(
-                sensor_name=sensor.name, dagster_instance=instance, dagster_run=instance.get_run_by_id(last.run_id),
-                dagster_event=failed.event_log_entry.dagster_event, resources=pipeline_resources(services)) as context:
-            sensor(context)
+        sweep()
         failure = batch_status(batch, services)["failure"]
         assert failure["stage"] == "intake" and failure["run_id"] == last.run_id and failure["kind"] == "not_ready"
         assert "运行进程" in failure["message_zh"] and "is gone" in failure["message_en"]
-        assert not record_failed_run(instance, services, last)  # once
+        assert not record_failed_run(instance, services, last.run_id)  # once
+        assert not record_failed_run(instance, services, retried.run_id, now=late)  # an older run: not over it
 
         # a step of the run that recorded its own reason keeps it
         own = _started_run(instance, _dead_worker, batch, **{"dagster/max_retries": "0"})
         record_failure(services, batch, "ocr", own.run_id, BatchRefused("页面无法识别", "pages unreadable"))
-        assert dead_runs_failed(instance, {}) and not record_failed_run(instance, services, own)
+        assert dead_runs_failed(instance, {}) and not record_failed_run(instance, services, own.run_id)
+        sweep()
         assert batch_status(batch, services)["failure"]["message_en"] == "pages unreadable"
 
         # a step's Celery worker lost each time: the run worker names it, for this caller and the web
@@ -405,10 +419,17 @@ def test_a_run_that_ends_outside_its_steps_says_why_on_the_staff_web_once_no_ret
         assert not result.success
         lost = run_error(instance, result.run_id)
         assert isinstance(lost, NotReady) and lost.item == "ocr.ocr_unit_step[0]"
-        assert record_failed_run(instance, services, instance.get_run_by_id(result.run_id))
+        assert record_failed_run(instance, services, result.run_id)
         failure = batch_status(batch, services)["failure"]
         assert failure["run_id"] == result.run_id and "w2@host-b" in failure["message_en"]
         assert "Celery 工作进程" in failure["message_zh"]
+        # a worker check answering after the run ended leaves nothing; a reason left after the end is not its reason
+        engine_events = len(instance.get_records_for_run(last.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT).records)
+        assert instance.run_launcher.check_run_worker_health(last).status.value == "FAILED"  # `last` as first fetched
+        assert len(instance.get_records_for_run(last.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT).records) \
+            == engine_events
+        report_run_error(instance, instance.get_run_by_id(result.run_id), RunWorkerGone(_dead_worker(result.run_id)))
+        assert run_error(instance, result.run_id).item == "ocr.ocr_unit_step[0]"
 
         add_user(services, "staff-gz", "staff", services.agency)  # what the staff page shows
         listed = logged_in(services, "staff-gz").get("/api/batches").json()["batches"]
