@@ -15,7 +15,7 @@ def to_gray(img: Image.Image) -> Image.Image:
     """
     if img.mode == "L":
         return img
-    rgb = img.convert("RGB")
+    rgb = img if img.mode == "RGB" else img.convert("RGB")  # converting RGB to RGB copies the whole page
     return rgb.getchannel("R")
 
 
