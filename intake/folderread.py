@@ -4,7 +4,9 @@ The listing and the reads are apart in time. Someone who may write to the inbox 
 listed file, or a folder on its path, for a link between the two, and a read by path would hand
 in whatever the link points at, anywhere on this machine. So each file is opened one path
 component at a time from a handle on the batch folder, none of them a link (O_NOFOLLOW), and
-must be a regular file when open.
+must be a regular file when open. A folder from the inbox may hold no file with another hard
+link either: a link made to a file elsewhere (this service's configuration, say) is that file,
+and only the kernel's `fs.protected_hardlinks` would keep others from making one.
 """
 
 from __future__ import annotations
@@ -31,12 +33,24 @@ class FileSwapped(BadInput):
                          "folder in again once it is complete", item=rel)
 
 
+class FileHardLinked(BadInput):
+    """A file of an inbox folder that also has a name elsewhere."""
+
+    def __init__(self, rel: str, links: int) -> None:
+        super().__init__(f"{rel} 是硬链接（同一文件在本机共有 {links} 个名字），收件夹不接收这样的文件，"
+                         "整个文件夹未予登记：请将其复制为普通文件后重新提交",
+                         f"{rel} is a hard link (the same file has {links} names on this machine): the inbox does "
+                         "not take such files, and nothing of the folder was handed in; copy it as a plain file "
+                         "and hand the folder in again", item=rel)
+
+
 class BatchFolder:
     """A handle on a batch folder, from which its files are opened. `follow_link`: whether the
-    folder itself may be a link (a path typed on the command line may; an inbox entry may not)."""
+    folder itself may be a link (a path typed on the command line may; an inbox entry may not);
+    `hard_links`: whether its files may have other names (not in the inbox, which others write)."""
 
-    def __init__(self, folder: Path, follow_link: bool = True) -> None:
-        self.folder = Path(folder)
+    def __init__(self, folder: Path, follow_link: bool = True, hard_links: bool = True) -> None:
+        self.folder, self.hard_links = Path(folder), hard_links
         flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | (0 if follow_link else os.O_NOFOLLOW)
         try:
             self.fd = os.open(self.folder, flags)
@@ -75,6 +89,8 @@ class BatchFolder:
             info = os.fstat(fh.fileno())
             if not stat.S_ISREG(info.st_mode):
                 raise FileSwapped(rel, "不是普通文件 / not a regular file")
+            if not self.hard_links and info.st_nlink > 1:
+                raise FileHardLinked(rel, info.st_nlink)
             yield fh, info.st_size
 
     def files(self) -> list[str]:

@@ -143,4 +143,5 @@ def hand_in(inbox: Path, ready: ReadyFolder, services: Services) -> str:
                        f"{ready.name} in the inbox is a link, not a folder: it is not handed in", item=ready.name)
     if not folder.is_dir() or _digest(signature(folder)[0]) != ready.digest:
         raise FolderChanged(ready.name)
-    return submit_folder(folder, services, follow_link=False).batch_id  # a link put in its place since: refused
+    # a link put in its place since, or a file linked to one elsewhere: refused
+    return submit_folder(folder, services, follow_link=False, hard_links=False).batch_id

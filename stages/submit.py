@@ -95,17 +95,18 @@ def _container_path(name: str, members: set[str]) -> str:
 def submit_folder(folder: Path, services: Services, name: str | None = None,
                   container: tuple[Path, list[Finding]] | None = None,
                   progress: Callable[[str, int], None] | None = None, agency: str | None = None,
-                  follow_link: bool = True) -> Submission:
+                  follow_link: bool = True, hard_links: bool = True) -> Submission:
     """Hands in a batch folder; `container` is the zip it came in, kept verbatim with its findings.
 
     Resumable: objects are content-keyed and written only if absent, so after an interruption
     the same call uploads only what is missing. `progress(path, bytes)` is told of each file.
     Files are read through a handle on the folder, never through a link (intake/folderread.py);
-    `follow_link`: whether the folder itself may be one."""
+    `follow_link`: whether the folder itself may be one; `hard_links`: whether its files may have
+    other names (BatchFolder)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise BadInput(f"批次文件夹 {folder} 不存在", f"batch folder {folder} does not exist", item=str(folder))
-    with BatchFolder(folder, follow_link) as handle:
+    with BatchFolder(folder, follow_link, hard_links) as handle:
         return _submit(handle, services, name, container, progress, agency)
 
 

@@ -343,6 +343,32 @@ def test_a_file_swapped_for_a_link_after_the_listing_is_refused_by_name_and_noth
     assert not any(b"SECRET" in data for data in staged)
 
 
+def test_an_inbox_page_hard_linked_to_a_file_elsewhere_is_refused_by_name_and_nothing_is_read(
+        inbox, services, tmp_path):
+    """A hard link is the file it links to: one dropped into the inbox for a file of this service
+    (its configuration, its keys) would hand that file in, wherever the kernel lets it be made."""
+    from intake.folderread import FileHardLinked
+    from stages.inbox import ReadyFolder, hand_in, signature
+    from stages.inbox import _digest as digest
+    from stages.submit import submit_folder
+
+    secret = tmp_path / "service-config.jpg"
+    secret.write_bytes(b"SECRET of the service")
+    shutil.copytree(SAMPLE_BATCH, inbox / "b")
+    page = sorted((inbox / "b" / "pages").iterdir())[0]
+    page.unlink()
+    os.link(secret, page)
+    with pytest.raises(FileHardLinked) as refused:
+        hand_in(inbox, ReadyFolder("b", digest(signature(inbox / "b")[0])), services)
+    assert refused.value.item == f"pages/{page.name}" and "hard link" in refused.value.message_en
+    assert "硬链接" in refused.value.message_zh
+    assert services.db.count("batches") == 0
+    assert not any(b"SECRET" in services.store.get(services.staging_bucket, key) for key in _staged(services))
+
+    # a folder named on the command line is its user's own: a hard link there is handed in
+    assert submit_folder(inbox / "b", services).files == 10
+
+
 def test_a_file_changed_between_its_hash_and_its_upload_is_refused_by_name(services, tmp_path, monkeypatch):
     """A page rewritten in place after hand-in hashed it: what would be stored is not what was
     hashed, so it is refused, and no batch registered."""
