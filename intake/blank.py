@@ -19,6 +19,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from ocr.preprocess import paper_level
+
 WORK_WIDTH = 640
 MARGIN = 0.05            # of each side, left out: binding holes, edge shadows, scanner lids
 DARK = 0.75              # of the paper's brightness: faint pencil and light ink still count
@@ -56,7 +58,7 @@ def text_marks(gray: Image.Image, dpi: float) -> Marks:
     inner = a[round(h * MARGIN): h - round(h * MARGIN), round(w * MARGIN): w - round(w * MARGIN)]
     if inner.size == 0:
         return Marks(0, False)
-    paper = float(np.percentile(inner, 90))
+    paper = paper_level(inner)
     dark = (inner < paper * DARK).astype(np.uint8)
     count, _, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=8)
     widths = stats[1:, cv2.CC_STAT_WIDTH] / px_per_mm

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from ocr.preprocess import shrink
+from ocr.preprocess import paper_level, shrink
 
 WORK_WIDTH = 640          # px of the shrunk copy: ~0.1 degree resolution on an A4 page
 MAX_DEGREES = 10.0
@@ -36,7 +36,7 @@ def estimate_skew(gray: Image.Image) -> float | None:
     a = np.asarray(shrink(gray, WORK_WIDTH), dtype=np.uint8)
     h, w = a.shape
     inner = a[h // 20: h - h // 20, w // 20: w - w // 20]  # scanner edges and shadows are not lines
-    paper = float(np.percentile(inner, 90)) if inner.size else 0.0
+    paper = paper_level(inner) if inner.size else 0.0
     ys, xs = np.nonzero(inner < paper * 0.6)
     if len(ys) < MIN_INK_PIXELS:
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -25,6 +26,22 @@ def shrink(gray: Image.Image, width: int = 640) -> Image.Image:
     return gray.reduce(factor) if factor > 1 else gray
 
 
+PAPER_PERCENTILE = 90  # brighter than nine pixels in ten: the paper, whatever its age or tint
+
+
+def paper_level(a: np.ndarray) -> float:
+    """The paper's brightness in a uint8 page array: its 90th percentile exactly as
+    `np.percentile(a, 90)` gives it (linear), taken from its histogram, because np.percentile
+    sorts a copy of the page, which cost more than the rest of the blank-page rule."""
+    cum = np.cumsum(cv2.calcHist([a], [0], None, [256], [0, 256]).ravel())
+    position = (a.size - 1) * (PAPER_PERCENTILE / 100)  # numpy's own arithmetic, for the same float
+    low = int(np.floor(position))
+    below = int(np.searchsorted(cum, low, side="right"))
+    above = int(np.searchsorted(cum, min(low + 1, a.size - 1), side="right"))
+    gamma, diff = position - low, float(above - below)
+    return above - diff * (1 - gamma) if gamma >= 0.5 else below + diff * gamma  # numpy's lerp, both halves
+
+
 def ink_ratio(gray: Image.Image) -> float:
     """Share of dark pixels, margins excluded; a blank page is below ~0.002. Any size: it works
     on a ~640 px copy (a 300 dpi A4 page shrunk 4x), so a copy already shrunk costs nothing more."""
@@ -34,7 +51,7 @@ def ink_ratio(gray: Image.Image) -> float:
     if inner.size == 0:
         return 0.0
     # local threshold against the page's own paper brightness (aged paper is not white)
-    paper = float(np.percentile(inner, 90))
+    paper = paper_level(inner)
     return float((inner < paper * 0.6).mean())
 
 
