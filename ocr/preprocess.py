@@ -30,10 +30,14 @@ PAPER_PERCENTILE = 90  # brighter than nine pixels in ten: the paper, whatever i
 
 
 def paper_level(a: np.ndarray) -> float:
-    """The paper's brightness in a uint8 page array: its 90th percentile exactly as
+    """The paper's brightness in a non-empty 2-D uint8 page array: its 90th percentile exactly as
     `np.percentile(a, 90)` gives it (linear), taken from its histogram, because np.percentile
     sorts a copy of the page, which cost more than the rest of the blank-page rule."""
-    cum = np.cumsum(cv2.calcHist([a], [0], None, [256], [0, 256]).ravel())
+    if a.size < 2**24:  # calcHist counts in float32, exact only below 2**24
+        hist = cv2.calcHist([a], [0], None, [256], [0, 256]).ravel().astype(np.int64)
+    else:  # a later frame of a TIFF may be any size
+        hist = np.bincount(a.ravel(), minlength=256)
+    cum = np.cumsum(hist)
     position = (a.size - 1) * (PAPER_PERCENTILE / 100)  # numpy's own arithmetic, for the same float
     low = int(np.floor(position))
     below = int(np.searchsorted(cum, low, side="right"))
