@@ -23,7 +23,7 @@ from dagster._utils.tags import get_boolean_tag_value
 from errors import ArchiveError
 from pipeline.failures import error_from_metadata, error_metadata
 from pipeline.partitions import BATCH_JOB
-from stages.progress import record_run_failure
+from stages.progress import record_run_failure, run_failure_wanted
 from stages.services import Services
 
 # the retry daemon launches a retry it decided on within seconds; past this after the failure, none is coming
@@ -90,6 +90,8 @@ def record_failed_run(instance: dg.DagsterInstance, services: Services, run_id: 
     if newest is None or newest.run_id != run_id:  # a later run (its retry, say) has the batch now
         return False
     if _retry_coming(instance, record, time.time() if now is None else now):
+        return False
+    if not run_failure_wanted(services, batch, run_id):  # the sweep meets recorded runs each minute
         return False
     return record_run_failure(services, batch, run_id, run_error(instance, run_id) or _dagster_said(instance, run_id))
 

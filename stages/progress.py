@@ -52,15 +52,30 @@ def record_failure(services: Services, batch_id: str, stage: str, run_id: str, e
                     (_failure(stage, run_id, error), batch_id))
 
 
+_RUN_FAILURE_STATE = "SELECT status, failure->>'run_id' AS run_id FROM batches WHERE batch_id = %s"
+
+
+def _run_failure_recordable(row: dict | None, run_id: str) -> bool:
+    # the batch is on its way, and what it records is not already that run's own reason
+    return row is not None and row["status"] in NEXT_STAGE and row["run_id"] != run_id
+
+
+def run_failure_wanted(services: Services, batch_id: str, run_id: str) -> bool:
+    """Whether record_run_failure would record the run's failure now: asked first, so that a
+    caller skips working out a reason for a batch that already has it."""
+    with services.db.transaction() as cur:
+        cur.execute(_RUN_FAILURE_STATE, (batch_id,))
+        return _run_failure_recordable(cur.fetchone(), run_id)
+
+
 def record_run_failure(services: Services, batch_id: str, run_id: str, error: ArchiveError) -> bool:
     """Records why a run of the batch ended outside its steps (its worker gone, say), at the stage
     the batch had reached; nothing if a step of that run recorded its own reason, or the batch
     is archived. True if recorded."""
     with services.db.transaction() as cur:
-        cur.execute("SELECT status, failure->>'run_id' AS run_id FROM batches WHERE batch_id = %s FOR UPDATE",
-                    (batch_id,))
+        cur.execute(_RUN_FAILURE_STATE + " FOR UPDATE", (batch_id,))
         row = cur.fetchone()
-        if row is None or row["status"] not in NEXT_STAGE or row["run_id"] == run_id:
+        if not _run_failure_recordable(row, run_id):
             return False
         cur.execute("UPDATE batches SET failure = %s::jsonb || jsonb_build_object('at', now()) WHERE batch_id = %s",
                     (_failure(NEXT_STAGE[row["status"]], run_id, error), batch_id))
